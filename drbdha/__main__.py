@@ -1,0 +1,3 @@
+from drbdha.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""TOML configuration -> frozen dataclasses.
+
+Every option is declared once (type, default, range, unit, help) in the tables below; `load()`
+collects *all* problems with their key paths and raises one ConfigError, so `check-config`
+can list everything wrong at once. Nothing is ever silently replaced by a default (unlike
+keepalived's "Using default" warnings): a value is either valid or an error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from pathlib import Path
+from typing import Any, Final
+
+from drbdha.errors import ConfigError
+
+DEFAULT_PATH: Final = Path("/etc/drbdha/drbdha.toml")
+
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
+
+
+class _Invalid(ValueError):
+    """A value failed its check; the message is shown after the key path."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    control_socket: Path = Path("/run/drbdha/control.sock")
+    """Unix socket for `drbdha status` and `force-failover`."""
+    metrics_listen: str = "127.0.0.1:9942"
+    """host:port of the Prometheus endpoint; "" disables it."""
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class VrrpInstanceConfig:
+    name: str
+    interface: str
+    vrid: int
+    priority: int
+    version: int
+    advert_interval: float
+    """Seconds. v2: whole seconds 1..255. v3: 0.01..40.95 in steps of 0.01."""
+    virtual_ipaddress: tuple[IPInterface, ...]
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    unicast_peers: tuple[IPAddress, ...] = ()
+    checksum_mode: str = "pseudo"
+    garp_master_repeat: int = 5
+    garp_master_delay: float = 5.0
+    garp_master_refresh: float = 60.0
+
+    @property
+    def family(self) -> int:
+        return self.virtual_ipaddress[0].version if self.virtual_ipaddress else 4
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    vrrp_instances: tuple[VrrpInstanceConfig, ...]
+    source: Path | None = field(default=None, compare=False)
+
+
+# ---- readers: raw TOML value -> typed value, or _Invalid(message) -------------------------
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def read(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _Invalid(f"must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise _Invalid(f"must be in {lo}..{hi}, got {v}")
+        return v
+
+    return read
+
+
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    def read(v: Any) -> float:
+        # tomllib integers are unbounded and math.isfinite(10**400) raises OverflowError, so
+        # only floats go through isfinite; the range check compares ints exactly.
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (isinstance(v, float) and not math.isfinite(v))
+        ):
+            raise _Invalid(f"must be a number of seconds, got {v!r}")
+        if not lo <= v <= hi:
+            raise _Invalid(f"must be in {lo}..{hi} seconds, got {v}")
+        return float(v)
+
+    return read
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Invalid(f"must be true or false, got {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _Invalid(f"must be a non-empty string, got {v!r}")
+    return v
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def read(v: Any) -> str:
+        if v not in choices:
+            raise _Invalid(f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
+        return str(v)
+
+    return read
+
+
+def _interface_name(v: Any) -> str:
+    name = _str(v)
+    if len(name) > 15 or "/" in name or " " in name:  # IFNAMSIZ - 1
+        raise _Invalid(f"is not a valid interface name: {v!r}")
+    return name
+
+
+def _listen(v: Any) -> str:
+    if v == "":
+        return ""
+    if not isinstance(v, str):
+        raise _Invalid(f'must be "host:port" or "" to disable, got {v!r}')
+    host, sep, port = v.rpartition(":")
+    # isascii(): str.isdigit() is true for "²" and "٣", which int() rejects or misreads.
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise _Invalid(f'must be "host:port" or "" to disable, got {v!r}')
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if host or bracketed:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            raise _Invalid(f"host must be an IP address, got {host!r}") from None
+        # "::1:9942" is ambiguous (port 9942 of ::1, or port 9942 of ::1:0?); RFC 3986 brackets.
+        if addr.version != (6 if bracketed else 4):
+            raise _Invalid(f'IPv6 hosts are written "[addr]:port", got {v!r}')
+    return v
+
+
+def _path(v: Any) -> Path:
+    p = Path(_str(v))
+    if not p.is_absolute():
+        raise _Invalid(f"must be an absolute path, got {v!r}")
+    return p
+
+
+def _list_of(
+    item: Callable[[Any], Any], *, min_len: int = 0, max_len: int | None = None
+) -> Callable[[Any], tuple[Any, ...]]:
+    def read(v: Any) -> tuple[Any, ...]:
+        if not isinstance(v, list):
+            raise _Invalid(f"must be a list, got {v!r}")
+        if len(v) < min_len:
+            raise _Invalid(f"needs at least {min_len} entries")
+        if max_len is not None and len(v) > max_len:
+            raise _Invalid(f"allows at most {max_len} entries, got {len(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except _Invalid as e:
+                raise _Invalid(f"[{i}] {e}") from None
+        if len(set(out)) != len(out):
+            raise _Invalid("has duplicate entries")
+        return tuple(out)
+
+    return read
+
+
+def _vip(v: Any) -> IPInterface:
+    if not isinstance(v, str) or "/" not in v:
+        raise _Invalid(f'must be "address/prefix", got {v!r}')
+    try:
+        iface = ipaddress.ip_interface(v)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+    if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
+        raise _Invalid(f"{v!r} cannot be a virtual address")
+    return iface
+
+
+def _peer(v: Any) -> IPAddress:
+    if not isinstance(v, str):  # ip_address(5) would be 0.0.0.5, ip_address(True) 0.0.0.1
+        raise _Invalid(f"must be an IP address string, got {v!r}")
+    try:
+        return ipaddress.ip_address(v)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+
+
+# ---- the option tables: key -> (reader, default or _REQUIRED) ---------------------------
+
+_REQUIRED: Final = object()
+
+DAEMON_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "control_socket": (_path, DaemonConfig.control_socket),
+    "metrics_listen": (_listen, DaemonConfig.metrics_listen),
+    "log_level": (_choice("debug", "info", "warning", "error"), DaemonConfig.log_level),
+}
+
+INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "name": (_str, _REQUIRED),
+    "interface": (_interface_name, _REQUIRED),
+    "vrid": (_int(1, 255), _REQUIRED),
+    "priority": (_int(1, 255), 100),
+    "version": (_int(2, 3), 3),
+    "advert_interval": (_seconds(0.01, 255), 1.0),
+    # RFC 5798 §5.2.5: "Count IPvX Addr" is an 8-bit field of the advert.
+    "virtual_ipaddress": (_list_of(_vip, min_len=1, max_len=255), _REQUIRED),
+    "preempt": (_bool, True),
+    "preempt_delay": (_seconds(0, 1000), 0.0),
+    "unicast_peers": (_list_of(_peer), ()),
+    "checksum_mode": (_choice("pseudo", "rfc9568"), "pseudo"),
+    "garp_master_repeat": (_int(0, 100), 5),
+    "garp_master_delay": (_seconds(0, 3600), 5.0),
+    "garp_master_refresh": (_seconds(0, 86400), 60.0),
+}
+
+
+def _read_table(
+    raw: Any,
+    options: dict[str, tuple[Callable[[Any], Any], Any]],
+    path: str,
+    problems: list[tuple[str, str]],
+) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        problems.append((path, "must be a table"))
+        return {}
+    out: dict[str, Any] = {}
+    for key in raw.keys() - options.keys():
+        problems.append((f"{path}.{key}", "unknown key"))
+    for key, (reader, default) in options.items():
+        if key not in raw:
+            if default is _REQUIRED:
+                problems.append((f"{path}.{key}", "is required"))
+            else:
+                out[key] = default
+            continue
+        try:
+            out[key] = reader(raw[key])
+        except _Invalid as e:
+            problems.append((f"{path}.{key}", str(e)))
+    return out
+
+
+def _check_instance(inst: dict[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
+    """Rules that involve more than one key of an instance."""
+    version, interval = inst.get("version"), inst.get("advert_interval")
+    if version == 2 and interval is not None and interval != int(interval):
+        # RFC 3768 §5.3.7: the v2 field is whole seconds. keepalived rounds with a warning;
+        # we refuse, so what runs is what was written.
+        problems.append((f"{path}.advert_interval", f"VRRPv2 needs whole seconds, got {interval}"))
+    if version == 3 and interval is not None:
+        if interval > 40.95:
+            problems.append(
+                (f"{path}.advert_interval", f"VRRPv3 allows at most 40.95, got {interval}")
+            )
+        elif abs(interval * 100 - round(interval * 100)) > 1e-6:
+            problems.append(
+                (f"{path}.advert_interval", f"VRRPv3 has centisecond steps, got {interval}")
+            )
+    vips = inst.get("virtual_ipaddress") or ()
+    families = {v.version for v in vips}
+    if len(families) > 1:
+        problems.append(
+            (f"{path}.virtual_ipaddress", "mixes IPv4 and IPv6; use one instance per family")
+        )
+    if version == 2 and 6 in families:
+        problems.append((f"{path}.version", "VRRPv2 is IPv4 only (RFC 3768); use version = 3"))
+    peers = inst.get("unicast_peers") or ()
+    if families and any(p.version not in families for p in peers):
+        problems.append(
+            (f"{path}.unicast_peers", "must be of the same family as the virtual addresses")
+        )
+    if inst.get("checksum_mode") == "rfc9568" and (version == 2 or 6 in families):
+        problems.append((f"{path}.checksum_mode", '"rfc9568" applies to VRRPv3 over IPv4 only'))
+
+
+def parse(data: dict[str, Any], source: Path | None = None) -> Config:
+    problems: list[tuple[str, str]] = []
+    for key in data.keys() - {"daemon", "vrrp_instance"}:
+        problems.append((key, "unknown section"))
+    daemon = _read_table(data.get("daemon", {}), DAEMON_OPTIONS, "daemon", problems)
+    raw_instances = data.get("vrrp_instance", [])
+    if not isinstance(raw_instances, list) or not raw_instances:
+        problems.append(("vrrp_instance", "at least one [[vrrp_instance]] is required"))
+        raw_instances = []
+    instances = []
+    for i, raw in enumerate(raw_instances):
+        path = f"vrrp_instance[{i}]"
+        inst = _read_table(raw, INSTANCE_OPTIONS, path, problems)
+        _check_instance(inst, path, problems)
+        instances.append(inst)
+    _check_unique(instances, problems)
+    if problems:
+        raise ConfigError(sorted(problems))
+    return Config(
+        daemon=DaemonConfig(**daemon),
+        vrrp_instances=tuple(VrrpInstanceConfig(**i) for i in instances),
+        source=source,
+    )
+
+
+def _check_unique(instances: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:
+    names: dict[str, int] = {}
+    ids: dict[tuple[str, int, int], int] = {}
+    for i, inst in enumerate(instances):
+        if "name" in inst:
+            if inst["name"] in names:
+                problems.append(
+                    (f"vrrp_instance[{i}].name", f"duplicates vrrp_instance[{names[inst['name']]}]")
+                )
+            names.setdefault(inst["name"], i)
+        if {"interface", "vrid", "virtual_ipaddress"} <= inst.keys() and inst["virtual_ipaddress"]:
+            # RFC 5798 §5.2.3: a VRID identifies one virtual router per interface and family.
+            key = (inst["interface"], inst["vrid"], inst["virtual_ipaddress"][0].version)
+            if key in ids:
+                problems.append(
+                    (
+                        f"vrrp_instance[{i}].vrid",
+                        f"duplicates vrrp_instance[{ids[key]}] on {key[0]}",
+                    )
+                )
+            ids.setdefault(key, i)
+
+
+def load(path: Path = DEFAULT_PATH) -> Config:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([(str(path), "file not found")]) from None
+    except PermissionError:
+        raise ConfigError([(str(path), "permission denied")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        # tomllib lets UnicodeDecodeError through for bytes that are not UTF-8.
+        raise ConfigError([(str(path), f"not valid TOML: {e}")]) from None
+    except OSError as e:  # a directory, EIO, ...
+        raise ConfigError([(str(path), f"cannot read: {e.strerror or e}")]) from None
+    return parse(data, source=path)

@@ -1,0 +1,193 @@
+"""One VRRP instance at run time: its Machine plus the I/O that carries out its effects.
+
+The machine decides; this module only does what the effects say, in the order given.
+Encoded adverts and ARP/NA frames are cached, so a steady-state advert costs one sendmsg
+and no encoding.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from drbdha.config import VrrpInstanceConfig
+from drbdha.errors import MalformedPacket
+from drbdha.metrics import Metrics
+from drbdha.net.addresses import Addresses
+from drbdha.net.frame_sender import FrameSender
+from drbdha.net.frames import build_garp, build_unsolicited_na
+from drbdha.net.vrrp_socket import Received, VrrpSocket
+from drbdha.vrrp import packet
+from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
+from drbdha.vrrp.events import (
+    AcquireVips,
+    Effect,
+    InvalidAdvert,
+    ReleaseVips,
+    SendAdvert,
+    SendGarp,
+    Transition,
+)
+from drbdha.vrrp.machine import Machine
+
+IPAddress = IPv4Address | IPv6Address
+LOG_REPEAT_INTERVAL = 10.0  # seconds between repeated logs of the same invalid-advert reason
+
+
+@dataclass
+class Instance:
+    cfg: VrrpInstanceConfig
+    sock: VrrpSocket
+    frames: FrameSender
+    addresses: Addresses
+    metrics: Metrics
+    log: Any
+    machine: Machine = field(init=False)
+    _adverts: dict[int, list[tuple[bytes, IPAddress]]] = field(default_factory=dict)
+    _garp_frames: list[bytes] = field(default_factory=list)
+    _log_quiet_until: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.machine = Machine(self.cfg)
+        self.log = self.log.bind(instance=self.cfg.name, vrid=self.cfg.vrid)
+        self.metrics.state.labels(self.cfg.name).state(self.machine.state.value)
+        self.metrics.priority.labels(self.cfg.name).set(self.machine.effective_priority)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def destinations(self) -> tuple[IPAddress, ...]:
+        if self.cfg.unicast_peers:
+            return self.cfg.unicast_peers
+        return (VRRP_GROUP_V4,) if self.cfg.family == 4 else (VRRP_GROUP_V6,)
+
+    def set_local_address(self, address: IPAddress | None) -> None:
+        """The source of our adverts (primary IPv4 address or IPv6 link-local)."""
+        if address != self.machine.local_address:
+            self.machine.local_address = address
+            self._adverts.clear()
+
+    # ---- receive -------------------------------------------------------------------------
+
+    def receive(self, rx: Received, now: float) -> list[Effect]:
+        try:
+            decoded = packet.decode(
+                rx.payload, version=self.cfg.version, src=rx.src, dst=rx.dst,
+                hop_limit=rx.hop_limit,
+            )
+        except MalformedPacket as e:
+            self._invalid(e.reason, dropped=True, now=now, src=rx.src, detail=e.detail)
+            return []
+        advert = decoded.advert
+        self.metrics.adverts_received.labels(self.name).inc()
+        if advert.priority == PRIORITY_RESIGN:
+            self.metrics.priority_zero_received.labels(self.name).inc()
+        return self.machine.receive(advert, rx.src, now)
+
+    # ---- effects -------------------------------------------------------------------------
+
+    async def execute(self, effects: list[Effect], now: float) -> None:
+        for effect in effects:
+            match effect:
+                case SendAdvert(priority):
+                    self._send_advert(priority)
+                case Transition():
+                    self._transition(effect, now)
+                case AcquireVips():
+                    await self.acquire_vips()
+                case ReleaseVips():
+                    await self.release_vips()
+                case SendGarp(reason):
+                    self._send_garp(reason)
+                case InvalidAdvert(reason, dropped):
+                    self._invalid(reason, dropped=dropped, now=now)
+
+    def _send_advert(self, priority: int) -> None:
+        src = self.machine.local_address
+        if src is None:
+            return  # no source address yet: the machine is in FAULT for it soon
+        encoded = self._adverts.get(priority)
+        if encoded is None:
+            encoded = self._adverts[priority] = self._encode(priority, src)
+        for payload, dst in encoded:
+            try:
+                self.sock.send(payload, src, dst)
+            except OSError as e:
+                self.log.warning("vrrp.send_failed", dst=str(dst), error=str(e))
+        self.metrics.adverts_sent.labels(self.name).inc()
+        if priority == PRIORITY_RESIGN:
+            self.metrics.priority_zero_sent.labels(self.name).inc()
+
+    def _encode(self, priority: int, src: IPAddress) -> list[tuple[bytes, IPAddress]]:
+        cfg = self.cfg
+        interval = round(cfg.advert_interval) if cfg.version == 2 else round(cfg.advert_interval * 100)
+        advert = packet.Advertisement(
+            cfg.version, cfg.vrid, priority, interval, tuple(v.ip for v in cfg.virtual_ipaddress)
+        )
+        mode = "rfc9568" if cfg.checksum_mode == "rfc9568" else "pseudo"
+        return [(packet.encode(advert, src, dst, mode), dst) for dst in self.destinations]
+
+    def _transition(self, t: Transition, now: float) -> None:
+        self.metrics.transitions.labels(self.name, t.old.value, t.new.value, t.reason).inc()
+        self.metrics.state.labels(self.name).state(t.new.value)
+        self.metrics.priority.labels(self.name).set(self.machine.effective_priority)
+        self._log_quiet_until.clear()  # RFC 9568: error logs are rate-limited per state
+        self.log.info("vrrp.transition", old=t.old.value, new=t.new.value, reason=t.reason,
+                      monotonic=round(now, 6))
+
+    async def acquire_vips(self) -> None:
+        for vip in self.cfg.virtual_ipaddress:
+            try:
+                await self.addresses.add(self.cfg.interface, vip)
+            except OSError as e:
+                self.metrics.vip_errors.labels(self.name, "add").inc()
+                self.log.error("vip.add_failed", address=str(vip), error=str(e))
+            else:
+                self.log.info("vip.added", address=str(vip), interface=self.cfg.interface)
+
+    async def release_vips(self) -> bool:
+        """Remove every VIP; True when none is left. A failed removal is never swallowed:
+        it is logged as an error, counted, and reported to the caller."""
+        ok = True
+        for vip in self.cfg.virtual_ipaddress:
+            try:
+                await self.addresses.remove(self.cfg.interface, vip)
+            except OSError as e:
+                ok = False
+                self.metrics.vip_errors.labels(self.name, "remove").inc()
+                self.log.error("vip.remove_failed", address=str(vip), error=str(e))
+            else:
+                self.log.info("vip.removed", address=str(vip), interface=self.cfg.interface)
+        return ok
+
+    def _send_garp(self, reason: str) -> None:
+        if not self._garp_frames:
+            mac = self.frames.mac
+            self._garp_frames = [
+                build_garp(mac, v.ip) if v.version == 4 else build_unsolicited_na(mac, v.ip)
+                for v in self.cfg.virtual_ipaddress
+            ]
+        try:
+            for _ in range(self.cfg.garp_master_repeat):
+                for frame in self._garp_frames:
+                    self.frames.send(frame)
+        except OSError as e:
+            self.log.warning("garp.send_failed", reason=reason, error=str(e))
+            return
+        self.metrics.garp_bursts.labels(self.name, reason).inc()
+        self.log.debug("garp.sent", reason=reason, count=self.cfg.garp_master_repeat)
+
+    def _invalid(self, reason: str, *, dropped: bool, now: float, **fields: Any) -> None:
+        self.metrics.invalid_adverts.labels(self.name, reason).inc()
+        if now >= self._log_quiet_until.get(reason, float("-inf")):
+            self._log_quiet_until[reason] = now + LOG_REPEAT_INTERVAL
+            fields = {k: str(v) for k, v in fields.items() if v not in ("", None)}
+            self.log.warning("vrrp.invalid_advert", reason=reason, dropped=dropped, **fields)
+
+
+def family_of(cfg: VrrpInstanceConfig) -> int:
+    return socket.AF_INET if cfg.family == 4 else socket.AF_INET6

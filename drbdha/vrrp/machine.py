@@ -1,0 +1,353 @@
+"""The VRRP state machine (RFC 5798 §6.4, with the RFC 9568 and keepalived refinements noted
+at each decision). No I/O and no clock: every input takes `now` (monotonic seconds) and
+returns the effects to carry out in order; `get_timer()` says when to call `handle_timer()`.
+
+Every state change goes through `_change_state()`, which checks it against TRANSITIONS and
+emits a Transition effect; the daemon logs and counts from that, so this module never logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import Protocol
+
+from drbdha.vrrp.constants import PRIORITY_OWNER, PRIORITY_RESIGN
+from drbdha.vrrp.events import (
+    AcquireVips,
+    Effect,
+    InvalidAdvert,
+    ReleaseVips,
+    SendAdvert,
+    SendGarp,
+    State,
+    Transition,
+)
+from drbdha.vrrp.packet import Advertisement
+from drbdha.vrrp.timers import master_down_interval, skew_time
+
+IPAddress = IPv4Address | IPv6Address
+
+TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
+    {
+        (State.INITIALIZE, State.BACKUP),
+        (State.INITIALIZE, State.MASTER),  # address owner, §6.4.1
+        (State.INITIALIZE, State.FAULT),
+        (State.BACKUP, State.MASTER),
+        (State.BACKUP, State.FAULT),
+        (State.MASTER, State.BACKUP),
+        (State.MASTER, State.FAULT),
+        (State.FAULT, State.BACKUP),
+        (State.FAULT, State.MASTER),  # address owner whose fault cleared
+        (State.BACKUP, State.INITIALIZE),  # shutdown
+        (State.MASTER, State.INITIALIZE),
+        (State.FAULT, State.INITIALIZE),
+    }
+)
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the machine tried a state change its table does not allow."""
+
+
+class InstanceParams(Protocol):
+    """The configuration the machine reads (config.VrrpInstanceConfig satisfies it)."""
+
+    @property
+    def vrid(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def advert_interval(self) -> float: ...
+    @property
+    def preempt(self) -> bool: ...
+    @property
+    def preempt_delay(self) -> float: ...
+    @property
+    def unicast_peers(self) -> Sequence[IPAddress]: ...
+    @property
+    def virtual_ipaddress(self) -> Sequence[IPv4Interface | IPv6Interface]: ...
+    @property
+    def garp_master_delay(self) -> float: ...
+    @property
+    def garp_master_refresh(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    state: State
+    effective_priority: int
+    master_address: IPAddress | None
+    master_adver_interval: float
+    faults: tuple[str, ...]
+    last_transition: Transition | None
+    last_transition_at: float | None
+    preempt_hold_off_until: float
+
+
+class Machine:
+    def __init__(self, params: InstanceParams, local_address: IPAddress | None = None) -> None:
+        self.params = params
+        self.local_address = local_address
+        self.state = State.INITIALIZE
+        self.faults: set[str] = set()
+        self.master_adver_interval = params.advert_interval
+        self.master_address: IPAddress | None = None
+        self._vips = frozenset(v.ip for v in params.virtual_ipaddress)
+        self._peers = frozenset(params.unicast_peers)
+        self._adver_timer: float | None = None
+        self._master_down_timer: float | None = None
+        self._garp_delay_timer: float | None = None
+        self._garp_refresh_timer: float | None = None
+        self._lower_master_since: float | None = None  # first sight of a lower-priority master
+        self._takeover_reason = "master_down"
+        self._hold_off_until = float("-inf")
+        self.last_transition: Transition | None = None
+        self.last_transition_at: float | None = None
+
+    # ---- derived values ------------------------------------------------------------------
+
+    @property
+    def effective_priority(self) -> int:
+        return self.params.priority
+
+    @property
+    def skew_time(self) -> float:
+        return skew_time(self.params.version, self.effective_priority, self.master_adver_interval)
+
+    @property
+    def master_down_interval(self) -> float:
+        return master_down_interval(
+            self.params.version, self.effective_priority, self.master_adver_interval
+        )
+
+    def get_timer(self) -> float | None:
+        """The absolute time at which handle_timer() must next run, or None."""
+        timers = (
+            self._adver_timer,
+            self._master_down_timer,
+            self._garp_delay_timer,
+            self._garp_refresh_timer,
+        )
+        return min((t for t in timers if t is not None), default=None)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            state=self.state,
+            effective_priority=self.effective_priority,
+            master_address=self.master_address,
+            master_adver_interval=self.master_adver_interval,
+            faults=tuple(sorted(self.faults)),
+            last_transition=self.last_transition,
+            last_transition_at=self.last_transition_at,
+            preempt_hold_off_until=self._hold_off_until,
+        )
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """RFC 5798 §6.4.1 (Initialize)."""
+        if self.state is not State.INITIALIZE:
+            return []
+        if self.faults:
+            return self._enter_fault(now, self._fault_reason())
+        if self.params.priority == PRIORITY_OWNER:
+            return self._become_master(now, "address_owner")
+        return self._become_backup(now, "startup")
+
+    def receive(self, advert: Advertisement, src: IPAddress, now: float) -> list[Effect]:
+        """An advert that passed packet.decode() and carries our VRID."""
+        if self.state not in (State.BACKUP, State.MASTER) or src == self.local_address:
+            return []
+        if self._peers and src not in self._peers:
+            return [InvalidAdvert("unknown_peer", dropped=True)]
+        if advert.version == 2 and advert.interval != self.params.advert_interval:
+            # RFC 3768 §7.1: a v2 router MUST discard an advert with another interval.
+            return [InvalidAdvert("interval_mismatch", dropped=True)]
+        effects: list[Effect] = []
+        if frozenset(advert.addresses) != self._vips:
+            # RFC 5798 §7.1 says log it; the advert still counts (keepalived does the same).
+            effects.append(InvalidAdvert("addr_list", dropped=False))
+        if self.state is State.BACKUP:
+            effects += self._backup_receive(advert, src, now)
+        else:
+            effects += self._master_receive(advert, src, now)
+        return effects
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        if self.state is State.BACKUP:
+            if self._master_down_timer is not None and now >= self._master_down_timer:
+                return self._become_master(now, self._takeover_reason)
+            return []
+        if self.state is not State.MASTER:
+            return []
+        effects: list[Effect] = []
+        if self._adver_timer is not None and now >= self._adver_timer:
+            effects.append(SendAdvert(self.effective_priority))
+            # Schedule from the deadline, not from `now`, so lateness does not accumulate
+            # (keepalived reschedules from the send time and drifts ~2% slow at 10 ms).
+            self._adver_timer += self.params.advert_interval
+            if self._adver_timer <= now:
+                self._adver_timer = now + self.params.advert_interval
+        if self._garp_delay_timer is not None and now >= self._garp_delay_timer:
+            self._garp_delay_timer = None
+            effects.append(SendGarp("master_delay"))
+        if self._garp_refresh_timer is not None and now >= self._garp_refresh_timer:
+            self._garp_refresh_timer = now + self.params.garp_master_refresh
+            effects.append(SendGarp("refresh"))
+        return effects
+
+    def set_fault(self, name: str, active: bool, now: float) -> list[Effect]:
+        """A fault source (link down, later storage) became active or cleared."""
+        before = bool(self.faults)
+        if active:
+            self.faults.add(name)
+        else:
+            self.faults.discard(name)
+        if self.state is State.INITIALIZE or before == bool(self.faults):
+            return []
+        if self.faults:
+            return self._enter_fault(now, self._fault_reason())
+        if self.params.priority == PRIORITY_OWNER:
+            return self._become_master(now, "fault_cleared")
+        return self._become_backup(now, "fault_cleared")
+
+    def resign(self, now: float, hold_off: float) -> list[Effect]:
+        """Give up mastership at once (force-failover): a priority-0 advert makes a backup take
+        over after Skew_Time (§6.4.2), and preemption is held off for `hold_off` seconds so we
+        do not take it straight back."""
+        if self.state is not State.MASTER:
+            return []
+        self._hold_off_until = now + hold_off
+        return self._become_backup(now, "resign")
+
+    def shutdown(self, now: float) -> list[Effect]:
+        """§6.4.3 Shutdown: as master, send priority 0 and release the addresses."""
+        if self.state is State.INITIALIZE:
+            return []
+        effects = self._leave_master() if self.state is State.MASTER else []
+        self._clear_timers()
+        return [self._change_state(State.INITIALIZE, "shutdown", now), *effects]
+
+    # ---- per-state advert handling -------------------------------------------------------
+
+    def _backup_receive(self, advert: Advertisement, src: IPAddress, now: float) -> list[Effect]:
+        """RFC 5798 §6.4.2."""
+        if advert.priority == PRIORITY_RESIGN:
+            # The master is leaving: take over after Skew_Time only.
+            self._master_down_timer = now + self.skew_time
+            self._takeover_reason = "master_resigned"
+            self.master_address = None
+            return []
+        if self._accepts_master(advert.priority, now):
+            if advert.version == 3:
+                # v3: learn the master's interval for our own timers (§6.4.2).
+                self.master_adver_interval = advert.interval_seconds
+            self._master_down_timer = now + self.master_down_interval
+            self._takeover_reason = "master_down"
+            self.master_address = src
+            return []
+        # Preempt a lower-priority master: discard its adverts and let the timer run out.
+        self._takeover_reason = "preempt"
+        return []
+
+    def _accepts_master(self, priority: int, now: float) -> bool:
+        if priority >= self.effective_priority:
+            self._lower_master_since = None
+            return True
+        if not self.params.preempt or now < self._hold_off_until:
+            return True
+        if self._lower_master_since is None:
+            self._lower_master_since = now
+        # preempt_delay counts from the first sight of a lower-priority master (keepalived).
+        return now < self._lower_master_since + self.params.preempt_delay
+
+    def _master_receive(self, advert: Advertisement, src: IPAddress, now: float) -> list[Effect]:
+        mine = self.effective_priority
+        if advert.priority == PRIORITY_RESIGN:
+            # Another master is leaving; re-assert at once so backups see us (§6.4.3).
+            self._adver_timer = now + self.params.advert_interval
+            return [SendAdvert(mine)]
+        if advert.priority > mine or (advert.priority == mine and self._loses_tie(src)):
+            if advert.version == 3:
+                self.master_adver_interval = advert.interval_seconds
+            self.master_address = src
+            return self._become_backup(now, "higher_priority")
+        # A lower-priority master means both think they are master (a healed partition).
+        # RFC 9568 §6.4.3 sends an advert at once; we also re-announce our addresses so
+        # neighbours that followed the other master come back (keepalived makes this opt-in).
+        self._adver_timer = now + self.params.advert_interval
+        return [SendAdvert(mine), SendGarp("lower_priority_master")]
+
+    def _loses_tie(self, src: IPAddress) -> bool:
+        # §6.4.3: equal priority -> the higher primary address wins (compared as unsigned).
+        return self.local_address is None or int(src) > int(self.local_address)
+
+    # ---- state entry ---------------------------------------------------------------------
+
+    def _become_master(self, now: float, reason: str) -> list[Effect]:
+        """§6.4.1/§6.4.2: send an advert, add the addresses, announce them, arm Adver_Timer."""
+        transition = self._change_state(State.MASTER, reason, now)
+        self._clear_timers()
+        self.master_address = self.local_address
+        self.master_adver_interval = self.params.advert_interval
+        self._adver_timer = now + self.params.advert_interval
+        if self.params.garp_master_delay > 0:
+            self._garp_delay_timer = now + self.params.garp_master_delay
+        if self.params.garp_master_refresh > 0:
+            self._garp_refresh_timer = now + self.params.garp_master_refresh
+        return [
+            transition,
+            SendAdvert(self.effective_priority),
+            AcquireVips(),
+            SendGarp("takeover"),
+        ]
+
+    def _become_backup(self, now: float, reason: str) -> list[Effect]:
+        # Stepping down for a higher-priority master sends no priority-0 advert (RFC 5798
+        # §6.4.3; keepalived's vrrp_state_master_rx path calls leave_master with advF=false):
+        # a third router would take it as "master leaving" and take over after Skew_Time.
+        resigning = reason != "higher_priority"
+        effects = self._leave_master(resign=resigning) if self.state is State.MASTER else []
+        transition = self._change_state(State.BACKUP, reason, now)
+        self._clear_timers()
+        if reason != "higher_priority":
+            self.master_adver_interval = self.params.advert_interval
+            self.master_address = None
+        self._master_down_timer = now + self.master_down_interval
+        self._takeover_reason = "master_down"
+        return [transition, *effects]
+
+    def _enter_fault(self, now: float, reason: str) -> list[Effect]:
+        effects = self._leave_master() if self.state is State.MASTER else []
+        transition = self._change_state(State.FAULT, reason, now)
+        self._clear_timers()
+        self.master_address = None
+        return [transition, *effects]
+
+    def _leave_master(self, *, resign: bool = True) -> list[Effect]:
+        # §6.4.3: a leaving master sends priority 0 so a backup takes over after Skew_Time.
+        if not resign:
+            return [ReleaseVips()]
+        return [SendAdvert(PRIORITY_RESIGN), ReleaseVips()]
+
+    def _clear_timers(self) -> None:
+        self._adver_timer = self._master_down_timer = None
+        self._garp_delay_timer = self._garp_refresh_timer = None
+        self._lower_master_since = None
+
+    def _fault_reason(self) -> str:
+        return "fault:" + ",".join(sorted(self.faults))
+
+    def _change_state(self, new: State, reason: str, now: float) -> Transition:
+        if (self.state, new) not in TRANSITIONS:
+            msg = f"bug: illegal VRRP transition {self.state} -> {new} ({reason})"
+            raise IllegalTransition(msg)
+        transition = Transition(self.state, new, reason)
+        self.state = new
+        self.last_transition = transition
+        self.last_transition_at = now
+        return transition
