@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from drbdha import logs
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config
@@ -69,6 +71,7 @@ class Daemon:
         self._scheduled: list[float | None] = []
         self._links: LinkWatcher | None = None
         self._stopping = False
+        self._metrics_server: Any = None
 
     # ---- set-up --------------------------------------------------------------------------
 
@@ -111,6 +114,17 @@ class Daemon:
         inst.set_local_address(local)
         return inst.machine.set_fault("no_address", local is None, now)
 
+    def _serve_metrics(self) -> None:
+        listen = self.config.daemon.metrics_listen
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        # prometheus_client serves from its own thread; it only reads the registry.
+        self._metrics_server, _ = start_http_server(
+            int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.metrics.registry  # noqa: S104
+        )
+        self.log.info("metrics.listening", address=listen)
+
     def _install_callbacks(self, loop: asyncio.AbstractEventLoop) -> None:
         for key, sock in self.sockets.items():
             loop.add_reader(sock.fileno(), self._on_readable, key)
@@ -136,6 +150,7 @@ class Daemon:
             now = self.clock.monotonic()
             await self._reconcile(now)
             self._install_callbacks(loop)
+            self._serve_metrics()
             for i, inst in enumerate(self.instances):
                 await self._apply(i, inst.machine.start(now), now)
             # Everything allocated so far lives for the whole run; freezing it keeps the
@@ -243,6 +258,8 @@ class Daemon:
             loop.remove_reader(self._links.fileno())
             self._links.close()
         self.addresses.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         self.log.info("daemon.stopped")
 
 
