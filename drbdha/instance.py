@@ -128,7 +128,7 @@ class Instance:
         advert = packet.Advertisement(
             cfg.version, cfg.vrid, priority, interval, tuple(v.ip for v in cfg.virtual_ipaddress)
         )
-        mode = "rfc9568" if cfg.checksum_mode == "rfc9568" else "pseudo"
+        mode: packet.ChecksumMode = "rfc9568" if cfg.checksum_mode == "rfc9568" else "pseudo"
         return [(packet.encode(advert, src, dst, mode), dst) for dst in self.destinations]
 
     def _transition(self, t: Transition, now: float) -> None:

@@ -1,0 +1,42 @@
+"""I/O adapters between the pure VRRP core and the Linux kernel.
+
+Rules for this package: it may import drbdha.vrrp.packet / drbdha.vrrp.constants and
+drbdha.errors, never drbdha.vrrp.machine. It does not log; every failure propagates as an
+exception (NetError for a configuration problem such as a missing interface, OSError for the
+kernel saying no, MalformedPacket for a broken datagram) and the daemon decides what to do.
+
+Modules:
+  vrrp_socket   one raw IPPROTO_VRRP socket per (interface, family)
+  frames        pure builders of gratuitous ARP and unsolicited NA frames
+  frame_sender  AF_PACKET sender for those frames
+  addresses     idempotent VIP add/remove and interface queries (pyroute2 AsyncIPRoute)
+  links         non-blocking netlink watcher for link up/down and address changes
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Final
+
+from drbdha.errors import DrbdhaError
+
+# <linux/if.h>
+IFF_UP: Final = 0x1
+IFF_RUNNING: Final = 0x40  # RFC 2863 operstate UP (or UNKNOWN): the carrier is present
+
+
+class NetError(DrbdhaError):
+    """A network configuration problem drbdha cannot work around, e.g. a missing interface."""
+
+
+def ifindex(ifname: str) -> int:
+    """The index of `ifname` in the current network namespace (an ioctl, no netlink)."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as exc:
+        raise NetError(f"interface {ifname!r} not found") from exc
+
+
+def flags_up(flags: int) -> bool:
+    """True when link flags say administratively up and carrier present (IFF_RUNNING)."""
+    return flags & (IFF_UP | IFF_RUNNING) == (IFF_UP | IFF_RUNNING)
