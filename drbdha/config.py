@@ -240,8 +240,7 @@ def _read_table(
         problems.append((path, "must be a table"))
         return {}
     out: dict[str, Any] = {}
-    for key in raw.keys() - options.keys():
-        problems.append((f"{path}.{key}", "unknown key"))
+    problems.extend((f"{path}.{key}", "unknown key") for key in raw.keys() - options.keys())
     for key, (reader, default) in options.items():
         if key not in raw:
             if default is _REQUIRED:
@@ -290,9 +289,7 @@ def _check_instance(inst: dict[str, Any], path: str, problems: list[tuple[str, s
 
 
 def parse(data: dict[str, Any], source: Path | None = None) -> Config:
-    problems: list[tuple[str, str]] = []
-    for key in data.keys() - {"daemon", "vrrp_instance"}:
-        problems.append((key, "unknown section"))
+    problems = [(key, "unknown section") for key in data.keys() - {"daemon", "vrrp_instance"}]
     daemon = _read_table(data.get("daemon", {}), DAEMON_OPTIONS, "daemon", problems)
     raw_instances = data.get("vrrp_instance", [])
     if not isinstance(raw_instances, list) or not raw_instances:

@@ -76,7 +76,10 @@ class Instance:
     def receive(self, rx: Received, now: float) -> list[Effect]:
         try:
             decoded = packet.decode(
-                rx.payload, version=self.cfg.version, src=rx.src, dst=rx.dst,
+                rx.payload,
+                version=self.cfg.version,
+                src=rx.src,
+                dst=rx.dst,
                 hop_limit=rx.hop_limit,
             )
         except MalformedPacket as e:
@@ -124,7 +127,9 @@ class Instance:
 
     def _encode(self, priority: int, src: IPAddress) -> list[tuple[bytes, IPAddress]]:
         cfg = self.cfg
-        interval = round(cfg.advert_interval) if cfg.version == 2 else round(cfg.advert_interval * 100)
+        interval = (
+            round(cfg.advert_interval) if cfg.version == 2 else round(cfg.advert_interval * 100)
+        )
         advert = packet.Advertisement(
             cfg.version, cfg.vrid, priority, interval, tuple(v.ip for v in cfg.virtual_ipaddress)
         )
@@ -136,8 +141,13 @@ class Instance:
         self.metrics.state.labels(self.name).state(t.new.value)
         self.metrics.priority.labels(self.name).set(self.machine.effective_priority)
         self._log_quiet_until.clear()  # RFC 9568: error logs are rate-limited per state
-        self.log.info("vrrp.transition", old=t.old.value, new=t.new.value, reason=t.reason,
-                      monotonic=round(now, 6))
+        self.log.info(
+            "vrrp.transition",
+            old=t.old.value,
+            new=t.new.value,
+            reason=t.reason,
+            monotonic=round(now, 6),
+        )
 
     async def acquire_vips(self) -> None:
         for vip in self.cfg.virtual_ipaddress:

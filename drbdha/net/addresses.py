@@ -36,10 +36,8 @@ from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
 from typing import Any, Final, Self
 
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from drbdha.net import NetError, flags_up, ifindex
+from drbdha.net._pyroute2 import AsyncIPRoute, NetlinkError
 from drbdha.vrrp.packet import IPAddress
 
 # <linux/if_addr.h>

@@ -28,9 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 from drbdha.net import flags_up
+from drbdha.net._pyroute2 import MarshalRtnl
 
 # <linux/rtnetlink.h>
 RTMGRP_LINK: Final = 0x1

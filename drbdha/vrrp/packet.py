@@ -39,7 +39,9 @@ MALFORMED_REASONS: Final = (
     "checksum",  # neither valid checksum form matches
 )
 
-_HEADER = struct.Struct("!BBBBBBH")  # ver|type, vrid, priority, count, auth|rsvd, int, csum
+# ver|type, vrid, priority, count, a 16-bit word, checksum. The word is AuthType(8)|AdverInt(8)
+# in v2 and Rsvd(4)|MaxAdverInt(12) in v3: the v3 interval spans both bytes.
+_HEADER = struct.Struct("!BBBBHH")
 _HEADER_LEN: Final = _HEADER.size
 
 
@@ -105,13 +107,16 @@ def encode(
     body = b"".join(a.packed for a in advert.addresses)
     if advert.version == 2:
         body += bytes(V2_AUTH_DATA_LEN)
+    # v2: auth type 0 (none) above an 8-bit interval; v3: reserved 0 above a 12-bit interval.
+    limit = 0xFF if advert.version == 2 else V3_MAX_INTERVAL_CS
+    if not 0 <= advert.interval <= limit:  # never mask: a truncated interval would go out
+        raise ValueError(f"interval {advert.interval} does not fit the v{advert.version} field")
     header = _HEADER.pack(
         advert.version << 4 | ADVERTISEMENT,
         advert.vrid,
         advert.priority,
         len(advert.addresses),
-        0,  # v2 auth type 0 (none); v3 reserved bits
-        advert.interval if advert.version == 2 else advert.interval & V3_MAX_INTERVAL_CS,
+        advert.interval,
         0,
     )
     message = header + body
@@ -133,17 +138,19 @@ def decode(
         raise MalformedPacket("ttl", f"{hop_limit}")
     if len(payload) < _HEADER_LEN:
         raise MalformedPacket("length", f"{len(payload)} bytes")
-    ver_type, vrid, priority, count, auth_type, interval, _ = _HEADER.unpack_from(payload)
+    ver_type, vrid, priority, count, word, _ = _HEADER.unpack_from(payload)
     wire_version = ver_type >> 4
     if wire_version != version or (version == 2 and src.version == 6):
         raise MalformedPacket("version", f"{wire_version}")
     if ver_type & 0x0F != ADVERTISEMENT:
         raise MalformedPacket("type", f"{ver_type & 0x0F}")
     addresses = _addresses(payload, version, src.version, count)
-    if version == 2 and auth_type != 0:
-        raise MalformedPacket("auth", f"type {auth_type}")
-    if version == 3:
-        interval &= V3_MAX_INTERVAL_CS  # the top 4 bits are reserved
+    if version == 2:
+        auth_type, interval = word >> 8, word & 0xFF
+        if auth_type != 0:
+            raise MalformedPacket("auth", f"type {auth_type}")
+    else:
+        interval = word & V3_MAX_INTERVAL_CS  # the top 4 bits are reserved
     if interval == 0:
         raise MalformedPacket("interval", "0")
     form = _verify_checksum(payload, version, src, dst)
