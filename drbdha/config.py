@@ -33,7 +33,7 @@ class _Invalid(ValueError):
 class DaemonConfig:
     control_socket: Path = Path("/run/drbdha/control.sock")
     """Unix socket for `drbdha status` and `force-failover`."""
-    metrics_listen: str = "127.0.0.1:9942"
+    metrics_listen: str = "127.0.0.1:9943"  # 9942 is drbd-reactor's
     """host:port of the Prometheus endpoint; "" disables it."""
     log_level: str = "info"
 

@@ -136,7 +136,7 @@ def test_defaults() -> None:
     cfg = parse({"vrrp_instance": [_instance()]})
     assert cfg.daemon == DaemonConfig(
         control_socket=Path("/run/drbdha/control.sock"),
-        metrics_listen="127.0.0.1:9942",
+        metrics_listen="127.0.0.1:9943",
         log_level="info",
     )
     (inst,) = cfg.vrrp_instances
