@@ -1,32 +1,75 @@
-"""The `drbdha` command. It imports nothing heavy at module level (no pyroute2, no net/), so
-`drbdha check-config` and the later client commands start fast and run unprivileged."""
+"""The `drbdha` command. It imports nothing heavy at module level (no asyncio, no pyroute2,
+no net/), so the client commands start fast and `check-config` runs unprivileged.
+
+Exit codes: run/check-config: 0 ok, 1 failed, 2 configuration error.
+status: 0 healthy, 1 degraded, 3 daemon unreachable.
+force-failover: 0 done, 1 refused, 2 timed out, 3 daemon unreachable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from drbdha import __version__
-from drbdha.config import DEFAULT_PATH, Config, load
+from drbdha import __version__, control, status
+from drbdha.config import DEFAULT_PATH, Config, DaemonConfig, load
 from drbdha.errors import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+FAILOVER_EXIT = {"done": 0, "refused": 1, "timed_out": 2}
+EXIT_UNREACHABLE = status.EXIT_UNREACHABLE
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="drbdha", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="drbdha", description="storage-aware VRRP failover daemon")
     p.add_argument("--version", action="version", version=f"drbdha {__version__}")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_PATH,
+        help=f"configuration file (default {DEFAULT_PATH})",
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("run", "run the daemon in the foreground (as systemd does)"),
-        ("check-config", "validate a configuration file and list every error"),
-    ):
-        cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("-c", "--config", type=Path, default=DEFAULT_PATH,
-                         help=f"configuration file (default {DEFAULT_PATH})")
+    sub.add_parser("run", help="run the daemon in the foreground (as systemd does)")
+    sub.add_parser("check-config", help="validate the configuration and list every error")
+    st = sub.add_parser(
+        "status", help="show each instance's state; exit 0 healthy, 1 degraded, 3 unreachable"
+    )
+    st.add_argument("--json", action="store_true", help="print the status document as JSON")
+    ff = sub.add_parser("force-failover", help="make the other node master (run on either node)")
+    ff.add_argument("--instance", help="only this VRRP instance (default: all)")
+    ff.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the other node to be master (default 10)",
+    )
+    ff.add_argument(
+        "--hold-off",
+        type=float,
+        default=300.0,
+        help="seconds during which this node will not take the role back by "
+        "preemption (default 300)",
+    )
+    ff.add_argument(
+        "--force", action="store_true", help="skip the safety checks (no master visible, ...)"
+    )
+    sub.add_parser("clear-latch", help="clear a disk or split-brain latch once fixed")
+    for cmd in (st, ff, sub.choices["clear-latch"]):
+        cmd.add_argument(
+            "--socket", type=Path, help="control socket (default: from the configuration)"
+        )
+    # Accept -c after the subcommand too (drbdha run -c FILE), as the unit file uses it.
+    for cmd in sub.choices.values():
+        cmd.add_argument(
+            "-c", "--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return p
 
 
@@ -47,8 +90,10 @@ def _check_config(path: Path) -> int:
     print(f"{path}: ok")
     for inst in config.vrrp_instances:
         vips = ", ".join(str(v) for v in inst.virtual_ipaddress)
-        print(f"  {inst.name}: VRRPv{inst.version} vrid {inst.vrid} on {inst.interface}, "
-              f"priority {inst.priority}, every {inst.advert_interval:g}s, {vips}")
+        print(
+            f"  {inst.name}: VRRPv{inst.version} vrid {inst.vrid} on {inst.interface}, "
+            f"priority {inst.priority}, every {inst.advert_interval:g}s, {vips}"
+        )
     return EXIT_OK
 
 
@@ -62,8 +107,90 @@ def _run(path: Path) -> int:
     return daemon.run(config)
 
 
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    try:
+        return load(args.config).daemon.control_socket
+    except ConfigError:
+        return DaemonConfig().control_socket
+
+
+def _ask(
+    args: argparse.Namespace, payload: dict[str, Any], timeout: float
+) -> dict[str, Any] | None:
+    try:
+        reply = control.request(_socket_path(args), payload, timeout=timeout)
+    except control.ControlError as e:
+        print(f"drbdha: {e}", file=sys.stderr)
+        return None
+    return reply
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": control.STATUS}, timeout=5.0)
+    if reply is None:
+        return EXIT_UNREACHABLE
+    if not reply.get("ok"):
+        print(f"drbdha: {reply.get('error')}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    doc = reply["status"]
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(status.render_table(doc), end="")
+    return status.health(doc)
+
+
+def _force_failover(args: argparse.Namespace) -> int:
+    payload = {
+        "command": control.FORCE_FAILOVER,
+        "wait": args.wait,
+        "hold_off": args.hold_off,
+        "force": args.force,
+    }
+    if args.instance:
+        payload["instance"] = args.instance
+    reply = _ask(args, payload, timeout=args.wait + 10.0)
+    if reply is None:
+        return EXIT_UNREACHABLE
+    if not reply.get("ok"):
+        print(f"refused: {reply.get('error')}", file=sys.stderr)
+        return FAILOVER_EXIT["refused"]
+    outcome = reply.get("outcome", "timed_out")
+    for inst in reply.get("instances", []):
+        peer = inst.get("peer") or {}
+        print(
+            f"  {inst['name']}: now {inst['state']}, peer {peer.get('address', '-')} "
+            f"(priority {peer.get('priority', '-')}), {inst['elapsed_s']:.2f}s"
+        )
+    line = outcome.replace("_", " ")
+    print(f"{line}: {reply['reason']}" if reply.get("reason") else line)
+    return FAILOVER_EXIT.get(outcome, FAILOVER_EXIT["timed_out"])
+
+
+def _clear_latch(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": control.CLEAR_LATCH}, timeout=10.0)
+    if reply is None:
+        return EXIT_UNREACHABLE
+    if not reply.get("ok"):
+        print(f"drbdha: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    print("latch cleared")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check-config":
-        return _check_config(args.config)
-    return _run(args.config)
+    commands = {
+        "check-config": lambda: _check_config(args.config),
+        "run": lambda: _run(args.config),
+        "status": lambda: _status(args),
+        "force-failover": lambda: _force_failover(args),
+        "clear-latch": lambda: _clear_latch(args),
+    }
+    try:
+        return commands[args.command]()
+    except BrokenPipeError:  # `drbdha status --json | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return EXIT_FAILED

@@ -1,9 +1,10 @@
 """Wiring: one asyncio loop, one inbox, the machines, and the kernel adapters.
 
-Rules: signal handlers and fd callbacks only put events into the inbox; only the main loop
-touches a Machine; every machine input is followed by executing its effects and re-arming
-that instance's timer. Instance timers live in one heap, so a turn costs O(log n) however
-many instances run.
+Rules: signal handlers, fd callbacks and control requests only put events into the inbox;
+only the main loop touches a Machine; every machine input is followed by carrying out its
+effects and re-arming that instance's timer. Instance timers live in one heap, so a turn
+costs O(log n) however many instances run. systemd's watchdog is fed from the loop itself,
+so a stuck loop gets the service killed.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import heapq
+import itertools
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import start_http_server
 
-from drbdha import logs
+from drbdha import __version__, control, logs, status
 from drbdha.clock import Clock, MonotonicClock
-from drbdha.config import Config
-from drbdha.errors import DrbdhaError, MalformedPacket
+from drbdha.config import Config, VrrpInstanceConfig, load
+from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
+from drbdha.handover import Handover
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
 from drbdha.metrics import Metrics
@@ -28,13 +32,30 @@ from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
+from drbdha.systemd import Notifier
+
+SocketKey = tuple[str, int]  # (interface, address family)
+
+# Instance settings a reload can change in place; any other change restarts the instance.
+RELOADABLE = frozenset(
+    {
+        "priority",
+        "preempt",
+        "preempt_delay",
+        "advert_interval",
+        "checksum_mode",
+        "garp_master_repeat",
+        "garp_master_delay",
+        "garp_master_refresh",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Readable:
     """A VRRP socket has datagrams queued. One object per socket, so no allocation per packet."""
 
-    key: tuple[str, int]
+    key: SocketKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,66 +74,111 @@ class Reload:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, clock: Clock | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.clock = clock or MonotonicClock()
         self.metrics = metrics or Metrics()
         self.log = logs.get()
+        self.sd = Notifier(clock=self.clock)
         self.inbox = Inbox()
         self.addresses = Addresses()
-        self.sockets: dict[tuple[str, int], VrrpSocket] = {}
-        self.by_vrid: dict[tuple[str, int], dict[int, int]] = {}  # -> index in instances
-        self.instances: list[Instance] = []
+        self.instances: dict[str, Instance] = {}
+        self.sockets: dict[SocketKey, VrrpSocket] = {}
+        self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
+        self.handover = Handover(self)
         self._frames: dict[str, FrameSender] = {}
-        self._readable: dict[tuple[str, int], Readable] = {}
-        self._pending: set[tuple[str, int]] = set()  # sockets with a Readable in the inbox
-        self._heap: list[tuple[float, int]] = []
-        self._scheduled: list[float | None] = []
+        self._readable: dict[SocketKey, Readable] = {}
+        self._pending: set[SocketKey] = set()  # sockets with a Readable in the inbox
+        self._heap: list[tuple[float, int, Instance]] = []
+        self._seq = itertools.count()  # heap tie-breaker: instances do not compare
         self._links: LinkWatcher | None = None
-        self._stopping = False
+        self._control: control.ControlServer | None = None
         self._metrics_server: Any = None
+        self._stopping = False
+        self._started_at = self.clock.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    # ---- set-up --------------------------------------------------------------------------
+    # ---- instances -----------------------------------------------------------------------
 
-    def _open(self) -> None:
-        for cfg in self.config.vrrp_instances:
-            self.addresses.ifindex(cfg.interface)  # NetError with a clear message if missing
-            key = (cfg.interface, family_of(cfg))
-            if key not in self.sockets:
-                self.sockets[key] = VrrpSocket(cfg.interface, key[1])
-                self._readable[key] = Readable(key)
-                self.by_vrid[key] = {}
-            if cfg.interface not in self._frames:
-                self._frames[cfg.interface] = FrameSender(cfg.interface)
-            inst = Instance(cfg, self.sockets[key], self._frames[cfg.interface], self.addresses,
-                            self.metrics, self.log)
-            self.by_vrid[key][cfg.vrid] = len(self.instances)
-            self.instances.append(inst)
-            self._scheduled.append(None)
-        self._links = LinkWatcher(sorted({c.interface for c in self.config.vrrp_instances}))
+    def _socket_for(self, cfg: VrrpInstanceConfig) -> SocketKey:
+        key = (cfg.interface, family_of(cfg))
+        if key not in self.sockets:
+            self.addresses.ifindex(cfg.interface)  # NetError naming the interface if missing
+            self.sockets[key] = VrrpSocket(cfg.interface, key[1])
+            self._readable[key] = Readable(key)
+            self.by_vrid[key] = {}
+            if self._loop is not None:
+                self._loop.add_reader(self.sockets[key].fileno(), self._on_readable, key)
+        if cfg.interface not in self._frames:
+            self._frames[cfg.interface] = FrameSender(cfg.interface)
+        return key
 
-    async def _reconcile(self, now: float) -> None:
+    async def _add_instance(self, cfg: VrrpInstanceConfig, now: float) -> Instance:
+        key = self._socket_for(cfg)
+        inst = Instance(
+            cfg,
+            self.sockets[key],
+            self._frames[cfg.interface],
+            self.addresses,
+            self.metrics,
+            self.log,
+        )
+        self.instances[cfg.name] = inst
+        self.by_vrid[key][cfg.vrid] = inst
+        await self._reconcile(inst, now)
+        return inst
+
+    async def _reconcile(self, inst: Instance, now: float) -> None:
         """Bring the kernel in line with a fresh start: we begin as backup (or owner), so a
         VIP left on the interface by a previous run (crash, kill -9) must go. It comes back
         with a GARP burst if we win the election."""
-        for inst in self.instances:
-            for vip in inst.cfg.virtual_ipaddress:
-                if await self.addresses.has(inst.cfg.interface, vip):
-                    await self.addresses.remove(inst.cfg.interface, vip)
-                    self.log.warning("vip.reconciled", instance=inst.name, address=str(vip),
-                                     action="removed stale address from a previous run")
-            await self._refresh_local(inst, now)
-            up = await self.addresses.link_is_up(inst.cfg.interface)
-            inst.machine.set_fault("link", not up, now)
+        for vip in inst.cfg.virtual_ipaddress:
+            if await self.addresses.has(inst.cfg.interface, vip):
+                await self.addresses.remove(inst.cfg.interface, vip)
+                self.log.warning(
+                    "vip.reconciled",
+                    instance=inst.name,
+                    address=str(vip),
+                    action="removed stale address from a previous run",
+                )
+        await self._refresh_local(inst, now)
+        up = await self.addresses.link_is_up(inst.cfg.interface)
+        inst.machine.set_fault("link", not up, now)
+
+    async def _remove_instance(self, inst: Instance, now: float) -> None:
+        await self._apply(inst, inst.machine.shutdown(now), now)
+        del self.instances[inst.name]
+        del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
+        inst.scheduled = None
 
     async def _refresh_local(self, inst: Instance, now: float) -> list[Any]:
-        vips = {v.ip for v in inst.cfg.virtual_ipaddress}
+        vips = frozenset(v.ip for v in inst.cfg.virtual_ipaddress)
         local = await self.addresses.primary_address(
-            inst.cfg.interface, inst.cfg.family, exclude=frozenset(vips)
+            inst.cfg.interface, inst.cfg.family, exclude=vips
         )
         inst.set_local_address(local)
         return inst.machine.set_fault("no_address", local is None, now)
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def _on_readable(self, key: SocketKey) -> None:
+        # The reader callback is level-triggered: it fires on every loop pass until the main
+        # loop has drained the socket, so only one Readable per socket is kept queued.
+        if key not in self._pending:
+            self._pending.add(key)
+            self.inbox.put(self._readable[key])
+
+    def _install_callbacks(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for key, sock in self.sockets.items():
+            loop.add_reader(sock.fileno(), self._on_readable, key)
+        self._links = LinkWatcher(sorted(self._frames))
+        loop.add_reader(self._links.fileno(), self.inbox.put, NetlinkReadable())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.inbox.put, Stop(sig.name))
+        loop.add_signal_handler(signal.SIGHUP, self.inbox.put, Reload())
 
     def _serve_metrics(self) -> None:
         listen = self.config.daemon.metrics_listen
@@ -121,52 +187,60 @@ class Daemon:
         host, _, port = listen.rpartition(":")
         # prometheus_client serves from its own thread; it only reads the registry.
         self._metrics_server, _ = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.metrics.registry  # noqa: S104
+            int(port),
+            addr=host.strip("[]") or "0.0.0.0",  # noqa: S104  (":port" asks for all, explicitly)
+            registry=self.metrics.registry,
         )
         self.log.info("metrics.listening", address=listen)
 
-    def _install_callbacks(self, loop: asyncio.AbstractEventLoop) -> None:
-        for key, sock in self.sockets.items():
-            loop.add_reader(sock.fileno(), self._on_readable, key)
-        if self._links is not None:
-            loop.add_reader(self._links.fileno(), self.inbox.put, NetlinkReadable())
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.inbox.put, Stop(sig.name))
-        loop.add_signal_handler(signal.SIGHUP, self.inbox.put, Reload())
-
-    def _on_readable(self, key: tuple[str, int]) -> None:
-        # The reader callback is level-triggered: it fires on every loop pass until the main
-        # loop has drained the socket, so only one Readable per socket is kept queued.
-        if key not in self._pending:
-            self._pending.add(key)
-            self.inbox.put(self._readable[key])
+    async def _serve_control(self) -> None:
+        self._control = control.ControlServer(
+            self.config.daemon.control_socket,
+            control.inbox_handler(self.inbox.put),
+            log=self.log,
+        )
+        await self._control.start()
 
     # ---- main loop -----------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         try:
-            self._open()
             now = self.clock.monotonic()
-            await self._reconcile(now)
+            for cfg in self.config.vrrp_instances:
+                await self._add_instance(cfg, now)
             self._install_callbacks(loop)
             self._serve_metrics()
-            for i, inst in enumerate(self.instances):
-                await self._apply(i, inst.machine.start(now), now)
+            await self._serve_control()
+            now = self.clock.monotonic()
+            for inst in self.instances.values():
+                await self._apply(inst, inst.machine.start(now), now)
             # Everything allocated so far lives for the whole run; freezing it keeps the
             # collector from re-scanning it (full collections cost 13-30 ms otherwise).
             gc.freeze()
-            self.log.info("daemon.started", instances=len(self.instances))
+            self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
+            self.sd.ready(status.status_line(self.status_document(now)))
             while not self._stopping:
-                event = await self.inbox.get(self._next_deadline())
-                now = self.clock.monotonic()
-                if event is None:
-                    await self._run_timers(now)
-                else:
-                    await self._dispatch(event, now)
+                await self._turn()
             return 0
         finally:
             await self._shutdown(loop)
+
+    async def _turn(self) -> None:
+        now = self.clock.monotonic()
+        deadlines = (
+            self._next_deadline(),
+            self.sd.next_watchdog_due(now),
+            self.handover.deadline(),
+        )
+        event = await self.inbox.get(min((d for d in deadlines if d is not None), default=None))
+        now = self.clock.monotonic()
+        if event is None:
+            await self._run_timers(now)
+        else:
+            await self._dispatch(event, now)
+        await self.handover.check(now)
+        self.sd.watchdog(now)  # only a loop that is turning feeds the watchdog
 
     async def _dispatch(self, event: Any, now: float) -> None:
         match event:
@@ -174,14 +248,16 @@ class Daemon:
                 await self._read_socket(key, now)
             case NetlinkReadable():
                 await self._read_netlink(now)
+            case control.ControlRequest():
+                await self._control_request(event, now)
             case Stop(sig):
                 self.log.info("daemon.stopping", signal=sig)
+                self.sd.stopping("stopping: resigning mastership")
                 self._stopping = True
             case Reload():
-                self.log.warning("daemon.reload_unsupported",
-                                 hint="restart the daemon to apply a new configuration")
+                await self._reload(now)
 
-    async def _read_socket(self, key: tuple[str, int], now: float) -> None:
+    async def _read_socket(self, key: SocketKey, now: float) -> None:
         self._pending.discard(key)
         sock, instances = self.sockets[key], self.by_vrid[key]
         while True:
@@ -195,57 +271,156 @@ class Daemon:
                 return
             if rx is None:
                 return
-            i = instances.get(rx.payload[1]) if len(rx.payload) > 1 else None
-            if i is None:
+            inst = instances.get(rx.payload[1]) if len(rx.payload) > 1 else None
+            if inst is None:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
-            await self._apply(i, self.instances[i].receive(rx, now), now)
+            await self._apply(inst, inst.receive(rx, now), now)
 
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
         for ev in self._links.read():
-            for i, inst in enumerate(self.instances):
+            for inst in list(self.instances.values()):
                 if inst.cfg.interface != ev.ifname:
                     continue
                 if isinstance(ev, LinkEvent):
                     self.log.info("link.changed", interface=ev.ifname, up=ev.up)
-                    await self._apply(i, inst.machine.set_fault("link", not ev.up, now), now)
+                    await self._apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
                 elif isinstance(ev, AddressEvent):
-                    await self._apply(i, await self._refresh_local(inst, now), now)
+                    await self._apply(inst, await self._refresh_local(inst, now), now)
 
-    async def _apply(self, i: int, effects: list[Any], now: float) -> None:
+    async def _apply(self, inst: Instance, effects: list[Any], now: float) -> None:
         if effects:
-            await self.instances[i].execute(effects, now)
-        deadline = self.instances[i].machine.get_timer()
-        if deadline != self._scheduled[i]:
-            self._scheduled[i] = deadline
+            changed = await inst.execute(effects, now)
+            if changed:
+                self.sd.status(status.status_line(self.status_document(now)))
+        deadline = inst.machine.get_timer()
+        if deadline != inst.scheduled:
+            inst.scheduled = deadline
             if deadline is not None:
-                heapq.heappush(self._heap, (deadline, i))
+                heapq.heappush(self._heap, (deadline, next(self._seq), inst))
 
     def _next_deadline(self) -> float | None:
         heap = self._heap
-        while heap and heap[0][0] != self._scheduled[heap[0][1]]:
+        while heap and heap[0][0] != heap[0][2].scheduled:
             heapq.heappop(heap)  # superseded entry
         return heap[0][0] if heap else None
 
     async def _run_timers(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, i = heapq.heappop(heap)
-            if deadline != self._scheduled[i]:
+            deadline, _, inst = heapq.heappop(heap)
+            if deadline != inst.scheduled:
                 continue
-            self._scheduled[i] = None
+            inst.scheduled = None
             self.metrics.loop_lateness.observe(now - deadline)
-            await self._apply(i, self.instances[i].machine.handle_timer(now), now)
+            await self._apply(inst, inst.machine.handle_timer(now), now)
+
+    # ---- control -------------------------------------------------------------------------
+
+    async def _control_request(self, event: control.ControlRequest, now: float) -> None:
+        if event.reply.done():
+            return  # the client went away
+        command = event.request.get("command")
+        try:
+            if command == control.STATUS:
+                event.reply.set_result({"status": self.status_document(now)})
+            elif command == control.FORCE_FAILOVER:
+                await self.handover.start(event, now)
+            elif command == control.CLEAR_LATCH:
+                raise control.CommandError(
+                    "no latch is set (storage latches come with the storage chain)", "refused"
+                )
+            else:
+                raise control.CommandError(f"unknown command {command!r}", "unknown_command")
+        except control.CommandError as e:
+            if not event.reply.done():
+                event.reply.set_exception(e)
+
+    def status_document(self, now: float) -> status.StatusDocument:
+        counters = status.counters_by_instance(self.metrics.registry)
+        insts = [
+            status.instance_status(
+                i.cfg,
+                i.machine.snapshot(),
+                now,
+                counters=counters.get(i.name)
+                or status.counters_from_registry(self.metrics.registry, i.name),
+                peer=i.peer_status(now),
+                warnings=i.warnings(),
+            )
+            for i in self.instances.values()
+        ]
+        source = self.config.source
+        return status.document(
+            version=__version__,
+            pid=os.getpid(),
+            uptime_s=now - self._started_at,
+            config_path=str(source) if source else None,
+            instances=insts,
+        )
+
+    # ---- reload --------------------------------------------------------------------------
+
+    async def _reload(self, now: float) -> None:
+        """Validate the whole new file before applying any of it; a bad file changes
+        nothing (drbd-reactor keeps the old config the same way)."""
+        self.sd.reloading("reloading configuration")
+        source = self.config.source
+        try:
+            if source is None:
+                raise ConfigError([("config", "the daemon was started without a file")])
+            new = load(source)
+        except ConfigError as e:
+            self.log.error(
+                "config.reload_failed",
+                path=str(source),
+                problems=[f"{k}: {m}" for k, m in e.problems],
+                action="kept the running configuration",
+            )
+            self.sd.ready(status.status_line(self.status_document(now)))
+            return
+        changes = await self._apply_config(new, now)
+        self.log.info("config.reloaded", path=str(source), **changes)
+        self.sd.ready(status.status_line(self.status_document(now)))
+
+    async def _apply_config(self, new: Config, now: float) -> dict[str, list[str]]:
+        if new.daemon != self.config.daemon:
+            self.log.warning(
+                "config.daemon_section_changed", hint="[daemon] settings apply at the next restart"
+            )
+        old = self.instances
+        wanted = {c.name: c for c in new.vrrp_instances}
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "updated": [], "restarted": []}
+        for name in [n for n in old if n not in wanted or _needs_restart(old[n].cfg, wanted[n])]:
+            await self._remove_instance(old[name], now)
+            changes["restarted" if name in wanted else "removed"].append(name)
+        for name, cfg in wanted.items():
+            if name in self.instances:
+                if self.instances[name].cfg != cfg:
+                    self.instances[name].reconfigure(cfg)
+                    await self._apply(self.instances[name], [], now)
+                    changes["updated"].append(name)
+                continue
+            inst = await self._add_instance(cfg, now)
+            await self._apply(inst, inst.machine.start(now), now)
+            if name not in changes["restarted"]:
+                changes["added"].append(name)
+        self.config = Config(
+            daemon=self.config.daemon, vrrp_instances=new.vrrp_instances, source=new.source
+        )
+        return changes
 
     # ---- shutdown ------------------------------------------------------------------------
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         """Resign every master (priority 0, VIPs removed) however we got here."""
         now = self.clock.monotonic()
-        for i, inst in enumerate(self.instances):
+        self.sd.stopping()
+        self.handover.abort("the daemon is stopping")
+        for inst in self.instances.values():
             try:
-                await self._apply(i, inst.machine.shutdown(now), now)
+                await self._apply(inst, inst.machine.shutdown(now), now)
             except Exception:
                 self.log.exception("daemon.shutdown_failed", instance=inst.name)
                 await inst.release_vips()
@@ -257,10 +432,17 @@ class Daemon:
         if self._links is not None:
             loop.remove_reader(self._links.fileno())
             self._links.close()
+        if self._control is not None:
+            await self._control.close()
         self.addresses.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.log.info("daemon.stopped")
+
+
+def _needs_restart(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:
+    differs = {k for k in old.__dataclass_fields__ if getattr(old, k) != getattr(new, k)}
+    return not differs <= RELOADABLE
 
 
 def run(config: Config) -> int:
@@ -272,4 +454,3 @@ def run(config: Config) -> int:
     except OSError as e:
         logs.get().error("daemon.failed", error=str(e), errno=e.errno)
         return 1
-

@@ -19,6 +19,7 @@ from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
 from drbdha.net.vrrp_socket import Received, VrrpSocket
+from drbdha.status import PeerStatus
 from drbdha.vrrp import packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
 from drbdha.vrrp.events import (
@@ -45,6 +46,7 @@ class Instance:
     metrics: Metrics
     log: Any
     machine: Machine = field(init=False)
+    scheduled: float | None = None  # the deadline this instance has in the daemon's heap
     _adverts: dict[int, list[tuple[bytes, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)
     _log_quiet_until: dict[str, float] = field(default_factory=dict)
@@ -93,12 +95,15 @@ class Instance:
 
     # ---- effects -------------------------------------------------------------------------
 
-    async def execute(self, effects: list[Effect], now: float) -> None:
+    async def execute(self, effects: list[Effect], now: float) -> bool:
+        """Carry out `effects` in order; True if the state changed."""
+        changed = False
         for effect in effects:
             match effect:
                 case SendAdvert(priority):
                     self._send_advert(priority)
                 case Transition():
+                    changed = True
                     self._transition(effect, now)
                 case AcquireVips():
                     await self.acquire_vips()
@@ -108,6 +113,32 @@ class Instance:
                     self._send_garp(reason)
                 case InvalidAdvert(reason, dropped):
                     self._invalid(reason, dropped=dropped, now=now)
+        return changed
+
+    def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
+        """Apply a reloaded configuration that keeps the instance's identity (daemon.py
+        decides which keys qualify); encoded adverts are rebuilt on next use."""
+        self.cfg = cfg
+        self.machine.reconfigure(cfg)
+        self._adverts.clear()
+        self._garp_frames.clear()
+        self.metrics.priority.labels(self.name).set(self.machine.effective_priority)
+
+    def peer_status(self, now: float) -> PeerStatus | None:
+        peer = self.machine.last_peer
+        if peer is None:
+            return None
+        return PeerStatus(
+            address=str(peer.address),
+            priority=peer.priority,
+            last_seen_age_s=round(max(0.0, now - peer.seen_at), 3),
+        )
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.machine.local_address is None:
+            out.append(f"no source address on {self.cfg.interface}")
+        return out
 
     def _send_advert(self, priority: int) -> None:
         src = self.machine.local_address

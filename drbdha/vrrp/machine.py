@@ -86,6 +86,17 @@ class Snapshot:
     last_transition: Transition | None
     last_transition_at: float | None
     preempt_hold_off_until: float
+    last_peer: Peer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The last other router heard on this VRID (backups are silent, so as master this is
+    the last master we displaced or that displaced us)."""
+
+    address: IPAddress
+    priority: int
+    seen_at: float
 
 
 class Machine:
@@ -105,6 +116,9 @@ class Machine:
         self._lower_master_since: float | None = None  # first sight of a lower-priority master
         self._takeover_reason = "master_down"
         self._hold_off_until = float("-inf")
+        self._priority_override: int | None = None  # force-failover's temporary priority
+        self._override_until: float | None = None
+        self.last_peer: Peer | None = None
         self.last_transition: Transition | None = None
         self.last_transition_at: float | None = None
 
@@ -112,6 +126,8 @@ class Machine:
 
     @property
     def effective_priority(self) -> int:
+        if self._priority_override is not None:
+            return self._priority_override
         return self.params.priority
 
     @property
@@ -131,6 +147,7 @@ class Machine:
             self._master_down_timer,
             self._garp_delay_timer,
             self._garp_refresh_timer,
+            self._override_until,
         )
         return min((t for t in timers if t is not None), default=None)
 
@@ -144,6 +161,7 @@ class Machine:
             last_transition=self.last_transition,
             last_transition_at=self.last_transition_at,
             preempt_hold_off_until=self._hold_off_until,
+            last_peer=self.last_peer,
         )
 
     # ---- inputs --------------------------------------------------------------------------
@@ -167,6 +185,7 @@ class Machine:
         if advert.version == 2 and advert.interval != self.params.advert_interval:
             # RFC 3768 §7.1: a v2 router MUST discard an advert with another interval.
             return [InvalidAdvert("interval_mismatch", dropped=True)]
+        self.last_peer = Peer(src, advert.priority, now)
         effects: list[Effect] = []
         if frozenset(advert.addresses) != self._vips:
             # RFC 5798 §7.1 says log it; the advert still counts (keepalived does the same).
@@ -178,6 +197,9 @@ class Machine:
         return effects
 
     def handle_timer(self, now: float) -> list[Effect]:
+        if self._override_until is not None and now >= self._override_until:
+            # The force-failover priority ends with its hold-off; adverts carry ours again.
+            self._priority_override = self._override_until = None
         if self.state is State.BACKUP:
             if self._master_down_timer is not None and now >= self._master_down_timer:
                 return self._become_master(now, self._takeover_reason)
@@ -222,7 +244,34 @@ class Machine:
         if self.state is not State.MASTER:
             return []
         self._hold_off_until = now + hold_off
+        self._priority_override = self._override_until = None  # a handed-over role ends it
         return self._become_backup(now, "resign")
+
+    def take_over(self, now: float, priority: int, hold_off: float) -> list[Effect]:
+        """Force-failover run on a backup: become master now and advertise `priority` for
+        `hold_off` seconds, so the current master hears a higher priority and steps down."""
+        if self.state is not State.BACKUP:
+            return []
+        self._priority_override = priority
+        self._override_until = self._hold_off_until = now + hold_off
+        return self._become_master(now, "force_failover")
+
+    def reclaim(self, now: float) -> list[Effect]:
+        """Undo a resignation nobody answered: serve again at once instead of waiting for
+        Master_Down_Interval with the addresses dark."""
+        if self.state is not State.BACKUP:
+            return []
+        self._hold_off_until = float("-inf")
+        return self._become_master(now, "handover_failed")
+
+    def reconfigure(self, params: InstanceParams) -> None:
+        """Adopt reloaded settings that keep the instance's identity (VRID, version,
+        addresses): priority, preemption, timers and GARP settings apply from now on."""
+        self.params = params
+        self._vips = frozenset(v.ip for v in params.virtual_ipaddress)
+        self._peers = frozenset(params.unicast_peers)
+        if self.state is State.MASTER:
+            self.master_adver_interval = params.advert_interval
 
     def shutdown(self, now: float) -> list[Effect]:
         """§6.4.3 Shutdown: as master, send priority 0 and release the addresses."""
@@ -275,7 +324,12 @@ class Machine:
             if advert.version == 3:
                 self.master_adver_interval = advert.interval_seconds
             self.master_address = src
-            return self._become_backup(now, "higher_priority")
+            # Two masters (a healed partition) and we lose. If the winner's advert reached us
+            # before ours reached it, the winner never hears a lower-priority master and never
+            # re-announces the VIPs, so neighbours keep our MAC. One last advert at our own
+            # priority (never 0: that would start Skew_Time takeovers in third routers) makes
+            # the winner send an advert and GARPs (below) after we have released the VIPs.
+            return [*self._become_backup(now, "higher_priority"), SendAdvert(mine)]
         # A lower-priority master means both think they are master (a healed partition).
         # RFC 9568 §6.4.3 sends an advert at once; we also re-announce our addresses so
         # neighbours that followed the other master come back (keepalived makes this opt-in).

@@ -1,0 +1,199 @@
+"""`drbdha force-failover`: hand mastership to the other node, safely, with a deadline.
+
+Modelled on drbd-reactorctl evict: check first, hold off fail-back, wait for the peer with a
+deadline, and report exactly one outcome: done, refused (why) or timed_out (state).
+
+On the master, the hand-over is a resignation (priority 0): a backup takes over after its
+Skew_Time. VRRP backups are silent, so the master cannot see a live backup beforehand: the
+resignation is the probe. If no peer advertises within two intervals of it, the master
+takes the role straight back (outcome refused, with the measured gap) rather than leave the
+address unserved. (The storage chain adds the strong pre-check: DRBD peer UpToDate.)
+On a backup, it takes over at once with priority 254 for the hold-off time; the master
+hears the higher priority and steps down.
+Both nodes hold off preemption for the hold-off time, so the role does not flip back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from drbdha import control
+from drbdha.vrrp.constants import PRIORITY_OWNER
+from drbdha.vrrp.events import State
+
+if TYPE_CHECKING:
+    from drbdha.daemon import Daemon
+    from drbdha.instance import Instance
+
+TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
+DEFAULT_WAIT = 10.0
+DEFAULT_HOLD_OFF = 300.0
+MARGIN = 0.05  # seconds of slack for delivery and scheduling
+
+
+@dataclass
+class _Target:
+    inst: Instance
+    role: str  # "master" (we resign) or "backup" (we take over)
+    started_at: float
+    probe_until: float  # master: when to give up on a peer taking over
+    done: bool = False
+
+
+@dataclass
+class _Job:
+    event: control.ControlRequest
+    targets: list[_Target]
+    deadline: float
+    hold_off: float
+    log_fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Handover:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.job: _Job | None = None
+
+    def deadline(self) -> float | None:
+        if self.job is None:
+            return None
+        pending = [t.probe_until for t in self.job.targets if t.role == "master" and not t.done]
+        return min([self.job.deadline, *pending])
+
+    async def start(self, event: control.ControlRequest, now: float) -> None:
+        req = event.request
+        if self.job is not None:
+            raise control.CommandError("a force-failover is already running", "refused")
+        wait = _number(req, "wait", DEFAULT_WAIT)
+        hold_off = _number(req, "hold_off", DEFAULT_HOLD_OFF)
+        targets = self._select(req.get("instance"))
+        force = bool(req.get("force", False))
+        for inst in targets:
+            why = self._refusal(inst, now)
+            if why and not force:
+                self._log("refused", inst, reason=why)
+                raise control.CommandError(
+                    f"{inst.name}: {why} (use --force to override)", "refused"
+                )
+        job = _Job(event, [], now + wait, hold_off)
+        for inst in targets:
+            job.targets.append(await self._begin(inst, now, hold_off))
+        self.job = job
+
+    def _select(self, name: Any) -> list[Instance]:
+        instances = self.daemon.instances
+        if name is None:
+            return list(instances.values())
+        if name not in instances:
+            raise control.CommandError(f"no instance named {name!r}", "refused")
+        return [instances[name]]
+
+    def _refusal(self, inst: Instance, now: float) -> str | None:
+        machine = inst.machine
+        if machine.state is State.MASTER:
+            return None  # backups are silent: the resignation itself is the probe
+        if machine.state is not State.BACKUP:
+            return f"instance is {machine.state.value}, not master or backup"
+        peer = machine.last_peer
+        if peer is None or now - peer.seen_at > machine.master_down_interval:
+            return "no master is advertising; nothing to take over from"
+        if peer.priority == PRIORITY_OWNER:
+            return "the master is the address owner (priority 255) and cannot be preempted"
+        return None
+
+    async def _begin(self, inst: Instance, now: float, hold_off: float) -> _Target:
+        machine = inst.machine
+        if machine.state is State.MASTER:
+            # The peer takes over after its Skew_Time, at most one interval, then advertises.
+            window = 2 * machine.params.advert_interval + MARGIN
+            await self.daemon._apply(inst, machine.resign(now, hold_off), now)
+            self._log("resigned", inst, hold_off=hold_off)
+            return _Target(inst, "master", now, now + window)
+        effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off)
+        await self.daemon._apply(inst, effects, now)
+        self._log("took_over", inst, priority=TAKEOVER_PRIORITY, hold_off=hold_off)
+        return _Target(inst, "backup", now, now)
+
+    async def check(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        for t in job.targets:
+            if not t.done:
+                await self._check_target(t, now)
+        if all(t.done for t in job.targets):
+            self._finish({"outcome": "done", "instances": self._states(now)})
+        elif now >= job.deadline:
+            self._finish({"outcome": "timed_out", "instances": self._states(now)})
+
+    async def _check_target(self, t: _Target, now: float) -> None:
+        machine = t.inst.machine
+        peer = machine.last_peer
+        if t.role == "backup":
+            t.done = machine.state is State.MASTER and now - t.started_at >= min(
+                machine.params.advert_interval, 1.0
+            )
+            return
+        peer_took_over = (
+            machine.state is State.BACKUP
+            and peer is not None
+            and peer.seen_at > t.started_at
+            and peer.priority > 0
+        )
+        if peer_took_over:
+            t.done = True
+        elif now >= t.probe_until and machine.state is State.BACKUP:
+            # Nobody answered the resignation: serve again rather than leave the VIP dark.
+            await self.daemon._apply(t.inst, machine.reclaim(now), now)
+            gap = now - t.started_at
+            self._log("refused", t.inst, reason="no peer took over", gap_ms=round(gap * 1000))
+            self._finish(
+                {
+                    "outcome": "refused",
+                    "reason": (
+                        f"{t.inst.name}: no peer took over within {gap * 1000:.0f} ms "
+                        "of resigning; mastership taken back"
+                    ),
+                    "instances": self._states(now),
+                }
+            )
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        job, self.job = self.job, None
+        if job is None:
+            return
+        self.daemon.log.info(
+            "handover.finished", outcome=result["outcome"], reason=result.get("reason")
+        )
+        if not job.event.reply.done():
+            job.event.reply.set_result(result)
+
+    def abort(self, reason: str) -> None:
+        if self.job is not None:
+            self._finish({"outcome": "timed_out", "reason": reason, "instances": []})
+
+    def _states(self, now: float) -> list[dict[str, Any]]:
+        assert self.job is not None
+        out = []
+        for t in self.job.targets:
+            peer = t.inst.peer_status(now)
+            out.append(
+                {
+                    "name": t.inst.name,
+                    "state": t.inst.machine.state.value,
+                    "peer": peer,
+                    "elapsed_s": round(now - t.started_at, 3),
+                }
+            )
+        return out
+
+    def _log(self, what: str, inst: Instance, **fields: Any) -> None:
+        self.daemon.log.info(f"handover.{what}", instance=inst.name, **fields)
+
+
+def _number(req: dict[str, Any], key: str, default: float) -> float:
+    value = req.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise control.CommandError(f"{key} must be a number of seconds in 0..86400", "malformed")
+    return float(value)
