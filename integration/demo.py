@@ -113,6 +113,22 @@ class Demo:
         msg = f"no single master among {candidates} after {timeout}s"
         raise RuntimeError(msg)
 
+    def status(self, host: str) -> str:
+        out = subprocess.run([*DRBDHA, "status", "--socket", f"{self.workdir}/{host}.sock"],
+                             capture_output=True, text=True, check=False)
+        keep = ("state", "priority", "master", "vips", "last transition", "drbdha ")
+        return "\n".join(f"  {host}| {line.strip()}" for line in out.stdout.splitlines()
+                         if line.strip().startswith(keep))
+
+    def scrape(self, host: str) -> str:
+        url = "http://127.0.0.1:9942/metrics"
+        code = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
+        text = in_ns(host, str(ROOT / ".venv/bin/python"), "-c", code)
+        keep = ("drbdha_vrrp_state{", "drbdha_vrrp_transitions_total",
+                "drbdha_vrrp_adverts_sent_total", "drbdha_vrrp_adverts_received_total")
+        return "\n".join(f"  {host}| {line}" for line in text.splitlines()
+                         if line.startswith(keep) and not line.endswith(" 0.0"))
+
     def client_sees(self) -> str:
         in_ns("client", "ping", "-c", "1", "-W", "1", VIP)
         for entry in json.loads(in_ns("client", "ip", "-j", "neigh", "show", VIP)):
@@ -168,6 +184,9 @@ def run(demo: Demo) -> int:
     if seen != macs[master]:
         print("demo: FAILED: the client does not reach the master", file=sys.stderr)
         return 1
+    print("demo: drbdha status on both nodes:")
+    print(demo.status(master))
+    print(demo.status(backup))
     probe = demo.start_probe()
     time.sleep(1.0)
     # A node that dies takes its kernel with it: kill drbdha and cut the node's link at
@@ -189,6 +208,10 @@ def run(demo: Demo) -> int:
     if seen != macs[new]:
         print("demo: FAILED: the client does not reach the new master", file=sys.stderr)
         return 1
+    print(f"demo: drbdha status on {new}:")
+    print(demo.status(new))
+    print(f"demo: a scrape of {new}'s metrics endpoint (non-zero VRRP series):")
+    print(demo.scrape(new))
     print("demo: OK: failover done")
     return 0
 
