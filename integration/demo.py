@@ -10,6 +10,7 @@ Exit status 0 only if the takeover happened and the client reached the VIP on th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -150,7 +151,7 @@ def outage(ping_output: str) -> float:
     if len(stamps) < 2:
         msg = "the client's probe got fewer than two replies"
         raise RuntimeError(msg)
-    return max(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(stamps))
 
 
 def main() -> int:
