@@ -8,6 +8,7 @@ and no encoding.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -29,6 +30,7 @@ from drbdha.vrrp.events import (
     ReleaseVips,
     SendAdvert,
     SendGarp,
+    State,
     Transition,
 )
 from drbdha.vrrp.machine import Machine
@@ -98,12 +100,14 @@ class Instance:
     async def execute(self, effects: list[Effect], now: float) -> bool:
         """Carry out `effects` in order; True if the state changed."""
         changed = False
+        became_master = False
         for effect in effects:
             match effect:
                 case SendAdvert(priority):
                     self._send_advert(priority)
                 case Transition():
                     changed = True
+                    became_master = effect.new is State.MASTER
                     self._transition(effect, now)
                 case AcquireVips():
                     await self.acquire_vips()
@@ -113,6 +117,9 @@ class Instance:
                     self._send_garp(reason)
                 case InvalidAdvert(reason, dropped):
                     self._invalid(reason, dropped=dropped, now=now)
+        if became_master:
+            # `now` is when the machine decided; the steps above ran since then.
+            self.metrics.takeover_duration.labels(self.name).observe(time.monotonic() - now)
         return changed
 
     def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
@@ -181,6 +188,13 @@ class Instance:
         )
 
     async def acquire_vips(self) -> None:
+        started = time.monotonic()
+        await self._add_vips()
+        took = time.monotonic() - started
+        self.metrics.step_duration.labels(self.name, "vip", "start").observe(took)
+        self.metrics.chain_step_up.labels(self.name, "vip").set(1)
+
+    async def _add_vips(self) -> None:
         for vip in self.cfg.virtual_ipaddress:
             try:
                 await self.addresses.add(self.cfg.interface, vip)
@@ -193,6 +207,14 @@ class Instance:
     async def release_vips(self) -> bool:
         """Remove every VIP; True when none is left. A failed removal is never swallowed:
         it is logged as an error, counted, and reported to the caller."""
+        started = time.monotonic()
+        ok = await self._remove_vips()
+        took = time.monotonic() - started
+        self.metrics.step_duration.labels(self.name, "vip", "stop").observe(took)
+        self.metrics.chain_step_up.labels(self.name, "vip").set(0 if ok else 1)
+        return ok
+
+    async def _remove_vips(self) -> bool:
         ok = True
         for vip in self.cfg.virtual_ipaddress:
             try:

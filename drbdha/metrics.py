@@ -79,6 +79,53 @@ class Metrics:
             ["vrrp_instance", "op"],
             registry=r,
         )
+        # Failover and the resource chain. Filled by the storage chain when it lands; the
+        # VRRP-only daemon already times its own takeover steps.
+        self.takeover_duration = Histogram(
+            "drbdha_takeover_duration_seconds",
+            "From the decision to become master until every takeover step is done",
+            ["vrrp_instance"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.step_duration = Histogram(
+            "drbdha_step_duration_seconds",
+            "Duration of each takeover/release step",
+            ["vrrp_instance", "step", "action"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+        )
+        self.chain_step_up = Gauge(
+            "drbdha_chain_step_up",
+            "1 while a chain step is started on this node",
+            ["vrrp_instance", "step"],
+            registry=r,
+        )
+        self.latch = Gauge(
+            "drbdha_latch",
+            "1 while a latch (disk failure, split brain) blocks mastership",
+            ["vrrp_instance", "kind"],
+            registry=r,
+        )
+        # DRBD state under drbd-reactor's names and labels (its `enums = true` form: one
+        # series per state, 1 for the current one), so its dashboards work unchanged.
+        # The storage chain fills them; until then the families are declared and empty.
+        self.drbd_resource_role = Gauge(
+            "drbd_resource_role", "DRBD role of the resource (1 for the current role)",
+            ["name", "drbd_resource_role"], registry=r,
+        )
+        self.drbd_device_state = Gauge(
+            "drbd_device_state", "DRBD disk state of the device (1 for the current state)",
+            ["name", "volume", "minor", "drbd_device_state"], registry=r,
+        )
+        self.drbd_connection_state = Gauge(
+            "drbd_connection_state", "DRBD connection state (1 for the current state)",
+            ["name", "conn_name", "peer_node_id", "drbd_connection_state"], registry=r,
+        )
+        self.drbd_peerdevice_outofsync_bytes = Gauge(
+            "drbd_peerdevice_outofsync_bytes", "Bytes out of sync with the peer",
+            ["name", "volume", "conn_name", "peer_node_id"], registry=r,
+        )
         self.loop_lateness = Histogram(
             "drbdha_loop_timer_lateness_seconds",
             "How late the main loop served a timer",
