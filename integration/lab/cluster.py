@@ -1,0 +1,854 @@
+"""The drbdha VM lab: three Debian VMs under qemu, two networks in a network namespace, DRBD.
+
+Python stdlib only; used by the `lab` command and imported by pytest tests (see conftest.py).
+
+    node1, node2   service network (eth0) + replication network (eth1) + /dev/vdb for DRBD,
+                   under a device-mapper target /dev/mapper/lab-vdb (linear; error/flakey on demand)
+    client         service network only (NFS client)
+
+Every VM runs from a qcow2 overlay over one cached raw image (image.py), booted directly with
+the image's kernel, its identity (hostname, addresses) given on the kernel command line.
+Commands run in the VMs through the qemu guest agent (qga.py), which works with the network cut.
+All lab traffic stays inside the network namespace `drbdha-lab`: bridges lab-svc and lab-repl, one
+tap per VM and network, host addresses 10.77.1.1 and 10.77.2.1.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import image as image_mod
+from qga import Agent, AgentError
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+# One lab per name on a host: its network namespace, its run and work directories.
+NETNS = os.environ.get("DRBDHA_LAB_NAME", "drbdha-lab")
+DEFAULT_RUN = f"/run/{NETNS}"
+DEFAULT_WORK = f"/var/tmp/{NETNS}"  # noqa: S108 (a fixed, root-only lab directory)
+DISK_NAME = "lab-vdb"
+DISK_DEV = f"/dev/mapper/{DISK_NAME}"
+DISK_SIZE = 256 * 1024 * 1024
+RESOURCE = "r0"
+DRBD_PORT = 7789
+VIP = "10.77.1.100"
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    name: str  # "svc" / "repl" (the long names "service" / "replication" are accepted too)
+    bridge: str
+    host_addr: str  # the host's address on the bridge, inside the namespace
+    prefix: int
+
+
+NETS = {
+    "svc": Net("svc", "lab-svc", "10.77.1.1", 24),
+    "repl": Net("repl", "lab-repl", "10.77.2.1", 24),
+}
+NET_ALIASES = {"service": "svc", "svc": "svc", "replication": "repl", "repl": "repl"}
+
+
+@dataclasses.dataclass(frozen=True)
+class VM:
+    name: str
+    index: int
+    addrs: dict  # net name -> address
+    disk: bool  # has a DRBD backing disk
+
+    def tap(self, net: str) -> str:
+        return f"{self.name}-{net}"
+
+    def mac(self, net: str) -> str:
+        return f"52:54:00:77:{list(NETS).index(net) + 1:02x}:{self.index:02x}"
+
+
+VMS = {
+    "node1": VM("node1", 11, {"svc": "10.77.1.11", "repl": "10.77.2.11"}, True),
+    "node2": VM("node2", 12, {"svc": "10.77.1.12", "repl": "10.77.2.12"}, True),
+    "client": VM("client", 21, {"svc": "10.77.1.21"}, False),
+}
+NODES = ("node1", "node2")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A command in a VM exited non-zero; str() shows where, and its output."""
+
+    def __init__(self, node: str, returncode: int, cmd: str, output: str, stderr: str) -> None:
+        super().__init__(returncode, cmd, output, stderr)
+        self.node = node
+
+    def __str__(self) -> str:
+        def tail(s: str | None) -> str:
+            s = (s or "").strip()
+            return s[-2000:] if s else "(empty)"
+
+        return (
+            f"[{self.node}] exit {self.returncode}: {self.cmd}\n"
+            f"--- stdout\n{tail(self.output)}\n--- stderr\n{tail(self.stderr)}"
+        )
+
+
+def _sh(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+def _ipn(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _sh(["ip", "-n", NETNS, *args], check=check)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The process state letter (R, S, T, Z...) or None if there is no such process."""
+    try:
+        with Path(f"/proc/{pid}/stat").open() as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        with Path(f"/proc/{pid}/status").open() as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def kvm_is_fast() -> bool:
+    """KVM only where the CPU exposes hardware virtualization to us (not a nested guest without it).
+
+    On a nested host without vmx/svm, /dev/kvm exists but boots take minutes: use TCG there.
+    DRBDHA_LAB_ACCEL=kvm|tcg overrides.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " vmx" in flags or " svm" in flags
+
+
+class Lab:
+    def __init__(
+        self,
+        run_dir: str | None = None,
+        work_dir: str | None = None,
+        log: Callable[[str], None] | None = None,
+        boot_timeout: float | None = None,
+    ) -> None:
+        self.run = Path(run_dir or os.environ.get("DRBDHA_LAB_RUN", DEFAULT_RUN))
+        self.work = Path(work_dir or os.environ.get("DRBDHA_LAB_WORK", DEFAULT_WORK))
+        self._log = log or (lambda msg: print(f"lab: {msg}", file=sys.stderr, flush=True))
+        self.boot_timeout = boot_timeout or float(os.environ.get("DRBDHA_LAB_BOOT_TIMEOUT", "420"))
+        self.t0 = time.monotonic()
+
+    def log(self, msg: str) -> None:
+        self._log(msg)
+
+    # ---------------------------------------------------------------------------- paths
+    def _p(self, vm: str, what: str) -> Path:
+        return self.run / f"{vm}.{what}"
+
+    def agent(self, vm: str) -> Agent:
+        return Agent(str(self._p(vm, "qga")), str(self._p(vm, "qga.lock")))
+
+    def pid(self, vm: str) -> int | None:
+        try:
+            pid = int(self._p(vm, "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        state = _proc_state(pid)
+        if state is None or state in "ZX":
+            return None
+        return pid
+
+    def running(self, vm: str) -> bool:
+        return self.pid(vm) is not None
+
+    def frozen(self, vm: str) -> bool:
+        pid = self.pid(vm)
+        return pid is not None and _proc_state(pid) in ("T", "t")
+
+    # ---------------------------------------------------------------------------- up
+    def build(self, force: bool = False) -> image_mod.Image:
+        return image_mod.ensure_image(force=force, log=self.log)
+
+    def up(self, install: bool = True, drbd: bool = True) -> None:
+        """Bring the whole lab to a known good state; safe to call when it is already up.
+
+        Builds the image if needed, makes the network, boots every VM that is not running,
+        undoes faults (heal), installs drbdha from the working tree, and brings DRBD r0 to
+        Connected and UpToDate/UpToDate.
+        """
+        t0 = time.monotonic()
+        for tool in ("qemu-system-x86_64", "qemu-img", "ip"):
+            if not shutil.which(tool):
+                raise LabError(
+                    f"{tool} not found: apt-get install qemu-system-x86 qemu-utils iproute2"
+                )
+        img = self.build()
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._net_up()
+        t_boot = time.monotonic()
+        to_boot = [vm for vm in VMS if not self.running(vm)]
+        for vm in to_boot:
+            self.start(vm, img, wait=False)
+        self.heal()
+        self.wait_ready(list(VMS))
+        if to_boot:
+            self.log(f"VMs ready: {', '.join(to_boot)} booted in {time.monotonic() - t_boot:.1f} s")
+        self.setup_ssh()
+        if install:
+            self.install_drbdha()
+        if drbd:
+            self.drbd_up()
+        self.log(f"up in {time.monotonic() - t0:.1f} s")
+
+    def _net_up(self) -> None:
+        if NETNS not in _sh(["ip", "netns", "list"]).stdout.split():
+            _sh(["ip", "netns", "add", NETNS])
+        _ipn("link", "set", "lo", "up")
+        links = {link["ifname"] for link in json.loads(_ipn("-j", "link", "show").stdout)}
+        for net in NETS.values():
+            if net.bridge not in links:
+                _ipn(
+                    "link",
+                    "add",
+                    net.bridge,
+                    "type",
+                    "bridge",
+                    "stp_state",
+                    "0",
+                    "forward_delay",
+                    "0",
+                    "mcast_snooping",
+                    "0",
+                )
+                _ipn("addr", "add", f"{net.host_addr}/{net.prefix}", "dev", net.bridge)
+            _ipn("link", "set", net.bridge, "up")
+        for vm in VMS.values():
+            for net in vm.addrs:
+                tap = vm.tap(net)
+                if tap not in links:
+                    _ipn("tuntap", "add", "dev", tap, "mode", "tap")
+                    _ipn("link", "set", tap, "master", NETS[net].bridge)
+                _ipn("link", "set", tap, "up")
+
+    def start(self, vm: str, img: image_mod.Image | None = None, wait: bool = True) -> None:
+        """Power a VM on (again, after kill: same disks, like a reboot after a power cut)."""
+        if self.running(vm):
+            return
+        img = img or self.build()
+        spec = VMS[vm]
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._net_up()
+        overlay = self.work / f"{vm}.qcow2"
+        if not overlay.exists():
+            _sh(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    str(img.rootfs),
+                    str(overlay),
+                ]
+            )
+        for f in ("qga", "qmp", "pid"):
+            self._p(vm, f).unlink(missing_ok=True)
+        append = [
+            "root=/dev/vda",
+            "rw",
+            "console=ttyS0",
+            "quiet",
+            "loglevel=4",
+            "net.ifnames=0",
+            "mitigations=off",
+            "fsck.mode=skip",
+            "systemd.show_status=0",
+            "rd.udev.log_level=3",
+            "udev.log_level=3",
+            "panic=-1",
+            "tsc=reliable",
+            f"systemd.hostname={vm}",
+        ]
+        append += [f"lab.{net}={addr}/{NETS[net].prefix}" for net, addr in spec.addrs.items()]
+        accel = os.environ.get("DRBDHA_LAB_ACCEL", "auto")
+        if accel == "auto":
+            accel = "kvm" if kvm_is_fast() else "tcg"
+        if accel == "kvm":
+            machine = ["-accel", "kvm", "-cpu", "host"]
+        else:
+            machine = ["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max"]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            NETNS,
+            "qemu-system-x86_64",
+            "-name",
+            f"{vm},process=lab-{vm}",
+            *machine,
+            "-smp",
+            "1",
+            "-m",
+            os.environ.get("DRBDHA_LAB_MEM", "384"),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-no-user-config",
+            "-kernel",
+            str(img.kernel),
+            "-initrd",
+            str(img.initrd),
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+        ]
+        if spec.disk:
+            disk = self.work / f"{vm}-disk.raw"
+            if not disk.exists():
+                with disk.open("wb") as f:
+                    f.truncate(DISK_SIZE)
+            cmd += ["-drive", f"file={disk},if=virtio,format=raw,cache=unsafe"]
+            append.append(f"lab.disk={DISK_NAME}")
+        cmd += ["-append", " ".join(append)]
+        for net in spec.addrs:
+            cmd += [
+                "-netdev",
+                f"tap,id={net},ifname={spec.tap(net)},script=no,downscript=no",
+                "-device",
+                f"virtio-net-pci,netdev={net},mac={spec.mac(net)}",
+            ]
+        cmd += [
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            f"socket,id=qga,path={self._p(vm, 'qga')},server=on,wait=off",
+            "-device",
+            "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+            "-chardev",
+            f"file,id=con,path={self._p(vm, 'console.log')}",
+            "-serial",
+            "chardev:con",
+            "-qmp",
+            f"unix:{self._p(vm, 'qmp')},server=on,wait=off",
+            "-pidfile",
+            str(self._p(vm, "pid")),
+            "-daemonize",
+        ]
+        self._p(vm, "cmdline").write_text(shlex.join(cmd) + "\n")
+        r = _sh(cmd, check=False)
+        if r.returncode != 0:
+            raise LabError(f"qemu for {vm} failed to start: {r.stderr.strip()}")
+        self.log(f"{vm}: qemu started (pid {self.pid(vm)}, {accel})")
+        if wait:
+            self.wait_ready([vm])
+
+    def wait_ready(self, vms: list[str], timeout: float | None = None) -> None:
+        """Wait until each VM's guest agent answers and its lab identity is applied."""
+        deadline = time.monotonic() + (timeout or self.boot_timeout)
+        pending = list(vms)
+        t0 = time.monotonic()
+        while pending:
+            for vm in list(pending):
+                if not self.running(vm):
+                    tail = self.console_tail(vm)
+                    raise LabError(f"{vm} is not running (console log tail:\n{tail})")
+                if not self.agent(vm).ping(timeout=1.0):
+                    continue
+                try:
+                    r = self.agent(vm).run("systemctl is-active lab-setup.service", timeout=10)
+                except (AgentError, subprocess.TimeoutExpired):
+                    continue
+                if r.stdout.strip() == "active":
+                    pending.remove(vm)
+                    self.log(f"{vm}: ready after {time.monotonic() - t0:.1f} s")
+            if pending:
+                if time.monotonic() > deadline:
+                    raise LabError(f"VMs not ready in time: {', '.join(pending)}")
+                time.sleep(0.5)
+
+    def console_tail(self, vm: str, lines: int = 20) -> str:
+        try:
+            return "\n".join(
+                self._p(vm, "console.log").read_text(errors="replace").splitlines()[-lines:]
+            )
+        except OSError:
+            return "(no console log)"
+
+    # ---------------------------------------------------------------------------- exec
+    def exec(
+        self,
+        vm: str,
+        cmd: str | Sequence[str],
+        check: bool = True,
+        timeout: float | None = 60.0,
+        input: bytes | str | None = None,  # noqa: A002 (named as in subprocess.run)
+    ) -> subprocess.CompletedProcess:
+        """Run a shell command (str) or an argv (list) as root in a VM.
+
+        Returns a CompletedProcess (returncode, stdout, stderr as text). With check=True a
+        non-zero exit raises CommandFailed (a CalledProcessError). subprocess.TimeoutExpired
+        when it runs longer than `timeout` (the command is killed in the VM); LabError when the
+        VM does not answer (powered off, frozen).
+        """
+        if vm not in VMS:
+            raise LabError(f"no VM {vm!r} (VMs: {', '.join(VMS)})")
+        if not isinstance(cmd, str):
+            cmd = shlex.join(cmd)
+        data = input.encode() if isinstance(input, str) else input
+        if not self.running(vm):
+            raise LabError(f"{vm} is not running")
+        try:
+            r = self.agent(vm).run(cmd, timeout=timeout, input=data)
+        except AgentError as e:
+            raise LabError(f"{vm}: {e}") from None
+        if check and r.returncode != 0:
+            raise CommandFailed(vm, r.returncode, cmd, r.stdout, r.stderr)
+        return r
+
+    def put(self, vm: str, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Write a file in a VM."""
+        self.exec(
+            vm,
+            f"mkdir -p {shlex.quote(str(PurePosixPath(path).parent))} && "
+            f"cat > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}",
+            input=data,
+        )
+
+    def parallel(self, fn: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """fn(item) for each item, in threads; results in order; the first error is raised."""
+        items = list(items)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as ex:
+            return list(ex.map(fn, items))
+
+    # ---------------------------------------------------------------------------- ssh (optional)
+    def setup_ssh(self) -> None:
+        """Make a lab key and authorize it in every VM, for humans: `lab ssh NODE`."""
+        if not shutil.which("ssh-keygen"):
+            return
+        key = self.run / "id_ed25519"
+        if not key.exists():
+            _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drbdha-lab", "-f", str(key)])
+        pub = (self.run / "id_ed25519.pub").read_text()
+        self.parallel(lambda vm: self.put(vm, "/root/.ssh/authorized_keys", pub, 0o600), VMS)
+
+    def ssh_command(self, vm: str, extra: list[str] = ()) -> list[str]:
+        return [
+            "ip",
+            "netns",
+            "exec",
+            NETNS,
+            "ssh",
+            "-i",
+            str(self.run / "id_ed25519"),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self.run}/ssh-%h",
+            "-o",
+            "ControlPersist=120",
+            f"root@{VMS[vm].addrs['svc']}",
+            *extra,
+        ]
+
+    # ---------------------------------------------------------------------------- drbdha
+    def drbdha_tarball(self) -> bytes:
+        """drbdha from the working tree (package, unit, example config), as it is now."""
+        buf = io.BytesIO()
+
+        def skip(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            base = PurePosixPath(ti.name).name
+            if base == "__pycache__" or base.endswith((".pyc", ".pyo")):
+                return None
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            return ti
+
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for rel in ("drbdha", "src/drbdha", "systemd", "etc", "pyproject.toml"):
+                p = REPO / rel
+                if p.exists():
+                    tar.add(str(p), arcname=rel, filter=skip)
+        return buf.getvalue()
+
+    def install_drbdha(self, vms: Iterable[str] = NODES) -> None:
+        """Copy drbdha from the working tree into the nodes; tolerant of an incomplete package.
+
+        /usr/lib/drbdha holds the source (on sys.path through a .pth file), /usr/bin/drbdha runs
+        `python3 -m drbdha`, and systemd/drbdha.service (if the tree has it) becomes a unit.
+        A running drbdha is restarted so it runs the code under test.
+        """
+        data = self.drbdha_tarball()
+        script = r"""
+set -e
+rm -rf /usr/lib/drbdha.new && mkdir -p /usr/lib/drbdha.new
+tar -xzf - -C /usr/lib/drbdha.new
+rm -rf /usr/lib/drbdha && mv /usr/lib/drbdha.new /usr/lib/drbdha
+top=/usr/lib/drbdha; [ -d /usr/lib/drbdha/src/drbdha ] && top=/usr/lib/drbdha/src
+echo "$top" > /usr/lib/python3/dist-packages/drbdha-lab.pth
+cat > /usr/bin/drbdha <<'EOF'
+#!/bin/sh
+# Installed by the drbdha lab from the working tree.
+exec /usr/bin/python3 -m drbdha "$@"
+EOF
+chmod 755 /usr/bin/drbdha
+ln -sf /usr/bin/drbdha /usr/local/bin/drbdha
+mkdir -p /etc/drbdha
+example=/usr/lib/drbdha/etc/drbdha.toml
+if [ -f $example ]; then cp $example /etc/drbdha/drbdha.toml.example; fi
+if [ -f /usr/lib/drbdha/systemd/drbdha.service ]; then
+    install -m 0644 /usr/lib/drbdha/systemd/drbdha.service /etc/systemd/system/drbdha.service
+    systemctl daemon-reload
+    systemctl try-restart drbdha.service || true
+else
+    rm -f /etc/systemd/system/drbdha.service
+    systemctl daemon-reload
+fi
+"""
+        self.parallel(lambda vm: self.exec(vm, script, input=data, timeout=120), vms)
+        what = (
+            "package"
+            if ((REPO / "drbdha").exists() or (REPO / "src/drbdha").exists())
+            else "no package yet"
+        )
+        unit = "unit" if (REPO / "systemd/drbdha.service").exists() else "no unit yet"
+        self.log(f"drbdha installed from {REPO} ({what}, {unit}) on {', '.join(vms)}")
+
+    # ---------------------------------------------------------------------------- DRBD
+    def drbd_config(self) -> str:
+        ons = "\n".join(
+            f"    on {n} {{\n        address {VMS[n].addrs['repl']}:{DRBD_PORT};\n    }}"
+            for n in NODES
+        )
+        return (
+            f"# Written by the drbdha lab (`lab up`).\nresource {RESOURCE} {{\n"
+            f"    device /dev/drbd0;\n    disk {DISK_DEV};\n    meta-disk internal;\n{ons}\n}}\n"
+        )
+
+    def drbd_state(self, vm: str) -> dict:
+        """{'role': 'Secondary/Secondary', 'cstate': 'Connected', 'dstate': 'UpToDate/UpToDate'}"""
+        r = self.exec(
+            vm,
+            f"drbdadm role {RESOURCE}; drbdadm cstate {RESOURCE}; drbdadm dstate {RESOURCE}",
+            check=False,
+            timeout=20,
+        )
+        lines = r.stdout.split()
+        if r.returncode != 0 or len(lines) != 3:
+            return {
+                "role": None,
+                "cstate": None,
+                "dstate": None,
+                "error": (r.stderr or r.stdout).strip(),
+            }
+        return dict(zip(("role", "cstate", "dstate"), lines, strict=False))
+
+    def drbd_up(self, timeout: float = 180.0) -> None:
+        """Configure r0 on both nodes if needed, and wait for Connected + UpToDate/UpToDate.
+
+        On fresh metadata the initial sync is skipped (new-current-uuid --clear-bitmap).
+        """
+        conf = self.drbd_config()
+        script = f"""
+set -e
+modprobe drbd
+cat > /etc/drbd.d/{RESOURCE}.res
+if drbdsetup show {RESOURCE} 2>/dev/null | grep -q disk; then
+    drbdadm adjust {RESOURCE}
+else
+    if ! drbdadm dump-md {RESOURCE} >/dev/null 2>&1; then
+        yes yes | drbdadm -- --force create-md {RESOURCE} >/dev/null 2>&1
+        echo fresh
+    fi
+    drbdadm up {RESOURCE}
+fi
+"""
+        results = self.parallel(lambda n: self.exec(n, script, input=conf, timeout=120), NODES)
+        fresh = all("fresh" in r.stdout for r in results)
+        deadline = time.monotonic() + timeout
+        cleared = False
+        while True:
+            states = self.parallel(self.drbd_state, NODES)
+            if all(
+                s["cstate"] == "Connected" and s["dstate"] == "UpToDate/UpToDate" for s in states
+            ):
+                break
+            if (
+                fresh
+                and not cleared
+                and all(s["cstate"] == "Connected" for s in states)
+                and all(s["dstate"] == "Inconsistent/Inconsistent" for s in states)
+            ):
+                self.exec(NODES[0], f"drbdadm new-current-uuid --clear-bitmap {RESOURCE}/0")
+                cleared = True
+                self.log("drbd: fresh metadata, initial sync skipped")
+                continue
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"DRBD {RESOURCE} not Connected UpToDate/UpToDate in {timeout:.0f} s: "
+                    f"{dict(zip(NODES, states, strict=False))} (try `lab drbd-reset`)"
+                )
+            time.sleep(0.5)
+        self.log(
+            f"drbd: {RESOURCE} Connected, UpToDate/UpToDate, roles "
+            + ", ".join(
+                f"{n}={s['role'].split('/')[0]}" for n, s in zip(NODES, states, strict=False)
+            )
+        )
+
+    def drbd_reset(self) -> None:
+        """Start DRBD from scratch: down, wipe the backing disks, new metadata, skip the sync."""
+        script = f"""
+set -e
+drbdadm down {RESOURCE} 2>/dev/null || true
+dd if=/dev/zero of={DISK_DEV} bs=1M count=8 oflag=direct status=none
+mib=$(( $(blockdev --getsize64 {DISK_DEV}) / 1048576 ))
+dd if=/dev/zero of={DISK_DEV} bs=1M seek=$((mib - 8)) count=8 oflag=direct status=none
+"""
+        self.parallel(lambda n: self.exec(n, script, timeout=60), NODES)
+        self.drbd_up()
+
+    # ---------------------------------------------------------------------------- faults
+    def kill(self, vm: str) -> None:
+        """Hard power-off: SIGKILL qemu (no shutdown in the guest, disks as they were)."""
+        pid = self.pid(vm)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.pid(vm) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for f in ("qga", "qmp", "pid"):
+            self._p(vm, f).unlink(missing_ok=True)
+        self.log(f"{vm}: killed")
+
+    def _net(self, net: str) -> str:
+        try:
+            return NET_ALIASES[net]
+        except KeyError:
+            raise LabError(f"no network {net!r} (service | replication)") from None
+
+    def cut(self, vm: str, net: str) -> None:
+        """Cut a VM's link to a network (its tap goes down; the VM still sees its own link up)."""
+        net = self._net(net)
+        if net not in VMS[vm].addrs:
+            raise LabError(f"{vm} has no {net} link")
+        _ipn("link", "set", VMS[vm].tap(net), "down")
+
+    def uncut(self, vm: str, net: str) -> None:
+        net = self._net(net)
+        _ipn("link", "set", VMS[vm].tap(net), "up")
+
+    def links(self) -> dict:
+        """{tap: 'up'|'down'} for every lab tap that exists."""
+        try:
+            data = json.loads(_ipn("-j", "link", "show").stdout)
+        except subprocess.CalledProcessError:
+            return {}
+        return {
+            link["ifname"]: ("up" if "UP" in link.get("flags", []) else "down")
+            for link in data
+            if link["ifname"] != "lo" and not link["ifname"].startswith("lab-")
+        }
+
+    def disk_table(self, vm: str) -> str | None:
+        r = self.exec(vm, f"dmsetup table {DISK_NAME}", check=False, timeout=15)
+        return r.stdout.split()[2] if r.returncode == 0 and len(r.stdout.split()) > 2 else None
+
+    def fail_disk(self, vm: str, mode: str = "error", up: int = 0, down: int = 3600) -> None:
+        """Switch a node's DRBD backing disk to dm-error (every I/O fails) or dm-flakey
+        (`up` seconds healthy, then `down` seconds in which all I/O fails, repeating)."""
+        if not VMS[vm].disk:
+            raise LabError(f"{vm} has no backing disk")
+        if mode == "error":
+            table = "0 $S error"
+        elif mode == "flakey":
+            table = f"0 $S flakey /dev/vdb 0 {up} {down}"
+        else:
+            raise LabError(f"unknown disk failure mode {mode!r} (error | flakey)")
+        self._load_table(vm, table)
+        self.log(f"{vm}: disk {DISK_NAME} -> {mode}")
+
+    def restore_disk(self, vm: str) -> None:
+        self._load_table(vm, "0 $S linear /dev/vdb 0")
+
+    def _load_table(self, vm: str, table: str) -> None:
+        self.exec(
+            vm,
+            f"""set -e
+S=$(blockdev --getsz /dev/vdb)
+dmsetup suspend {DISK_NAME}
+dmsetup load {DISK_NAME} --table "{table}" || {{ dmsetup resume {DISK_NAME}; exit 1; }}
+dmsetup resume {DISK_NAME}""",
+            timeout=60,
+        )
+
+    def freeze(self, vm: str) -> None:
+        """SIGSTOP the VM's qemu: the VM stops dead, its links stay up."""
+        pid = self.pid(vm)
+        if pid is None:
+            raise LabError(f"{vm} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, vm: str | None = None) -> None:
+        for v in [vm] if vm else VMS:
+            pid = self.pid(v)
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
+
+    def heal(self) -> None:
+        """Undo every fault but a kill: thaw frozen VMs, set all links up, disks back to linear."""
+        self.thaw()
+        for tap, state in self.links().items():
+            if state == "down":
+                _ipn("link", "set", tap, "up")
+
+        def fix(vm: str) -> None:
+            if self.running(vm) and self.agent(vm).ping(timeout=2):
+                kind = self.disk_table(vm)
+                if kind not in (None, "linear"):
+                    self.restore_disk(vm)
+                    self.log(f"{vm}: disk {DISK_NAME} restored to linear")
+
+        self.parallel(fix, [vm for vm in NODES if self.running(vm)])
+
+    # ---------------------------------------------------------------------------- status
+    def status(self) -> dict:
+        links = self.links()
+
+        def one(vm: str) -> dict:
+            pid = self.pid(vm)
+            st = {"state": "off", "pid": pid}
+            if pid is not None:
+                st["state"] = "frozen" if self.frozen(vm) else "running"
+                st["rss_mib"] = round((_rss_kib(pid) or 0) / 1024)
+                st["links"] = {net: links.get(VMS[vm].tap(net), "missing") for net in VMS[vm].addrs}
+                if st["state"] == "running":
+                    st["agent"] = self.agent(vm).ping(timeout=2)
+                    if st["agent"] and VMS[vm].disk:
+                        st["disk"] = self.disk_table(vm)
+                        st["drbd"] = self.drbd_state(vm)
+            return st
+
+        return {
+            "netns": NETNS in _sh(["ip", "netns", "list"]).stdout.split(),
+            "vms": dict(zip(VMS, self.parallel(one, VMS), strict=False)),
+        }
+
+    # ---------------------------------------------------------------------------- down
+    def down(self) -> None:
+        """Remove everything the lab made: VMs, taps, bridges, namespace, loop devices, files."""
+        t0 = time.monotonic()
+        for vm in VMS:
+            pid = self.pid(vm)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+        for pid in self._stray_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (
+            any(self.pid(vm) for vm in VMS) or self._stray_pids()
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if NETNS in _sh(["ip", "netns", "list"]).stdout.split():
+            _sh(["ip", "netns", "delete", NETNS], check=False)
+        for dev in self._loop_devices():
+            _sh(["losetup", "-d", dev], check=False)
+        shutil.rmtree(self.run, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.log(f"down in {time.monotonic() - t0:.1f} s")
+
+    def _stray_pids(self) -> list[int]:
+        """Processes that refer to the lab's directories: qemu (its sockets, disks), ssh masters."""
+        me = os.getpid()
+        out = []
+        marks = (str(self.run).encode(), str(self.work).encode())
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) == me:
+                continue
+            try:
+                cmdline = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(m in cmdline for m in marks) and _proc_state(int(d.name)) not in (
+                None,
+                "Z",
+                "X",
+            ):
+                out.append(int(d.name))
+        return out
+
+    def _loop_devices(self) -> list[str]:
+        r = _sh(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], check=False)
+        return [
+            line.split()[0]
+            for line in r.stdout.splitlines()
+            if len(line.split()) > 1
+            and (
+                line.split()[1].startswith(str(self.work))
+                or line.split()[1].startswith(str(self.run))
+            )
+        ]
+
+    def leftovers(self) -> list[str]:
+        """What the lab left on the host (empty after down)."""
+        found = []
+        if NETNS in _sh(["ip", "netns", "list"]).stdout.split():
+            found.append(f"network namespace {NETNS}")
+        names = {vm.tap(n) for vm in VMS.values() for n in vm.addrs} | {
+            n.bridge for n in NETS.values()
+        }
+        host_links = json.loads(_sh(["ip", "-j", "link", "show"]).stdout)
+        found += [f"host link {x['ifname']}" for x in host_links if x["ifname"] in names]
+        for pid in self._stray_pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            qemu = any(b"qemu-system" in a for a in argv)
+            found.append(f"{'qemu process' if qemu else 'process'} {pid}: {argv[:6]!r}")
+        found += [f"loop device {d}" for d in self._loop_devices()]
+        for d in (self.run, self.work):
+            if d.exists():
+                found.append(f"directory {d}")
+        return found

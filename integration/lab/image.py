@@ -1,0 +1,352 @@
+"""Builds and caches the lab's VM image (Python stdlib only).
+
+One Debian root file system for every VM, bootstrapped with mmdebstrap from the same release and
+apt sources as the host, turned into a raw ext4 image (`mkfs.ext4 -d`, no loop device) plus the
+kernel and initrd for direct kernel boot. The result is cached under a directory named by a hash
+of everything that goes into it (this file, the files in guest/, the apt sources, the release), so
+it is rebuilt only when one of those changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+GUEST_DIR = HERE / "guest"
+PYPROJECT = HERE.parent.parent / "pyproject.toml"
+
+DEFAULT_CACHE = "/var/cache/drbdha-lab"
+IMAGE_SIZE = "1500M"
+KEEP_BUILDS = 2
+
+# What the VMs need. drbdha's own runtime dependencies (pyproject.toml [project] dependencies)
+# do not all fit bookworm's packages (drbdha uses pyroute2's AsyncIPRoute, 0.9+; bookworm has
+# 0.7.2), so they are downloaded as wheels on the host, within pyproject's ranges, and installed
+# offline into the image's /usr/local/lib/python3.X/dist-packages. systemd-python (C) comes from
+# Debian's python3-systemd 235.
+PACKAGES = [
+    "linux-image-amd64",
+    "initramfs-tools",
+    "zstd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "drbd-utils",
+    "nfs-kernel-server",
+    "nfs-common",
+    "e2fsprogs",
+    "xfsprogs",
+    "dmsetup",
+    "iproute2",
+    "iputils-ping",
+    "iputils-arping",
+    "tcpdump",
+    "procps",
+    "psmisc",
+    "python3",
+    "python3-systemd",
+    "qemu-guest-agent",
+    "openssh-server",
+]
+
+# Documentation and translations are of no use in a test VM and cost image size and build time.
+DPKG_EXCLUDES = [
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+    "/usr/share/lintian/*",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """A built image: the raw root file system and the files for direct kernel boot."""
+
+    key: str
+    dir: Path
+    rootfs: Path
+    kernel: Path
+    initrd: Path
+
+
+def host_release() -> str:
+    fields = {}
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if "=" in line:
+            k, v = line.rstrip("\n").split("=", 1)
+            fields[k] = v.strip('"')
+    codename = fields.get("VERSION_CODENAME")
+    if not codename:
+        raise RuntimeError("cannot tell the host's Debian release from /etc/os-release")
+    return codename
+
+
+def _deb822_stanzas(text: str) -> Iterator[dict[str, str]]:
+    stanza: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if stanza:
+                yield stanza
+            stanza, last = {}, None
+            continue
+        if line[0].isspace() and last:
+            stanza[last] += " " + line.strip()
+            continue
+        if ":" in line:
+            k, v = line.split(":", 1)
+            last = k.strip().lower()
+            stanza[last] = v.strip()
+    if stanza:
+        yield stanza
+
+
+def host_sources(release: str) -> list[str]:
+    """The host's apt sources for `release` (and its -updates/-security), as one-line entries.
+
+    Other repositories the host may have (vendor tools, language runtimes) are left out.
+    """
+    lines: list[str] = []
+
+    def keep(suite: str) -> bool:
+        return suite == release or suite.startswith((release + "-", release + "/"))
+
+    apt = Path("/etc/apt")
+    for path in sorted(apt.glob("sources.list.d/*.sources")):
+        for st in _deb822_stanzas(path.read_text()):
+            if st.get("enabled", "yes").lower() == "no" or "deb" not in st.get("types", "").split():
+                continue
+            components = st.get("components", "main")
+            lines.extend(
+                f"deb {uri} {suite} {components}"
+                for uri in st.get("uris", "").split()
+                for suite in st.get("suites", "").split()
+                if keep(suite)
+            )
+    for path in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            # "deb [options] URI SUITE COMPONENTS...  # comment"; options may contain spaces.
+            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb" and keep(words[2]):
+                lines.append(" ".join(words))
+    if not lines:
+        # No usable host source: Debian's default mirror (mmdebstrap adds -updates and -security).
+        return []
+    return list(dict.fromkeys(lines))
+
+
+def python_requirements() -> list[str]:
+    """drbdha's runtime dependencies from pyproject.toml, as pip requirement strings."""
+    if not PYPROJECT.exists():
+        return []
+    with PYPROJECT.open("rb") as f:
+        return list(tomllib.load(f).get("project", {}).get("dependencies", []))
+
+
+def build_inputs(release: str | None = None) -> dict:
+    release = release or host_release()
+    guest = {}
+    for p in sorted(GUEST_DIR.iterdir()):
+        if p.is_file():
+            guest[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return {
+        "release": release,
+        "arch": os.uname().machine,
+        "sources": host_sources(release),
+        "packages": PACKAGES,
+        "python_requirements": python_requirements(),
+        "dpkg_excludes": DPKG_EXCLUDES,
+        "image_size": IMAGE_SIZE,
+        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "guest": guest,
+    }
+
+
+def build_key(inputs: dict) -> str:
+    blob = json.dumps(inputs, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DRBDHA_LAB_CACHE", DEFAULT_CACHE))
+
+
+def _image_at(key: str, d: Path) -> Image | None:
+    manifest = d / "manifest.json"
+    if not manifest.exists():
+        return None
+    return Image(
+        key=key, dir=d, rootfs=d / "rootfs.img", kernel=d / "vmlinuz", initrd=d / "initrd.img"
+    )
+
+
+def cached_image() -> Image | None:
+    inputs = build_inputs()
+    key = build_key(inputs)
+    return _image_at(key, cache_dir() / key)
+
+
+def _log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def _run(cmd: list[str], **kw: Any) -> None:
+    subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Image:
+    """The cached image for the current inputs, built first if it is missing (or if force)."""
+    inputs = build_inputs()
+    key = build_key(inputs)
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / key
+    with (base / ".lock").open("w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        img = _image_at(key, final)
+        if img and not force:
+            return img
+        for tool in ("mmdebstrap", "mkfs.ext4"):
+            if not shutil.which(tool):
+                raise RuntimeError(f"{tool} not found: apt-get install mmdebstrap e2fsprogs")
+        work = base / f"{key}.building"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        work.mkdir()
+        t0 = time.monotonic()
+        log(f"building image {key} ({inputs['release']}, {len(PACKAGES)} packages) in {work}")
+        rootfs_dir = work / "tree"
+        cmd = [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--mode=root",
+            "--format=directory",
+            "--include=" + ",".join(PACKAGES),
+            '--aptopt=APT::Install-Recommends "false"',
+            "--customize-hook=" + f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}"',
+        ]
+        cmd += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
+        cmd += [inputs["release"], str(rootfs_dir)]
+        cmd += inputs["sources"]
+        with (work / "mmdebstrap.log").open("w") as logf:
+            try:
+                _run(cmd, stdout=logf, stderr=subprocess.STDOUT)
+            except subprocess.CalledProcessError:
+                tail = (work / "mmdebstrap.log").read_text().splitlines()[-30:]
+                raise RuntimeError("mmdebstrap failed:\n" + "\n".join(tail)) from None
+        t_bootstrap = time.monotonic() - t0
+        wheels = _install_wheels(inputs["python_requirements"], rootfs_dir, work, log)
+        kernels = sorted(rootfs_dir.glob("boot/vmlinuz-*"))
+        initrds = sorted(rootfs_dir.glob("boot/initrd.img-*"))
+        if not kernels or not initrds:
+            raise RuntimeError("no kernel or initrd in the bootstrapped tree")
+        shutil.copyfile(kernels[-1], work / "vmlinuz")
+        shutil.copyfile(initrds[-1], work / "initrd.img")
+        _run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "root",
+                "-d",
+                str(rootfs_dir),
+                str(work / "rootfs.img"),
+                IMAGE_SIZE,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        shutil.rmtree(rootfs_dir)
+        elapsed = time.monotonic() - t0
+        manifest = dict(
+            inputs,
+            key=key,
+            wheels=wheels,
+            kernel=kernels[-1].name,
+            initrd=initrds[-1].name,
+            bootstrap_seconds=round(t_bootstrap, 1),
+            build_seconds=round(elapsed, 1),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        work.rename(final)
+        log(f"image {key} built in {elapsed:.1f} s (bootstrap {t_bootstrap:.1f} s)")
+        _prune(base, keep=final)
+        return _image_at(key, final)  # type: ignore[return-value]
+
+
+def _run_shown(cmd: list[str]) -> None:
+    """Run quietly; on failure raise with the command's output."""
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+
+
+def _pip() -> list[str]:
+    """A pip to download wheels with: this Python's, else the repository's .venv, else pip3."""
+    candidates = [
+        [sys.executable, "-m", "pip"],
+        [str(PYPROJECT.parent / ".venv/bin/python"), "-m", "pip"],
+        ["pip3"],
+    ]
+    for cmd in candidates:
+        try:
+            ok = subprocess.run([*cmd, "--version"], capture_output=True, check=False)
+        except OSError:
+            continue
+        if ok.returncode == 0:
+            return cmd
+    raise RuntimeError("no pip on the host for drbdha's dependencies (apt-get install python3-pip)")
+
+
+def _install_wheels(
+    requirements: list[str], tree: Path, work: Path, log: Callable[[str], None]
+) -> list[str]:
+    """Download wheels for `requirements` on the host and install them into the image, offline."""
+    if not requirements:
+        return []
+    wheel_dir = work / "wheels"
+    pip = [*_pip(), "--disable-pip-version-check", "-q"]
+    pydirs = sorted(tree.glob("usr/lib/python3.[0-9]*"))
+    if not pydirs:
+        raise RuntimeError("no python3 in the image")
+    target = tree / "usr/local/lib" / pydirs[-1].name / "dist-packages"
+    _run_shown([*pip, "download", "--only-binary=:all:", "-d", str(wheel_dir), *requirements])
+    whls = sorted(str(p) for p in wheel_dir.glob("*.whl"))
+    offline = ["--root-user-action=ignore", "--no-deps", "--no-index", "--no-compile"]
+    _run_shown([*pip, "install", *offline, "--target", str(target), *whls])
+    shutil.rmtree(wheel_dir)
+    names = [Path(w).name for w in whls]
+    log(f"wheels installed in the image: {', '.join(names)}")
+    return names
+
+
+def _prune(base: Path, keep: Path) -> None:
+    """Keep the newest KEEP_BUILDS images, and only finished ones."""
+    builds = sorted(
+        (p for p in base.iterdir() if p.is_dir() and (p / "manifest.json").exists()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for p in builds[KEEP_BUILDS:]:
+        if p != keep:
+            shutil.rmtree(p, ignore_errors=True)
