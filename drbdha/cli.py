@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,22 @@ def _socket_path(args: argparse.Namespace) -> Path:
     try:
         return load(args.config).daemon.control_socket
     except ConfigError:
-        return DaemonConfig().control_socket
+        pass
+    # An invalid file (say, mid-edit before a reload) must not send us to the wrong socket:
+    # use its control_socket if that much can be read, and say so.
+    path = DaemonConfig().control_socket
+    if not Path(args.config).exists():
+        return path
+    try:
+        with Path(args.config).open("rb") as f:
+            raw = tomllib.load(f).get("daemon", {}).get("control_socket")
+        if isinstance(raw, str) and raw.startswith("/"):
+            path = Path(raw)
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        pass
+    print(f"drbdha: warning: {args.config} is not valid; using control socket {path}",
+          file=sys.stderr)
+    return path
 
 
 def _ask(

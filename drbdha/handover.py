@@ -141,9 +141,13 @@ class Handover:
             and peer.seen_at > t.started_at
             and peer.priority > 0
         )
+        # Master_Down_Interval can end before the probe window does (3 intervals + skew <
+        # 2 intervals + MARGIN below ~60 ms adverts, or a late loop turn): the machine has
+        # then taken the role back by itself. Nobody answered either way: the same refusal.
+        retook = machine.state is State.MASTER
         if peer_took_over:
             t.done = True
-        elif now >= t.probe_until and machine.state is State.BACKUP:
+        elif retook or (now >= t.probe_until and machine.state is State.BACKUP):
             # Nobody answered the resignation: serve again rather than leave the VIP dark.
             await self.daemon._apply(t.inst, machine.reclaim(now), now)
             gap = now - t.started_at

@@ -57,6 +57,13 @@ class Instance:
         self.machine = Machine(self.cfg)
         self.log = self.log.bind(instance=self.cfg.name, vrid=self.cfg.vrid)
         self.metrics.state.labels(self.cfg.name).state(self.machine.state.value)
+        # Export the per-instance counters from the start, at 0: a backup that never sent must
+        # scrape as adverts_sent_total 0 (as `drbdha status` says), not as a missing series
+        # that rate() and dashboards read as "no data".
+        m = self.metrics
+        for counter in (m.adverts_sent, m.adverts_received, m.priority_zero_sent,
+                        m.priority_zero_received):
+            counter.labels(self.cfg.name)
         self.metrics.priority.labels(self.cfg.name).set(self.machine.effective_priority)
 
     @property

@@ -258,10 +258,13 @@ class Machine:
 
     def reclaim(self, now: float) -> list[Effect]:
         """Undo a resignation nobody answered: serve again at once instead of waiting for
-        Master_Down_Interval with the addresses dark."""
-        if self.state is not State.BACKUP:
+        Master_Down_Interval with the addresses dark. If Master_Down_Interval already ended
+        (adverts under ~60 ms), only the hold-off is lifted."""
+        if self.state not in (State.BACKUP, State.MASTER):
             return []
         self._hold_off_until = float("-inf")
+        if self.state is State.MASTER:
+            return []
         return self._become_master(now, "handover_failed")
 
     def reconfigure(self, params: InstanceParams) -> None:
