@@ -177,18 +177,24 @@ def test_ipv6_has_no_message_only_form() -> None:
     assert exc.value.reason == "checksum"
 
 
-def test_unicast_pseudo_header_uses_the_real_destination() -> None:
+def test_unicast_accepts_old_keepalived_group_pseudo_header() -> None:
     real, old = BY_NAME["v3_unicast_pseudo"], BY_NAME["v3_unicast_oldmcast"]
     assert real.dst == IPv4Address("10.9.0.2")
     assert old.dst == GROUP4
-    # The old keepalived (< 1.3.6) form is not valid against the real unicast destination:
-    # drbdha does not implement keepalived's old_unicast_checksum auto-detection.
-    with pytest.raises(MalformedPacket) as exc:
-        _decode(real, old.wire)
-    assert exc.value.reason == "checksum"
-    # And the current form is not valid against the multicast group.
+    # keepalived < 1.3.6 (or `old_unicast_checksum`) checksums unicast adverts with the group
+    # in the pseudo-header: accepted on a unicast destination and reported as such.
+    got = _decode(real, old.wire)
+    assert got.checksum_form == "legacy_unicast"
+    assert got.advert == real.decoded.advert
+    # The current unicast form is not valid against the multicast group, and the legacy form
+    # is never a reason to accept a bad checksum sent to the group itself.
     with pytest.raises(MalformedPacket) as exc:
         _decode(old, real.wire)
+    assert exc.value.reason == "checksum"
+    broken = bytearray(old.wire)
+    broken[6] ^= 0x01
+    with pytest.raises(MalformedPacket) as exc:
+        _decode(real, bytes(broken))
     assert exc.value.reason == "checksum"
 
 

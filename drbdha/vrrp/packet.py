@@ -22,6 +22,7 @@ from drbdha.vrrp.constants import (
     IPPROTO_VRRP,
     V2_AUTH_DATA_LEN,
     V3_MAX_INTERVAL_CS,
+    VRRP_GROUP_V4,
     VRRP_TTL,
 )
 
@@ -64,7 +65,8 @@ class Advertisement:
 class Decoded:
     advert: Advertisement
     # Which checksum form matched: "v2" (message only, the only v2 form), "pseudo" (IPv4/IPv6
-    # pseudo-header) or "rfc9568" (v3 IPv4 message only, RFC 9568 §5.2.8).
+    # pseudo-header), "rfc9568" (v3 IPv4 message only, RFC 9568 §5.2.8) or "legacy_unicast"
+    # (v3 IPv4 unicast with 224.0.0.18 in the pseudo-header, old keepalived).
     checksum_form: str
 
 
@@ -181,6 +183,14 @@ def _verify_checksum(payload: bytes, version: int, src: IPAddress, dst: IPAddres
     elif src.version == 4 and internet_checksum(payload) == 0:
         # RFC 9568 and some vendors checksum the v3 IPv4 message alone; accept either form.
         return "rfc9568"
+    elif (
+        src.version == 4
+        and dst != VRRP_GROUP_V4
+        and internet_checksum(_pseudo_header(src, VRRP_GROUP_V4, len(payload)) + payload) == 0
+    ):
+        # keepalived before 1.3.6 (and later ones with `old_unicast_checksum`) put the group
+        # address in the pseudo-header of unicast adverts too.
+        return "legacy_unicast"
     raise MalformedPacket("checksum")
 
 
