@@ -28,6 +28,7 @@ from drbdha.handover import Handover
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
 from drbdha.metrics import Metrics
+from drbdha.net import NetError
 from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
@@ -155,9 +156,12 @@ class Daemon:
 
     async def _refresh_local(self, inst: Instance, now: float) -> list[Any]:
         vips = frozenset(v.ip for v in inst.cfg.virtual_ipaddress)
-        local = await self.addresses.primary_address(
-            inst.cfg.interface, inst.cfg.family, exclude=vips
-        )
+        try:
+            local = await self.addresses.primary_address(
+                inst.cfg.interface, inst.cfg.family, exclude=vips
+            )
+        except NetError:
+            local = None  # the interface vanished; its link event puts the instance in FAULT
         inst.set_local_address(local)
         return inst.machine.set_fault("no_address", local is None, now)
 

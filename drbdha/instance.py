@@ -16,6 +16,7 @@ from typing import Any
 from drbdha.config import VrrpInstanceConfig
 from drbdha.errors import MalformedPacket
 from drbdha.metrics import Metrics
+from drbdha.net import NetError
 from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
@@ -205,7 +206,7 @@ class Instance:
         for vip in self.cfg.virtual_ipaddress:
             try:
                 await self.addresses.add(self.cfg.interface, vip)
-            except OSError as e:
+            except (OSError, NetError) as e:  # NetError: the interface vanished
                 self.metrics.vip_errors.labels(self.name, "add").inc()
                 self.log.error("vip.add_failed", address=str(vip), error=str(e))
             else:
@@ -226,6 +227,10 @@ class Instance:
         for vip in self.cfg.virtual_ipaddress:
             try:
                 await self.addresses.remove(self.cfg.interface, vip)
+            except NetError as e:
+                # The interface itself is gone (deleted VLAN, bond, veth), and its addresses
+                # with it: nothing is left to remove, so this is not a failure.
+                self.log.warning("vip.interface_gone", address=str(vip), error=str(e))
             except OSError as e:
                 ok = False
                 self.metrics.vip_errors.labels(self.name, "remove").inc()

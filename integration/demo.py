@@ -104,12 +104,20 @@ class Demo:
     def holds_vip(self, host: str) -> bool:
         return f"{VIP}/" in in_ns(host, "ip", "-o", "addr", "show", "dev", "eth0")
 
-    def wait_master(self, candidates: list[str], timeout: float) -> str:
+    def wait_master(self, candidates: list[str], timeout: float) -> tuple[str, float]:
+        """The one master among `candidates`, once the election has settled: the same single
+        master for a whole Master_Down_Interval (the nodes start at slightly different times,
+        so the lower priority can be master briefly until the higher one preempts it)."""
         deadline = time.monotonic() + timeout
+        settle = 3 * self.interval + self.interval  # > Master_Down_Interval
+        seen, since = None, time.monotonic()
         while time.monotonic() < deadline:
             masters = [h for h in candidates if self.state(h) == "master" and self.holds_vip(h)]
-            if len(masters) == 1:
-                return masters[0]
+            current = masters[0] if len(masters) == 1 else None
+            if current != seen:
+                seen, since = current, time.monotonic()
+            elif current is not None and time.monotonic() - since >= settle:
+                return current, since
             time.sleep(0.05)
         msg = f"no single master among {candidates} after {timeout}s"
         raise RuntimeError(msg)
@@ -177,7 +185,7 @@ def run(demo: Demo) -> int:
           f"client {NET}.10, VIP {VIP}, VRRPv3 every {demo.interval * 1000:.0f} ms")
     demo.start("node1", 150)
     demo.start("node2", 100)
-    master = demo.wait_master(["node1", "node2"], timeout=10)
+    master, _ = demo.wait_master(["node1", "node2"], timeout=10)
     backup = "node2" if master == "node1" else "node1"
     seen = demo.client_sees()
     print(f"demo: {master} is master, {backup} is {demo.state(backup)}; "
@@ -196,8 +204,8 @@ def run(demo: Demo) -> int:
     killed_at = time.monotonic()
     demo.procs[master].send_signal(signal.SIGKILL)
     in_ns(master, "ip", "link", "set", "eth0", "down")
-    new = demo.wait_master([backup], timeout=10)
-    took = time.monotonic() - killed_at
+    new, became_master_at = demo.wait_master([backup], timeout=10)
+    took = became_master_at - killed_at
     time.sleep(1.0)
     probe.send_signal(signal.SIGINT)
     out, _ = probe.communicate(timeout=5)
