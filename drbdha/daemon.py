@@ -284,11 +284,12 @@ class Daemon:
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
         for ev in self._links.read():
+            if isinstance(ev, LinkEvent):
+                self.log.info("link.changed", interface=ev.ifname, up=ev.up)
             for inst in list(self.instances.values()):
                 if inst.cfg.interface != ev.ifname:
                     continue
                 if isinstance(ev, LinkEvent):
-                    self.log.info("link.changed", interface=ev.ifname, up=ev.up)
                     await self._apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
                 elif isinstance(ev, AddressEvent):
                     await self._apply(inst, await self._refresh_local(inst, now), now)
