@@ -16,7 +16,7 @@ Modules:
 from __future__ import annotations
 
 import socket
-from typing import Final
+from typing import Final, Self
 
 from drbdha.errors import DrbdhaError
 
@@ -40,3 +40,21 @@ def ifindex(ifname: str) -> int:
 def flags_up(flags: int) -> bool:
     """True when link flags say administratively up and carrier present (IFF_RUNNING)."""
     return flags & (IFF_UP | IFF_RUNNING) == (IFF_UP | IFF_RUNNING)
+
+
+class OwnsSocket:
+    """Base for adapters that own one kernel socket (`self._sock`): close() and `with`."""
+
+    _sock: socket.socket
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

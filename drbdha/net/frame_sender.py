@@ -8,12 +8,11 @@ filter to an ETH_P_ARP socket). Only the integration tests exercise this module.
 from __future__ import annotations
 
 import socket
-from typing import Self
 
-from drbdha.net import ifindex
+from drbdha.net import OwnsSocket, ifindex
 
 
-class FrameSender:
+class FrameSender(OwnsSocket):
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
         ifindex(ifname)  # a clear NetError for a missing interface before the bind's OSError
@@ -37,18 +36,6 @@ class FrameSender:
         address: bytes = self._sock.getsockname()[4]
         return address
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def send(self, frame: bytes) -> None:
         """Send one complete Ethernet frame. A full queue raises BlockingIOError/ENOBUFS."""
         self._sock.send(frame)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

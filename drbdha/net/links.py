@@ -26,9 +26,9 @@ import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Self
+from typing import Any, Final
 
-from drbdha.net import flags_up
+from drbdha.net import OwnsSocket, flags_up
 from drbdha.net._pyroute2 import MarshalRtnl
 
 # <linux/rtnetlink.h>
@@ -67,7 +67,7 @@ class AddressEvent:
 WatchEvent = LinkEvent | AddressEvent
 
 
-class LinkWatcher:
+class LinkWatcher(OwnsSocket):
     def __init__(self, ifnames: Iterable[str]) -> None:
         self.ifnames = frozenset(ifnames)
         self._up: dict[str, bool] = {}  # last known state of watched interfaces
@@ -84,9 +84,6 @@ class LinkWatcher:
         except OSError:
             self._sock.close()
             raise
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
 
     def is_up(self, ifname: str) -> bool:
         """Last known state of a watched interface (False if it does not exist)."""
@@ -109,15 +106,6 @@ class LinkWatcher:
             for msg in self._marshal.parse(data):
                 self._handle(msg, events)
         return _dedupe_addresses(events)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _request_dump(self) -> int:
         self._seq += 1

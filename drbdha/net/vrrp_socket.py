@@ -39,10 +39,10 @@ import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, Self
+from typing import Final
 
 from drbdha.errors import MalformedPacket
-from drbdha.net import ifindex
+from drbdha.net import OwnsSocket, ifindex
 from drbdha.vrrp.constants import IPPROTO_VRRP, VRRP_GROUP_V4, VRRP_GROUP_V6, VRRP_TTL
 from drbdha.vrrp.packet import IPAddress, split_ipv4
 
@@ -74,7 +74,7 @@ class Received:
     hop_limit: int
 
 
-class VrrpSocket:
+class VrrpSocket(OwnsSocket):
     def __init__(self, ifname: str, family: int) -> None:
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"family must be AF_INET or AF_INET6, not {family}")
@@ -124,9 +124,6 @@ class VrrpSocket:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def send(self, payload: bytes, src: IPAddress, dst: IPAddress) -> None:
         """Send one VRRP message from `src` to `dst` (the group or a unicast peer)."""
         if self.family == socket.AF_INET:
@@ -167,15 +164,6 @@ class VrrpSocket:
                 got = _received_v6(data, ancdata, addr)
             if got.dst == self._group or not got.dst.is_multicast:
                 return got
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _received_v6(
