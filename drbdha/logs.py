@@ -9,6 +9,7 @@ journald natively instead, every key as a journal field (VRRP_INSTANCE=, REASON=
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -63,7 +64,9 @@ def _journal_sender(stream: Any) -> Any:
     want = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(stream.fileno())
-        from systemd import journal  # noqa: PLC0415  (optional; only under systemd)
+        # Optional dependency, by name: the repository's systemd/ directory (the unit file)
+        # would shadow the package for static analysis.
+        journal = importlib.import_module("systemd.journal")
     except (OSError, ValueError, AttributeError, ImportError):
         return None
     return journal.send if want == f"{st.st_dev}:{st.st_ino}" else None
