@@ -178,11 +178,19 @@ class Daemon:
         self._loop = loop
         for key, sock in self.sockets.items():
             loop.add_reader(sock.fileno(), self._on_readable, key)
-        self._links = LinkWatcher(sorted(self._frames))
-        loop.add_reader(self._links.fileno(), self.inbox.put, NetlinkReadable())
+        self._watch_links(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.inbox.put, Stop(sig.name))
         loop.add_signal_handler(signal.SIGHUP, self.inbox.put, Reload())
+
+    def _watch_links(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)start the netlink watcher for every interface we use; a reload that adds an
+        interface calls it again."""
+        if self._links is not None:
+            loop.remove_reader(self._links.fileno())
+            self._links.close()
+        self._links = LinkWatcher(sorted(self._frames))
+        loop.add_reader(self._links.fileno(), self.inbox.put, NetlinkReadable())
 
     def _serve_metrics(self) -> None:
         listen = self.config.daemon.metrics_listen
@@ -414,6 +422,9 @@ class Daemon:
         self.config = Config(
             daemon=self.config.daemon, vrrp_instances=new.vrrp_instances, source=new.source
         )
+        links = self._links
+        if self._loop is not None and links is not None and links.ifnames != set(self._frames):
+            self._watch_links(self._loop)
         return changes
 
     # ---- shutdown ------------------------------------------------------------------------

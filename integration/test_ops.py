@@ -449,6 +449,41 @@ def test_sighup_reload_applies_in_place_and_keeps_running_on_broken_file(
     assert len(a.events("config.reloaded")) == 1
 
 
+def test_sighup_adds_restarts_and_removes_instances(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab("a")
+    a = DrbdhaNode(lab, "a", [Inst(priority=150)]).start()
+    a.wait_state("master", timeout=5)
+    assert a.proc is not None
+    second = Inst(name="vi2", vrid=52, priority=150, vips=["10.250.0.200/24"])
+
+    # Added: the new instance starts and wins; the running one is untouched.
+    rewrite_config(a, node_toml(a, [Inst(priority=150), second]))
+    a.proc.signal(signal.SIGHUP)
+    event = wait_until(lambda: a.events("config.reloaded"), 5, what="config.reloaded")[-1]
+    assert (event["added"], event["updated"], event["restarted"]) == (["vi2"], [], [])
+    wait_until(lambda: "10.250.0.200" in addresses(a.host.ns), 5, what="vi2's VIP")
+    states = {i["name"]: i["state"] for i in status_doc(a)["instances"]}
+    assert states == {"vi1": "master", "vi2": "master"}
+
+    # A changed address list restarts that instance: its old VIP goes, the new one comes.
+    moved = Inst(name="vi2", vrid=52, priority=150, vips=["10.250.0.201/24"])
+    rewrite_config(a, node_toml(a, [Inst(priority=150), moved]))
+    a.proc.signal(signal.SIGHUP)
+    wait_until(lambda: len(a.events("config.reloaded")) == 2, 5, what="second reload")
+    assert a.events("config.reloaded")[-1]["restarted"] == ["vi2"]
+    wait_until(lambda: "10.250.0.201" in addresses(a.host.ns), 5, what="vi2's new VIP")
+    assert "10.250.0.200" not in addresses(a.host.ns)
+
+    # Removed: it resigns and releases its VIP; vi1 keeps its own.
+    rewrite_config(a, node_toml(a, [Inst(priority=150)]))
+    a.proc.signal(signal.SIGHUP)
+    wait_until(lambda: len(a.events("config.reloaded")) == 3, 5, what="third reload")
+    assert a.events("config.reloaded")[-1]["removed"] == ["vi2"]
+    assert "10.250.0.201" not in addresses(a.host.ns)
+    assert VIP4 in addresses(a.host.ns)
+    assert [i["name"] for i in status_doc(a)["instances"]] == ["vi1"]
+
+
 # ---- 5. the control socket is root only --------------------------------------------------
 
 
