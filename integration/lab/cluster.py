@@ -543,6 +543,9 @@ else
     rm -f /etc/systemd/system/drbdha.service
     systemctl daemon-reload
 fi
+# On disk now: a `lab kill` (power cut) in the next ~30 s would otherwise leave the files just
+# written empty after the reboot (ext4 delayed allocation; the dirty pages were only in the VM).
+sync
 """
         self.parallel(lambda vm: self.exec(vm, script, input=data, timeout=120), vms)
         what = (
