@@ -127,8 +127,9 @@ def _socket_path(args: argparse.Namespace) -> Path:
             path = Path(raw)
     except (OSError, tomllib.TOMLDecodeError, AttributeError):
         pass
-    print(f"drbdha: warning: {args.config} is not valid; using control socket {path}",
-          file=sys.stderr)
+    print(
+        f"drbdha: warning: {args.config} is not valid; using control socket {path}", file=sys.stderr
+    )
     return path
 
 

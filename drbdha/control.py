@@ -47,8 +47,7 @@ CLEAR_LATCH: Final = "clear-latch"
 COMMANDS: Final = (STATUS, FORCE_FAILOVER, CLEAR_LATCH)
 
 ERROR_CODES: Final = frozenset(
-    {"permission", "malformed", "too_large", "unknown_command", "timeout", "refused",
-     "internal"}
+    {"permission", "malformed", "too_large", "unknown_command", "timeout", "refused", "internal"}
 )
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -99,8 +98,9 @@ def inbox_handler(put: Callable[[Any], None]) -> Handler:
 # ---- client (stdlib only) ---------------------------------------------------------------
 
 
-def request(path: str | os.PathLike[str], payload: dict[str, Any],
-            timeout: float = 10.0) -> dict[str, Any]:
+def request(
+    path: str | os.PathLike[str], payload: dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any]:
     """Send one request and return the reply. Raises ControlUnavailable when the daemon
     cannot be reached (or refuses us as non-root), ControlError for a garbled reply. A reply
     with "ok": false for any other reason is returned for the caller to report."""
@@ -116,8 +116,8 @@ def request(path: str | os.PathLike[str], payload: dict[str, Any],
             raw = _read_line(s)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         raise ControlUnavailable(
-            f"drbdha is not running (no control socket at {path}: {e.strerror})",
-            "unavailable") from e
+            f"drbdha is not running (no control socket at {path}: {e.strerror})", "unavailable"
+        ) from e
     except PermissionError as e:
         raise ControlUnavailable(
             f"permission denied on {path}: the control socket is root only", "permission"
@@ -125,8 +125,7 @@ def request(path: str | os.PathLike[str], payload: dict[str, Any],
     except TimeoutError as e:
         raise ControlUnavailable(f"no reply from drbdha within {timeout:g}s", "timeout") from e
     except OSError as e:
-        raise ControlUnavailable(f"control socket {path}: {e.strerror or e}",
-                                 "unavailable") from e
+        raise ControlUnavailable(f"control socket {path}: {e.strerror or e}", "unavailable") from e
     try:
         reply = json.loads(raw)
     except ValueError as e:
@@ -162,11 +161,17 @@ def error(message: str, code: str) -> dict[str, Any]:
 class ControlServer:
     """`await start()`, then serve until `await close()`. One request per connection."""
 
-    def __init__(self, path: str | os.PathLike[str], handler: Handler, *,
-                 commands: Iterable[str] | None = COMMANDS,
-                 allowed_uids: Iterable[int] = (0,), log: Any = None,
-                 read_timeout: float = READ_TIMEOUT,
-                 handler_timeout: float = HANDLER_TIMEOUT) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handler: Handler,
+        *,
+        commands: Iterable[str] | None = COMMANDS,
+        allowed_uids: Iterable[int] = (0,),
+        log: Any = None,
+        read_timeout: float = READ_TIMEOUT,
+        handler_timeout: float = HANDLER_TIMEOUT,
+    ) -> None:
         self.path = Path(path)
         self.handler = handler
         self.commands = None if commands is None else frozenset(commands)
@@ -227,8 +232,9 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _reply(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> dict[str, Any]:
+    async def _reply(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> dict[str, Any]:
         pid, uid = _peer(writer)
         # The request line is read (bounded in size and time) even from a caller about to be
         # refused: closing with it unread would hand the client EPIPE/ECONNRESET instead of
@@ -269,8 +275,9 @@ class ControlServer:
         except CommandError as e:
             return error(str(e), e.code)
         except TimeoutError:
-            return error(f"{req['command']} did not finish within {self.handler_timeout:g}s",
-                         "timeout")
+            return error(
+                f"{req['command']} did not finish within {self.handler_timeout:g}s", "timeout"
+            )
         except Exception as e:
             # The daemon keeps serving; the operator gets the reason and the log the trace.
             self._log("exception", "control.handler_failed", command=req["command"])
@@ -286,8 +293,7 @@ class ControlServer:
 
 def _parse(line: bytes) -> dict[str, Any]:
     if not line.endswith(b"\n"):
-        return error("malformed request: expected one JSON object ending in a newline",
-                     "malformed")
+        return error("malformed request: expected one JSON object ending in a newline", "malformed")
     try:
         req = json.loads(line)
     except ValueError as e:

@@ -10,6 +10,7 @@ so a stuck loop gets the service killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import heapq
 import itertools
@@ -29,13 +30,14 @@ from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
 from drbdha.metrics import Metrics
 from drbdha.net import NetError
-from drbdha.net.addresses import Addresses
+from drbdha.net.addresses import Addresses, AddressSnapshot
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
 from drbdha.systemd import Notifier
 
 SocketKey = tuple[str, int]  # (interface, address family)
+STATUS_INTERVAL = 1.0  # seconds between systemd STATUS= updates
 
 # Instance settings a reload can change in place; any other change restarts the instance.
 RELOADABLE = frozenset(
@@ -98,6 +100,8 @@ class Daemon:
         self._control: control.ControlServer | None = None
         self._metrics_server: Any = None
         self._stopping = False
+        self._status_dirty = False  # a state changed since systemd's STATUS= was last sent
+        self._status_due = float("-inf")
         self._started_at = self.clock.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -116,7 +120,7 @@ class Daemon:
             self._frames[cfg.interface] = FrameSender(cfg.interface)
         return key
 
-    async def _add_instance(self, cfg: VrrpInstanceConfig, now: float) -> Instance:
+    def _add_instance(self, cfg: VrrpInstanceConfig) -> Instance:
         key = self._socket_for(cfg)
         inst = Instance(
             cfg,
@@ -128,25 +132,32 @@ class Daemon:
         )
         self.instances[cfg.name] = inst
         self.by_vrid[key][cfg.vrid] = inst
-        await self._reconcile(inst, now)
         return inst
 
-    async def _reconcile(self, inst: Instance, now: float) -> None:
+    async def _reconcile(self, instances: list[Instance], now: float) -> None:
         """Bring the kernel in line with a fresh start: we begin as backup (or owner), so a
         VIP left on the interface by a previous run (crash, kill -9) must go. It comes back
-        with a GARP burst if we win the election."""
-        for vip in inst.cfg.virtual_ipaddress:
-            if await self.addresses.has(inst.cfg.interface, vip):
-                await self.addresses.remove(inst.cfg.interface, vip)
-                self.log.warning(
-                    "vip.reconciled",
-                    instance=inst.name,
-                    address=str(vip),
-                    action="removed stale address from a previous run",
-                )
-        await self._refresh_local(inst, now)
-        up = await self.addresses.link_is_up(inst.cfg.interface)
-        inst.machine.set_fault("link", not up, now)
+        with a GARP burst if we win the election. One address dump per interface and family
+        serves every instance on it (1000 instances must not cost 1000 dumps each)."""
+        snapshots = await self._snapshots(instances)
+        for inst in instances:
+            snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
+            for vip in inst.cfg.virtual_ipaddress:
+                if snap is not None and snap.has(vip):
+                    await self.addresses.remove(inst.cfg.interface, vip)
+                    self.log.warning(
+                        "vip.reconciled",
+                        instance=inst.name,
+                        address=str(vip),
+                        action="removed stale address from a previous run",
+                    )
+            self._set_local(inst, snap, now)
+            up = (
+                self._links.is_up(inst.cfg.interface)
+                if self._links is not None
+                else await self.addresses.link_is_up(inst.cfg.interface)
+            )
+            inst.machine.set_fault("link", not up, now)
 
     async def _remove_instance(self, inst: Instance, now: float) -> None:
         await self._apply(inst, inst.machine.shutdown(now), now)
@@ -154,14 +165,19 @@ class Daemon:
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
         inst.scheduled = None
 
-    async def _refresh_local(self, inst: Instance, now: float) -> list[Any]:
+    async def _snapshots(self, instances: list[Instance]) -> dict[tuple[str, int], AddressSnapshot]:
+        """The addresses on each (interface, IP version) these instances use; an interface
+        that vanished is left out."""
+        out: dict[tuple[str, int], AddressSnapshot] = {}
+        for key in {(i.cfg.interface, i.cfg.family) for i in instances}:
+            with contextlib.suppress(NetError):
+                out[key] = await self.addresses.snapshot(*key)
+        return out
+
+    def _set_local(self, inst: Instance, snap: AddressSnapshot | None, now: float) -> list[Any]:
+        """Our advert source from the interface's addresses; none -> the no_address fault."""
         vips = frozenset(v.ip for v in inst.cfg.virtual_ipaddress)
-        try:
-            local = await self.addresses.primary_address(
-                inst.cfg.interface, inst.cfg.family, exclude=vips
-            )
-        except NetError:
-            local = None  # the interface vanished; its link event puts the instance in FAULT
+        local = None if snap is None else snap.primary(exclude=vips)
         inst.set_local_address(local)
         return inst.machine.set_fault("no_address", local is None, now)
 
@@ -220,8 +236,9 @@ class Daemon:
         try:
             now = self.clock.monotonic()
             for cfg in self.config.vrrp_instances:
-                await self._add_instance(cfg, now)
+                self._add_instance(cfg)
             self._install_callbacks(loop)
+            await self._reconcile(list(self.instances.values()), now)
             self._serve_metrics()
             await self._serve_control()
             now = self.clock.monotonic()
@@ -231,7 +248,8 @@ class Daemon:
             # collector from re-scanning it (full collections cost 13-30 ms otherwise).
             gc.freeze()
             self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
-            self.sd.ready(status.status_line(self.status_document(now)))
+            self.sd.ready(self._status_line())
+            self._status_due = now + STATUS_INTERVAL
             while not self._stopping:
                 await self._turn()
             return 0
@@ -244,6 +262,7 @@ class Daemon:
             self._next_deadline(),
             self.sd.next_watchdog_due(now),
             self.handover.deadline(),
+            self._status_due if self._status_dirty else None,
         )
         event = await self.inbox.get(min((d for d in deadlines if d is not None), default=None))
         now = self.clock.monotonic()
@@ -252,6 +271,10 @@ class Daemon:
         else:
             await self._dispatch(event, now)
         await self.handover.check(now)
+        if self._status_dirty and now >= self._status_due:
+            self._status_dirty = False
+            self._status_due = now + STATUS_INTERVAL
+            self.sd.status(self._status_line())
         self.sd.watchdog(now)  # only a loop that is turning feeds the watchdog
 
     async def _dispatch(self, event: Any, now: float) -> None:
@@ -292,21 +315,22 @@ class Daemon:
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
         for ev in self._links.read():
+            on_link = [i for i in self.instances.values() if i.cfg.interface == ev.ifname]
             if isinstance(ev, LinkEvent):
                 self.log.info("link.changed", interface=ev.ifname, up=ev.up)
-            for inst in list(self.instances.values()):
-                if inst.cfg.interface != ev.ifname:
-                    continue
-                if isinstance(ev, LinkEvent):
+                for inst in on_link:
                     await self._apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
-                elif isinstance(ev, AddressEvent):
-                    await self._apply(inst, await self._refresh_local(inst, now), now)
+            elif isinstance(ev, AddressEvent):
+                snapshots = await self._snapshots(on_link)
+                for inst in on_link:
+                    snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
+                    await self._apply(inst, self._set_local(inst, snap, now), now)
 
     async def _apply(self, inst: Instance, effects: list[Any], now: float) -> None:
-        if effects:
-            changed = await inst.execute(effects, now)
-            if changed:
-                self.sd.status(status.status_line(self.status_document(now)))
+        if effects and await inst.execute(effects, now) and self.sd.enabled:
+            # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
+            # must not build 1000 status lines.
+            self._status_dirty = True
         deadline = inst.machine.get_timer()
         if deadline != inst.scheduled:
             inst.scheduled = deadline
@@ -350,6 +374,22 @@ class Daemon:
             if not event.reply.done():
                 event.reply.set_exception(e)
 
+    def _status_line(self) -> str:
+        """systemd's STATUS= from the machines alone (no registry scrape: it is cheap)."""
+        return status.status_line(
+            {
+                "instances": [
+                    {
+                        "name": i.name,
+                        "state": i.machine.state.value,
+                        "faults": sorted(i.machine.faults),
+                        "warnings": i.warnings(),
+                    }
+                    for i in self.instances.values()
+                ]
+            }
+        )
+
     def status_document(self, now: float) -> status.StatusDocument:
         counters = status.counters_by_instance(self.metrics.registry)
         insts = [
@@ -391,11 +431,11 @@ class Daemon:
                 problems=[f"{k}: {m}" for k, m in e.problems],
                 action="kept the running configuration",
             )
-            self.sd.ready(status.status_line(self.status_document(now)))
+            self.sd.ready(self._status_line())
             return
         changes = await self._apply_config(new, now)
         self.log.info("config.reloaded", path=str(source), **changes)
-        self.sd.ready(status.status_line(self.status_document(now)))
+        self.sd.ready(self._status_line())
 
     async def _apply_config(self, new: Config, now: float) -> dict[str, list[str]]:
         if new.daemon != self.config.daemon:
@@ -415,7 +455,8 @@ class Daemon:
                     await self._apply(self.instances[name], [], now)
                     changes["updated"].append(name)
                 continue
-            inst = await self._add_instance(cfg, now)
+            inst = self._add_instance(cfg)
+            await self._reconcile([inst], now)
             await self._apply(inst, inst.machine.start(now), now)
             if name not in changes["restarted"]:
                 changes["added"].append(name)

@@ -20,7 +20,7 @@ from drbdha.net import NetError
 from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
-from drbdha.net.vrrp_socket import Received, VrrpSocket
+from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
 from drbdha.status import PeerStatus
 from drbdha.vrrp import packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
@@ -50,7 +50,8 @@ class Instance:
     log: Any
     machine: Machine = field(init=False)
     scheduled: float | None = None  # the deadline this instance has in the daemon's heap
-    _adverts: dict[int, list[tuple[bytes, IPAddress]]] = field(default_factory=dict)
+    # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
+    _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)
     _log_quiet_until: dict[str, float] = field(default_factory=dict)
 
@@ -61,10 +62,12 @@ class Instance:
         # Export the per-instance counters from the start, at 0: a backup that never sent must
         # scrape as adverts_sent_total 0 (as `drbdha status` says), not as a missing series
         # that rate() and dashboards read as "no data".
-        m = self.metrics
-        for counter in (m.adverts_sent, m.adverts_received, m.priority_zero_sent,
-                        m.priority_zero_received):
-            counter.labels(self.cfg.name)
+        # The children are kept: labels() is a dict lookup under a lock, on the hot path.
+        m, name = self.metrics, self.cfg.name
+        self._sent = m.adverts_sent.labels(name)
+        self._received = m.adverts_received.labels(name)
+        self._zero_sent = m.priority_zero_sent.labels(name)
+        self._zero_received = m.priority_zero_received.labels(name)
         self.metrics.priority.labels(self.cfg.name).set(self.machine.effective_priority)
 
     @property
@@ -98,25 +101,24 @@ class Instance:
             self._invalid(e.reason, dropped=True, now=now, src=rx.src, detail=e.detail)
             return []
         advert = decoded.advert
-        self.metrics.adverts_received.labels(self.name).inc()
+        self._received.inc()
         if advert.priority == PRIORITY_RESIGN:
-            self.metrics.priority_zero_received.labels(self.name).inc()
+            self._zero_received.inc()
         return self.machine.receive(advert, rx.src, now)
 
     # ---- effects -------------------------------------------------------------------------
 
     async def execute(self, effects: list[Effect], now: float) -> bool:
         """Carry out `effects` in order; True if the state changed."""
-        changed = False
-        became_master = False
+        transitions: list[Transition] = []
         for effect in effects:
             match effect:
                 case SendAdvert(priority):
                     self._send_advert(priority)
                 case Transition():
-                    changed = True
-                    became_master = effect.new is State.MASTER
-                    self._transition(effect, now)
+                    # Logged and counted after the packets are out: a takeover's first advert
+                    # and GARPs should not wait for a log line (keepalived sends first too).
+                    transitions.append(effect)
                 case AcquireVips():
                     await self.acquire_vips()
                 case ReleaseVips():
@@ -125,10 +127,13 @@ class Instance:
                     self._send_garp(reason)
                 case InvalidAdvert(reason, dropped):
                     self._invalid(reason, dropped=dropped, now=now)
-        if became_master:
-            # `now` is when the machine decided; the steps above ran since then.
-            self.metrics.takeover_duration.labels(self.name).observe(time.monotonic() - now)
-        return changed
+        for t in transitions:
+            self._transition(t, now)
+            if t.new is State.MASTER:
+                # `now` is when the machine decided; the steps above ran since then.
+                took = time.monotonic() - now
+                self.metrics.takeover_duration.labels(self.name).observe(took)
+        return bool(transitions)
 
     def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
         """Apply a reloaded configuration that keeps the instance's identity (daemon.py
@@ -162,16 +167,16 @@ class Instance:
         encoded = self._adverts.get(priority)
         if encoded is None:
             encoded = self._adverts[priority] = self._encode(priority, src)
-        for payload, dst in encoded:
+        for payload, prepared, dst in encoded:
             try:
-                self.sock.send(payload, src, dst)
+                self.sock.send_prepared(payload, prepared)
             except OSError as e:
                 self.log.warning("vrrp.send_failed", dst=str(dst), error=str(e))
-        self.metrics.adverts_sent.labels(self.name).inc()
+        self._sent.inc()
         if priority == PRIORITY_RESIGN:
-            self.metrics.priority_zero_sent.labels(self.name).inc()
+            self._zero_sent.inc()
 
-    def _encode(self, priority: int, src: IPAddress) -> list[tuple[bytes, IPAddress]]:
+    def _encode(self, priority: int, src: IPAddress) -> list[tuple[bytes, Prepared, IPAddress]]:
         cfg = self.cfg
         interval = (
             round(cfg.advert_interval) if cfg.version == 2 else round(cfg.advert_interval * 100)
@@ -180,7 +185,10 @@ class Instance:
             cfg.version, cfg.vrid, priority, interval, tuple(v.ip for v in cfg.virtual_ipaddress)
         )
         mode: packet.ChecksumMode = "rfc9568" if cfg.checksum_mode == "rfc9568" else "pseudo"
-        return [(packet.encode(advert, src, dst, mode), dst) for dst in self.destinations]
+        return [
+            (packet.encode(advert, src, dst, mode), self.sock.prepare(src, dst), dst)
+            for dst in self.destinations
+        ]
 
     def _transition(self, t: Transition, now: float) -> None:
         self.metrics.transitions.labels(self.name, t.old.value, t.new.value, t.reason).inc()

@@ -111,20 +111,28 @@ class Metrics:
         # series per state, 1 for the current one), so its dashboards work unchanged.
         # The storage chain fills them; until then the families are declared and empty.
         self.drbd_resource_role = Gauge(
-            "drbd_resource_role", "DRBD role of the resource (1 for the current role)",
-            ["name", "drbd_resource_role"], registry=r,
+            "drbd_resource_role",
+            "DRBD role of the resource (1 for the current role)",
+            ["name", "drbd_resource_role"],
+            registry=r,
         )
         self.drbd_device_state = Gauge(
-            "drbd_device_state", "DRBD disk state of the device (1 for the current state)",
-            ["name", "volume", "minor", "drbd_device_state"], registry=r,
+            "drbd_device_state",
+            "DRBD disk state of the device (1 for the current state)",
+            ["name", "volume", "minor", "drbd_device_state"],
+            registry=r,
         )
         self.drbd_connection_state = Gauge(
-            "drbd_connection_state", "DRBD connection state (1 for the current state)",
-            ["name", "conn_name", "peer_node_id", "drbd_connection_state"], registry=r,
+            "drbd_connection_state",
+            "DRBD connection state (1 for the current state)",
+            ["name", "conn_name", "peer_node_id", "drbd_connection_state"],
+            registry=r,
         )
         self.drbd_peerdevice_outofsync_bytes = Gauge(
-            "drbd_peerdevice_outofsync_bytes", "Bytes out of sync with the peer",
-            ["name", "volume", "conn_name", "peer_node_id"], registry=r,
+            "drbd_peerdevice_outofsync_bytes",
+            "Bytes out of sync with the peer",
+            ["name", "volume", "conn_name", "peer_node_id"],
+            registry=r,
         )
         self.loop_lateness = Histogram(
             "drbdha_loop_timer_lateness_seconds",

@@ -140,8 +140,12 @@ def instance_status(
     last = None
     if snap.last_transition is not None and snap.last_transition_at is not None:
         t = snap.last_transition
-        last = TransitionStatus(old=str(t.old.value), new=str(t.new.value), reason=t.reason,
-                                age_s=_age(now, snap.last_transition_at))
+        last = TransitionStatus(
+            old=str(t.old.value),
+            new=str(t.new.value),
+            reason=t.reason,
+            age_s=_age(now, snap.last_transition_at),
+        )
     return InstanceStatus(
         name=cfg.name,
         interface=cfg.interface,
@@ -198,12 +202,23 @@ def _no_counters() -> Counters:
     return Counters(adverts_sent=0, adverts_received=0, invalid={})
 
 
-def document(*, version: str, pid: int, uptime_s: float, config_path: str | None,
-             instances: Iterable[InstanceStatus]) -> StatusDocument:
+def document(
+    *,
+    version: str,
+    pid: int,
+    uptime_s: float,
+    config_path: str | None,
+    instances: Iterable[InstanceStatus],
+) -> StatusDocument:
     insts = list(instances)
     doc = StatusDocument(
-        daemon=DaemonStatus(version=version, pid=pid, uptime_s=round(uptime_s, 3),
-                            config_path=config_path, health="healthy"),
+        daemon=DaemonStatus(
+            version=version,
+            pid=pid,
+            uptime_s=round(uptime_s, 3),
+            config_path=config_path,
+            health="healthy",
+        ),
         instances=insts,
     )
     doc["daemon"]["health"] = "healthy" if health(doc) == EXIT_HEALTHY else "degraded"
@@ -233,11 +248,22 @@ def health(doc: Mapping[str, Any]) -> int:
     return EXIT_HEALTHY
 
 
+STATUS_LINE_DETAIL: Final = 8  # instances named one by one; beyond that, counts per state
+
+
 def status_line(doc: Mapping[str, Any]) -> str:
-    """One line for systemd's STATUS= (shown by `systemctl status drbdha`)."""
+    """One line for systemd's STATUS= (shown by `systemctl status drbdha`). It needs only
+    each instance's name, state, faults, latches and warnings."""
     verdict = "healthy" if health(doc) == EXIT_HEALTHY else "degraded"
+    instances = doc.get("instances") or []
+    if len(instances) > STATUS_LINE_DETAIL:
+        counts: dict[str, int] = {}
+        for inst in instances:
+            state = str(inst.get("state")).upper()
+            counts[state] = counts.get(state, 0) + 1
+        return f"{verdict}: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     parts = []
-    for inst in doc.get("instances") or []:
+    for inst in instances:
         part = f"{inst.get('name')} {str(inst.get('state')).upper()}"
         faults = inst.get("faults") or []
         parts.append(f"{part} ({', '.join(faults)})" if faults else part)
@@ -254,9 +280,11 @@ def render_table(doc: Mapping[str, Any]) -> str:
     """Human-readable status: a header line, then one block per instance."""
     d = doc.get("daemon") or {}
     verdict = "healthy" if health(doc) == EXIT_HEALTHY else "DEGRADED"
-    header = (f"drbdha {d.get('version', DASH)}, pid {d.get('pid', DASH)}, "
-              f"up {format_duration(d.get('uptime_s'))}, "
-              f"config {d.get('config_path') or DASH}: {verdict}")
+    header = (
+        f"drbdha {d.get('version', DASH)}, pid {d.get('pid', DASH)}, "
+        f"up {format_duration(d.get('uptime_s'))}, "
+        f"config {d.get('config_path') or DASH}: {verdict}"
+    )
     blocks = [header]
     instances = doc.get("instances") or []
     if not instances:
@@ -281,8 +309,10 @@ def _render_instance(inst: Mapping[str, Any]) -> str:
         ("latches", [_latch(x) for x in inst.get("latches") or ()] or [DASH]),
         ("warnings", list(inst.get("warnings") or ()) or [DASH]),
     ]
-    title = (f"{inst.get('name', DASH)}  (VRRPv{inst.get('version', DASH)} "
-             f"vrid {inst.get('vrid', DASH)} on {inst.get('interface', DASH)})")
+    title = (
+        f"{inst.get('name', DASH)}  (VRRPv{inst.get('version', DASH)} "
+        f"vrid {inst.get('vrid', DASH)} on {inst.get('interface', DASH)})"
+    )
     lines = [title]
     for label, values in rows:
         for i, value in enumerate(values):
@@ -324,8 +354,10 @@ def _peer(peer: Mapping[str, Any] | None) -> str:
         return DASH
     prio = peer.get("priority")
     seen = peer.get("last_seen_age_s")
-    return (f"{peer.get('address', DASH)}, priority {DASH if prio is None else prio}, "
-            f"seen {DASH if seen is None else format_duration(seen) + ' ago'}")
+    return (
+        f"{peer.get('address', DASH)}, priority {DASH if prio is None else prio}, "
+        f"seen {DASH if seen is None else format_duration(seen) + ' ago'}"
+    )
 
 
 def _counters(c: Mapping[str, Any] | None) -> str:
@@ -349,9 +381,11 @@ def _drbd(d: Mapping[str, Any]) -> str:
     def pair(role: str | None, disk: str | None) -> str:
         return f"{role or DASH}/{disk or DASH}"
 
-    return (f"{d.get('resource', DASH)}: {pair(d.get('role'), d.get('disk'))}, "
-            f"peer {pair(d.get('peer_role'), d.get('peer_disk'))}, "
-            f"{d.get('connection') or DASH}")
+    return (
+        f"{d.get('resource', DASH)}: {pair(d.get('role'), d.get('disk'))}, "
+        f"peer {pair(d.get('peer_role'), d.get('peer_disk'))}, "
+        f"{d.get('connection') or DASH}"
+    )
 
 
 def _generic(value: Any) -> str:
@@ -373,8 +407,10 @@ def _scalar(v: Any) -> str:
 def _transition(t: Mapping[str, Any] | None) -> str:
     if not t:
         return DASH
-    return (f"{str(t.get('old')).upper()} -> {str(t.get('new')).upper()} "
-            f"({t.get('reason', DASH)}), {format_duration(t.get('age_s'))} ago")
+    return (
+        f"{str(t.get('old')).upper()} -> {str(t.get('new')).upper()} "
+        f"({t.get('reason', DASH)}), {format_duration(t.get('age_s'))} ago"
+    )
 
 
 def _latch(latch: Mapping[str, Any]) -> str:

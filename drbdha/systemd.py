@@ -57,8 +57,13 @@ def _stdlib_sender(address: str) -> Sender:
 class Notifier:
     """sd_notify wrapper. Every method returns True when a datagram was sent."""
 
-    def __init__(self, *, env: Mapping[str, str] | None = None, clock: Clock | None = None,
-                 pid: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        pid: int | None = None,
+    ) -> None:
         own_env = env is None or env is os.environ
         env = os.environ if env is None else env
         self._clock = clock or MonotonicClock()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
 from typing import Any, Final, Self
@@ -49,6 +50,37 @@ IFA_F_TENTATIVE: Final = 0x40
 IPInterface = IPv4Interface | IPv6Interface
 _ABSENT: Final = (errno.EADDRNOTAVAIL, errno.ESRCH)
 _PROC_CONF: Final = Path("/proc/sys/net/ipv4/conf")
+
+
+@dataclass(frozen=True)
+class AddressSnapshot:
+    """The addresses of one family on one interface: (address, prefix length, IFA flags)."""
+
+    version: int
+    entries: tuple[tuple[IPAddress, int, int], ...]
+
+    def has(self, iface: IPInterface) -> bool:
+        return any(a == iface.ip and p == iface.network.prefixlen for a, p, _ in self.entries)
+
+    def primary(self, exclude: frozenset[IPAddress] = frozenset()) -> IPAddress | None:
+        """The source address for adverts, or None if there is none (yet).
+
+        IPv4: the first primary (non-secondary) address not in `exclude` (the VIPs the daemon
+        manages). IPv6: the link-local address once it has passed DAD (RFC 5798 §5.1.2.2:
+        the source is the link-local address).
+        """
+        for addr, _, flags in self.entries:
+            if addr in exclude:
+                continue
+            if self.version == 4 and not flags & IFA_F_SECONDARY:
+                return addr
+            if (
+                self.version == 6
+                and addr.is_link_local
+                and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+            ):
+                return addr
+        return None
 
 
 class Addresses:
@@ -107,37 +139,26 @@ class Addresses:
             if exc.code not in _ABSENT:
                 raise
 
+    async def snapshot(self, ifname: str, family: int) -> AddressSnapshot:
+        """Every address of one family on `ifname`, in one netlink dump. Callers with many
+        instances on an interface take one snapshot and ask it, not the kernel, per VIP."""
+        version = 4 if family in (4, socket.AF_INET) else 6
+        entries = []
+        for msg in await self._dump_addresses(ifname, version):
+            addr = _msg_address(msg)
+            if addr is not None:
+                entries.append((addr, int(msg["prefixlen"]), _msg_flags(msg)))
+        return AddressSnapshot(version, tuple(entries))
+
     async def has(self, ifname: str, iface: IPInterface) -> bool:
         """Whether `iface` (the address with this prefix length) is on `ifname`."""
-        for msg in await self._dump_addresses(ifname, iface.version):
-            if _msg_address(msg) == iface.ip and msg["prefixlen"] == iface.network.prefixlen:
-                return True
-        return False
+        return (await self.snapshot(ifname, iface.version)).has(iface)
 
     async def primary_address(
         self, ifname: str, family: int, exclude: frozenset[IPAddress] = frozenset()
     ) -> IPAddress | None:
-        """The source address for adverts on `ifname`, or None if it has none (yet).
-
-        IPv4 (family 4 or AF_INET): the first primary (non-secondary) address not in
-        `exclude` (the VIPs the daemon manages). IPv6 (6 or AF_INET6): the link-local address,
-        once it has passed DAD (RFC 5798 §5.1.2.2: the source is the link-local address).
-        """
-        version = 4 if family in (4, socket.AF_INET) else 6
-        for msg in await self._dump_addresses(ifname, version):
-            addr = _msg_address(msg)
-            flags = _msg_flags(msg)
-            if addr is None or addr in exclude:
-                continue
-            if version == 4 and not flags & IFA_F_SECONDARY:
-                return addr
-            if (
-                version == 6
-                and addr.is_link_local
-                and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
-            ):
-                return addr
-        return None
+        """The source address for adverts on `ifname`, or None; see AddressSnapshot.primary."""
+        return (await self.snapshot(ifname, family)).primary(exclude)
 
     async def link_is_up(self, ifname: str) -> bool:
         """Administratively up and carrier present (IFF_UP and IFF_RUNNING)."""

@@ -39,7 +39,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final
+from typing import Any, Final
 
 from drbdha.errors import MalformedPacket
 from drbdha.net import OwnsSocket, ifindex
@@ -62,6 +62,10 @@ _IN6_PKTINFO = struct.Struct("=16si")
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _INT = struct.Struct("=i")  # IPV6_HOPLIMIT cmsg data: a native int
 _ANCBUFSIZE: Final = socket.CMSG_SPACE(_IN6_PKTINFO.size) + socket.CMSG_SPACE(_INT.size)
+
+
+# sendmsg() ancillary data and destination address for one (source, destination) pair
+Prepared = tuple[list[tuple[int, int, bytes]], tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +130,24 @@ class VrrpSocket(OwnsSocket):
 
     def send(self, payload: bytes, src: IPAddress, dst: IPAddress) -> None:
         """Send one VRRP message from `src` to `dst` (the group or a unicast peer)."""
+        self.send_prepared(payload, self.prepare(src, dst))
+
+    def prepare(self, src: IPAddress, dst: IPAddress) -> Prepared:
+        """The sendmsg() arguments for src -> dst, built once: a master sends the same
+        advert every interval, so the daemon keeps these next to the encoded message."""
         if self.family == socket.AF_INET:
             if not isinstance(src, IPv4Address) or not isinstance(dst, IPv4Address):
                 raise ValueError(f"IPv4 socket cannot send {src} -> {dst}")
             info = _IN_PKTINFO.pack(self.ifindex, src.packed, bytes(4))
-            cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
-            self._sock.sendmsg([payload], cmsg, 0, (str(dst), 0))
-        else:
-            if not isinstance(src, IPv6Address) or not isinstance(dst, IPv6Address):
-                raise ValueError(f"IPv6 socket cannot send {src} -> {dst}")
-            info6 = _IN6_PKTINFO.pack(src.packed, self.ifindex)
-            cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info6)]
-            # The scope id matters for ff02::12 and link-local peers and is ignored otherwise.
-            self._sock.sendmsg([payload], cmsg, 0, (str(dst), 0, 0, self.ifindex))
+            return [(socket.IPPROTO_IP, IP_PKTINFO, info)], (str(dst), 0)
+        if not isinstance(src, IPv6Address) or not isinstance(dst, IPv6Address):
+            raise ValueError(f"IPv6 socket cannot send {src} -> {dst}")  # noqa: TRY004
+        info6 = _IN6_PKTINFO.pack(src.packed, self.ifindex)
+        # The scope id matters for ff02::12 and link-local peers and is ignored otherwise.
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info6)], (str(dst), 0, 0, self.ifindex)
+
+    def send_prepared(self, payload: bytes, prepared: Prepared) -> None:
+        self._sock.sendmsg([payload], prepared[0], 0, prepared[1])
 
     def recv(self) -> Received | None:
         """The next queued datagram, or None when the queue is empty.
