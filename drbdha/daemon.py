@@ -492,6 +492,7 @@ class Daemon:
         if self._control is not None:
             await self._control.close()
         self.addresses.close()
+        self.inbox.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.log.info("daemon.stopped")

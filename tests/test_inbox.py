@@ -1,0 +1,73 @@
+"""The inbox: events in order, None once the deadline has passed, the timerfd under it."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import time
+
+from drbdha.inbox import Inbox, TimerFd
+
+
+def test_events_come_out_in_order_before_any_deadline() -> None:
+    async def main() -> list[object]:
+        inbox = Inbox()
+        for e in ("a", "b", "c"):
+            inbox.put(e)
+        far = time.monotonic() + 3600
+        got = [await inbox.get(far) for _ in range(3)]
+        inbox.close()
+        return got
+
+    assert asyncio.run(main()) == ["a", "b", "c"]
+
+
+def test_get_returns_none_only_once_the_deadline_has_passed() -> None:
+    async def main() -> tuple[object, float, float]:
+        inbox = Inbox()
+        deadline = time.monotonic() + 0.02
+        got = await inbox.get(deadline)
+        woke = time.monotonic()
+        inbox.close()
+        return got, deadline, woke
+
+    got, deadline, woke = asyncio.run(main())
+    assert got is None
+    assert woke >= deadline  # a timerfd never fires early
+
+
+def test_an_event_put_by_a_callback_wakes_a_waiting_get() -> None:
+    async def main() -> object:
+        inbox = Inbox()
+        asyncio.get_running_loop().call_soon(inbox.put, "packet")
+        got = await inbox.get(None)
+        inbox.close()
+        return got
+
+    assert asyncio.run(main()) == "packet"
+
+
+def test_a_deadline_in_the_past_returns_at_once() -> None:
+    async def main() -> object:
+        inbox = Inbox()
+        got = await inbox.get(time.monotonic() - 1)
+        inbox.close()
+        return got
+
+    assert asyncio.run(main()) is None
+
+
+def test_timerfd_fires_for_a_past_time_and_not_when_disarmed() -> None:
+    timer = TimerFd()
+    try:
+        poller = select.poll()
+        poller.register(timer.fd, select.POLLIN)
+        timer.arm(time.monotonic() + 3600)
+        timer.disarm()
+        assert poller.poll(0) == []
+        timer.arm(time.monotonic() - 1)
+        assert poller.poll(1000) == [(timer.fd, select.POLLIN)]
+        timer.clear()
+        assert poller.poll(0) == []
+    finally:
+        timer.close()
