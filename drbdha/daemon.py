@@ -160,7 +160,7 @@ class Daemon:
             inst.machine.set_fault("link", not up, now)
 
     async def _remove_instance(self, inst: Instance, now: float) -> None:
-        await self._apply(inst, inst.machine.shutdown(now), now)
+        await self.apply(inst, inst.machine.shutdown(now), now)
         del self.instances[inst.name]
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
         inst.scheduled = None
@@ -243,7 +243,7 @@ class Daemon:
             await self._serve_control()
             now = self.clock.monotonic()
             for inst in self.instances.values():
-                await self._apply(inst, inst.machine.start(now), now)
+                await self.apply(inst, inst.machine.start(now), now)
             # Everything allocated so far lives for the whole run; freezing it keeps the
             # collector from re-scanning it (full collections cost 13-30 ms otherwise).
             gc.freeze()
@@ -310,7 +310,7 @@ class Daemon:
             if inst is None:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
-            await self._apply(inst, inst.receive(rx, now), now)
+            await self.apply(inst, inst.receive(rx, now), now)
 
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
@@ -319,14 +319,16 @@ class Daemon:
             if isinstance(ev, LinkEvent):
                 self.log.info("link.changed", interface=ev.ifname, up=ev.up)
                 for inst in on_link:
-                    await self._apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
+                    await self.apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
             elif isinstance(ev, AddressEvent):
                 snapshots = await self._snapshots(on_link)
                 for inst in on_link:
                     snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
-                    await self._apply(inst, self._set_local(inst, snap, now), now)
+                    await self.apply(inst, self._set_local(inst, snap, now), now)
 
-    async def _apply(self, inst: Instance, effects: list[Any], now: float) -> None:
+    async def apply(self, inst: Instance, effects: list[Any], now: float) -> None:
+        """Carry out a machine's effects and re-arm its timer: call after every machine input
+        (the force-failover orchestrator does too)."""
         if effects and await inst.execute(effects, now) and self.sd.enabled:
             # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
             # must not build 1000 status lines.
@@ -351,7 +353,7 @@ class Daemon:
                 continue
             inst.scheduled = None
             self.metrics.loop_lateness.observe(now - deadline)
-            await self._apply(inst, inst.machine.handle_timer(now), now)
+            await self.apply(inst, inst.machine.handle_timer(now), now)
 
     # ---- control -------------------------------------------------------------------------
 
@@ -452,12 +454,12 @@ class Daemon:
             if name in self.instances:
                 if self.instances[name].cfg != cfg:
                     self.instances[name].reconfigure(cfg)
-                    await self._apply(self.instances[name], [], now)
+                    await self.apply(self.instances[name], [], now)
                     changes["updated"].append(name)
                 continue
             inst = self._add_instance(cfg)
             await self._reconcile([inst], now)
-            await self._apply(inst, inst.machine.start(now), now)
+            await self.apply(inst, inst.machine.start(now), now)
             if name not in changes["restarted"]:
                 changes["added"].append(name)
         self.config = Config(
@@ -477,7 +479,7 @@ class Daemon:
         self.handover.abort("the daemon is stopping")
         for inst in self.instances.values():
             try:
-                await self._apply(inst, inst.machine.shutdown(now), now)
+                await self.apply(inst, inst.machine.shutdown(now), now)
             except Exception:
                 self.log.exception("daemon.shutdown_failed", instance=inst.name)
                 await inst.release_vips()

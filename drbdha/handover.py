@@ -107,11 +107,11 @@ class Handover:
         if machine.state is State.MASTER:
             # The peer takes over after its Skew_Time, at most one interval, then advertises.
             window = 2 * machine.params.advert_interval + MARGIN
-            await self.daemon._apply(inst, machine.resign(now, hold_off), now)
+            await self.daemon.apply(inst, machine.resign(now, hold_off), now)
             self._log("resigned", inst, hold_off=hold_off)
             return _Target(inst, "master", now, now + window)
         effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off)
-        await self.daemon._apply(inst, effects, now)
+        await self.daemon.apply(inst, effects, now)
         self._log("took_over", inst, priority=TAKEOVER_PRIORITY, hold_off=hold_off)
         return _Target(inst, "backup", now, now)
 
@@ -149,7 +149,7 @@ class Handover:
             t.done = True
         elif retook or (now >= t.probe_until and machine.state is State.BACKUP):
             # Nobody answered the resignation: serve again rather than leave the VIP dark.
-            await self.daemon._apply(t.inst, machine.reclaim(now), now)
+            await self.daemon.apply(t.inst, machine.reclaim(now), now)
             gap = now - t.started_at
             self._log("refused", t.inst, reason="no peer took over", gap_ms=round(gap * 1000))
             self._finish(
