@@ -23,7 +23,9 @@ def test_demo_shows_a_takeover() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     first = re.search(r"demo: (node\d) is master", out.stdout)
     second = re.search(r"demo: (node\d) took over", out.stdout)
-    assert first and second and first.group(1) != second.group(1), out.stdout
+    assert first, out.stdout
+    assert second, out.stdout
+    assert first.group(1) != second.group(1), out.stdout
     gap = re.search(r"longest gap between ping replies: (\d+) ms", out.stdout)
     assert gap, out.stdout
     # The outage cannot be shorter than detection allows: the master died after its last
