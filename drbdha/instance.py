@@ -171,7 +171,9 @@ class Instance:
             try:
                 self.sock.send_prepared(payload, prepared)
             except OSError as e:
-                self.log.warning("vrrp.send_failed", dst=str(dst), error=str(e))
+                # A firewall's EPERM would otherwise log 100 lines a second at 10 ms adverts.
+                if self._may_log("send_failed", time.monotonic()):
+                    self.log.warning("vrrp.send_failed", dst=str(dst), error=str(e))
         self._sent.inc()
         if priority == PRIORITY_RESIGN:
             self._zero_sent.inc()
@@ -264,10 +266,16 @@ class Instance:
         self.metrics.garp_bursts.labels(self.name, reason).inc()
         self.log.debug("garp.sent", reason=reason, count=self.cfg.garp_master_repeat)
 
+    def _may_log(self, what: str, now: float) -> bool:
+        """At most one log line per `what` every LOG_REPEAT_INTERVAL (reset on transitions)."""
+        if now < self._log_quiet_until.get(what, float("-inf")):
+            return False
+        self._log_quiet_until[what] = now + LOG_REPEAT_INTERVAL
+        return True
+
     def _invalid(self, reason: str, *, dropped: bool, now: float, **fields: Any) -> None:
         self.metrics.invalid_adverts.labels(self.name, reason).inc()
-        if now >= self._log_quiet_until.get(reason, float("-inf")):
-            self._log_quiet_until[reason] = now + LOG_REPEAT_INTERVAL
+        if self._may_log(reason, now):
             fields = {k: str(v) for k, v in fields.items() if v not in ("", None)}
             self.log.warning("vrrp.invalid_advert", reason=reason, dropped=dropped, **fields)
 
