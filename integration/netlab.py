@@ -40,7 +40,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
-from netns import inside
+from netns import inside, wait_until
 from netns import run as _run_checked
 
 T = TypeVar("T")
@@ -57,28 +57,6 @@ VIP4 = "10.250.0.100"
 VIP6 = "fd00:250::100"
 METRICS_PORT = 9942
 
-
-# ---- polling ----------------------------------------------------------------------------
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    interval: float = 0.02,
-    what: str | Callable[[], str] = "",
-) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds
-    pass (AssertionError naming `what`, which may be a callable evaluated only then). Like
-    drbd-reactor's run_and_expect()."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            text = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout} s waiting for {text or predicate}")
-        time.sleep(interval)
 
 
 # ---- commands in a namespace ------------------------------------------------------------

@@ -146,15 +146,23 @@ def mac_of(ns: str, ifname: str) -> bytes:
             sock.close()
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 3.0, interval: float = 0.01) -> T:
-    """Poll until `predicate()` is truthy; return its value or raise TimeoutError."""
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.02,
+    what: str | Callable[[], str] = "",
+) -> T:
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds
+    pass (AssertionError naming `what`, which may be a callable evaluated only then). Like
+    drbd-reactor's run_and_expect(). The one polling helper of the namespace tests."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
+        if time.monotonic() >= deadline:
+            text = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {text or predicate}")
         time.sleep(interval)
 
 
@@ -182,8 +190,8 @@ class Capture:
             seen.extend(self.frames())
             return next((f for f in seen if match(f)), None)
 
-        frame = wait_for(found, timeout)
-        assert frame is not None  # wait_for returns only a truthy value
+        frame = wait_until(found, timeout, what="a matching frame")
+        assert frame is not None  # wait_until returns only a truthy value
         return frame
 
     def close(self) -> None:
