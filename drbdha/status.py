@@ -184,7 +184,7 @@ def counters_by_instance(registry: Any) -> dict[str, Counters]:
             name = next((sample.labels[k] for k in INSTANCE_LABELS if k in sample.labels), None)
             if name is None:
                 continue
-            c = out.setdefault(name, _no_counters())
+            c = out.setdefault(name, no_counters())
             if sample.name == "drbdha_vrrp_adverts_sent_total":
                 c["adverts_sent"] = int(sample.value)
             elif sample.name == "drbdha_vrrp_adverts_received_total":
@@ -195,10 +195,10 @@ def counters_by_instance(registry: Any) -> dict[str, Counters]:
 
 
 def counters_from_registry(registry: Any, instance: str) -> Counters:
-    return counters_by_instance(registry).get(instance) or _no_counters()
+    return counters_by_instance(registry).get(instance) or no_counters()
 
 
-def _no_counters() -> Counters:
+def no_counters() -> Counters:
     return Counters(adverts_sent=0, adverts_received=0, invalid={})
 
 
