@@ -36,6 +36,27 @@ class DaemonConfig:
     metrics_listen: str = "127.0.0.1:9943"  # 9942 is drbd-reactor's
     """host:port of the Prometheus endpoint; "" disables it."""
     log_level: str = "info"
+    state_dir: Path = Path("/var/lib/drbdha")
+    """Where latches are kept across restarts (a latched disk must stay latched)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """One storage chain: what a master brings up below its VIP (`[storage.NAME]`)."""
+
+    name: str
+    drbd_resource: str
+    on_disk_loss: str = "failover"
+    """"failover": a Primary whose disk fails hands over to an UpToDate peer and latches;
+    "ignore": only alert (drbd-reactor's default)."""
+    on_demote_failure: str = "fault"
+    """After `secondary` and `secondary --force` failed: "fault" (stay in FAULT, never
+    advertise again until restarted), "reboot" or "poweroff"."""
+    promote_timeout: float = 30.0
+    demote_timeout: float = 30.0
+    promote_backoff: float = 15.0
+    """Seconds without a new promote attempt after DRBD refused one (exit 17/5)."""
+    vip_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,8 @@ class VrrpInstanceConfig:
     garp_master_repeat: int = 5
     garp_master_delay: float = 5.0
     garp_master_refresh: float = 60.0
+    storage: str | None = None
+    """Name of the [storage.NAME] chain this instance brings up as master; None: VIP only."""
 
     @property
     def family(self) -> int:
@@ -66,6 +89,10 @@ class Config:
     daemon: DaemonConfig
     vrrp_instances: tuple[VrrpInstanceConfig, ...]
     source: Path | None = field(default=None, compare=False)
+    storage: dict[str, StorageConfig] = field(default_factory=dict)
+
+    def storage_of(self, inst: VrrpInstanceConfig) -> StorageConfig | None:
+        return None if inst.storage is None else self.storage[inst.storage]
 
 
 # ---- readers: raw TOML value -> typed value, or _Invalid(message) -------------------------
@@ -192,6 +219,14 @@ def _vip(v: Any) -> IPInterface:
     return iface
 
 
+def _drbd_name(v: Any) -> str:
+    name = _str(v)
+    # drbdadm takes it as an argument: no path separators, whitespace or option look-alikes.
+    if name.startswith("-") or any(c in name for c in "/ \t\n") or len(name) > 128:
+        raise _Invalid(f"is not a DRBD resource name: {v!r}")
+    return name
+
+
 def _peer(v: Any) -> IPAddress:
     if not isinstance(v, str):  # ip_address(5) would be 0.0.0.5, ip_address(True) 0.0.0.1
         raise _Invalid(f"must be an IP address string, got {v!r}")
@@ -209,6 +244,7 @@ DAEMON_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "control_socket": (_path, DaemonConfig.control_socket),
     "metrics_listen": (_listen, DaemonConfig.metrics_listen),
     "log_level": (_choice("debug", "info", "warning", "error"), DaemonConfig.log_level),
+    "state_dir": (_path, DaemonConfig.state_dir),
 }
 
 INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
@@ -227,6 +263,20 @@ INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "garp_master_repeat": (_int(0, 100), 5),
     "garp_master_delay": (_seconds(0, 3600), 5.0),
     "garp_master_refresh": (_seconds(0, 86400), 60.0),
+    "storage": (_str, None),
+}
+
+STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "drbd_resource": (_drbd_name, _REQUIRED),
+    "on_disk_loss": (_choice("failover", "ignore"), StorageConfig.on_disk_loss),
+    "on_demote_failure": (
+        _choice("fault", "reboot", "poweroff"),
+        StorageConfig.on_demote_failure,
+    ),
+    "promote_timeout": (_seconds(1, 3600), StorageConfig.promote_timeout),
+    "demote_timeout": (_seconds(1, 3600), StorageConfig.demote_timeout),
+    "promote_backoff": (_seconds(1, 3600), StorageConfig.promote_backoff),
+    "vip_timeout": (_seconds(1, 600), StorageConfig.vip_timeout),
 }
 
 
@@ -289,7 +339,8 @@ def _check_instance(inst: dict[str, Any], path: str, problems: list[tuple[str, s
 
 
 def parse(data: dict[str, Any], source: Path | None = None) -> Config:
-    problems = [(key, "unknown section") for key in data.keys() - {"daemon", "vrrp_instance"}]
+    sections = {"daemon", "vrrp_instance", "storage"}
+    problems = [(key, "unknown section") for key in data.keys() - sections]
     daemon = _read_table(data.get("daemon", {}), DAEMON_OPTIONS, "daemon", problems)
     raw_instances = data.get("vrrp_instance", [])
     if not isinstance(raw_instances, list) or not raw_instances:
@@ -302,13 +353,64 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
         _check_instance(inst, path, problems)
         instances.append(inst)
     _check_unique(instances, problems)
+    storage = _read_storage(data.get("storage", {}), problems)
+    _check_storage_refs(instances, storage, problems)
     if problems:
         raise ConfigError(sorted(problems))
     return Config(
         daemon=DaemonConfig(**daemon),
         vrrp_instances=tuple(VrrpInstanceConfig(**i) for i in instances),
         source=source,
+        storage={name: StorageConfig(name=name, **s) for name, s in storage.items()},
     )
+
+
+def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        problems.append(("storage", "must be a table of [storage.NAME] tables"))
+        return {}
+    out = {}
+    for name, table in raw.items():
+        out[name] = _read_table(table, STORAGE_OPTIONS, f"storage.{name}", problems)
+    resources: dict[str, str] = {}
+    for name, s in out.items():
+        res = s.get("drbd_resource")
+        if res is None:
+            continue
+        if res in resources:
+            # Two chains promoting one resource would fight over it.
+            problems.append(
+                (f"storage.{name}.drbd_resource", f"already used by storage.{resources[res]}")
+            )
+        resources.setdefault(res, name)
+    return out
+
+
+def _check_storage_refs(
+    instances: list[dict[str, Any]],
+    storage: dict[str, dict[str, Any]],
+    problems: list[tuple[str, str]],
+) -> None:
+    users: dict[str, int] = {}
+    for i, inst in enumerate(instances):
+        name = inst.get("storage")
+        if name is None:
+            continue
+        if name not in storage:
+            problems.append((f"vrrp_instance[{i}].storage", f"no [storage.{name}] section"))
+        elif inst.get("priority") == 255:
+            # The address owner becomes master at once, before any promotion gate.
+            problems.append(
+                (f"vrrp_instance[{i}].priority", "255 (address owner) cannot have storage")
+            )
+        elif name in users:
+            # One chain, one master: two instances could make two nodes bring it up.
+            problems.append(
+                (f"vrrp_instance[{i}].storage", f"already used by vrrp_instance[{users[name]}]")
+            )
+        users.setdefault(name, i)
+    for name in storage.keys() - users.keys():
+        problems.append((f"storage.{name}", "not used by any [[vrrp_instance]]"))
 
 
 def _check_unique(instances: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:

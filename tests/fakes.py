@@ -15,9 +15,9 @@ from ipaddress import IPv4Address, IPv4Interface, ip_address
 
 from drbdha.config import VrrpInstanceConfig
 from drbdha.vrrp.events import (
-    AcquireVips,
+    Activate,
     Effect,
-    ReleaseVips,
+    Deactivate,
     SendAdvert,
     SendGarp,
     State,
@@ -201,12 +201,15 @@ class FakeLink:
             self.effects[i].append((self.now, effect))
             if isinstance(effect, SendAdvert):
                 self._send(i, effect.priority)
-            elif isinstance(effect, AcquireVips):
+            elif isinstance(effect, Activate):
                 assert not self.holds_vips[i], f"machine {i} acquired VIPs it already holds"
                 self.holds_vips[i] = True
-            elif isinstance(effect, ReleaseVips):
+                # An instant chain (the VIP alone): settled as soon as asked.
+                self._apply(i, self.machines[i].chain_settled(True, self.now))
+            elif isinstance(effect, Deactivate):
                 assert self.holds_vips[i], f"machine {i} released VIPs it does not hold"
                 self.holds_vips[i] = False
+                self._apply(i, self.machines[i].chain_settled(False, self.now))
         if self.check_invariants and self.alive[i]:
             master = self.machines[i].state is State.MASTER
             assert self.holds_vips[i] == master, (
@@ -285,7 +288,7 @@ class FakeLink:
         return [i for i, m in enumerate(self.machines) if self.alive[i] and m.state is State.MASTER]
 
     def vip_holders(self) -> list[int]:
-        """Indexes of the live machines holding the VIPs (AcquireVips without ReleaseVips)."""
+        """Indexes of the live machines holding the VIPs (Activate without Deactivate)."""
         return [i for i in range(len(self.machines)) if self.alive[i] and self.holds_vips[i]]
 
     def assert_exactly_one_master(self) -> int:

@@ -300,6 +300,8 @@ INSTANCE_BAD = [
     ("garp_master_delay", 3601, "0..3600"),
     ("garp_master_refresh", 86401, "0..86400"),
     ("garp_master_refresh", "60", "number"),
+    ("storage", 5, "string"),
+    ("storage", "", "non-empty"),
 ]
 
 
@@ -405,6 +407,7 @@ DAEMON_BAD = [
     ("metrics_listen", None, "host:port"),
     ("log_level", "verbose", "'debug', 'info', 'warning', 'error'"),
     ("log_level", 1, "'debug', 'info', 'warning', 'error'"),
+    ("state_dir", "var/lib/drbdha", "absolute"),
 ]
 
 

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drbdha.vrrp.events import (
-    AcquireVips,
+    Activate,
     Effect,
     InvalidAdvert,
-    ReleaseVips,
+    Deactivate,
     SendAdvert,
     SendGarp,
     State,
@@ -60,6 +60,7 @@ def master(**overrides: object) -> tuple[Machine, float]:
     assert at is not None
     m.handle_timer(at)
     assert m.state is State.MASTER
+    m.chain_settled(True, at)  # an instant chain: the VIP is up
     return m, at
 
 
@@ -93,8 +94,7 @@ def test_address_owner_becomes_master_at_once() -> None:
     assert effects == [
         Transition(State.INITIALIZE, State.MASTER, "address_owner"),
         SendAdvert(255),
-        AcquireVips(),
-        SendGarp("takeover"),
+        Activate(),
     ]
     assert m.get_timer() == 1.0
     assert m.snapshot().master_address == address(0)
@@ -126,8 +126,7 @@ def test_master_down_after_exactly_master_down_interval(
     assert effects == [
         Transition(State.BACKUP, State.MASTER, "master_down"),
         SendAdvert(priority),
-        AcquireVips(),
-        SendGarp("takeover"),
+        Activate(),
     ]
     assert m.get_timer() == pytest.approx(deadline + interval)
 
@@ -269,7 +268,7 @@ def test_master_hearing_higher_priority_steps_down_without_resign_advert() -> No
     # advert at our own priority after releasing, so the winner re-announces the VIPs.
     assert effects == [
         Transition(State.MASTER, State.BACKUP, "higher_priority"),
-        ReleaseVips(),
+        Deactivate(),
         SendAdvert(100),
     ]
     assert m.get_timer() == now + MDI_V2_P100
@@ -289,7 +288,7 @@ def test_equal_priority_master_with_lower_address_steps_down() -> None:
     effects = m.receive(adv(100), PEER, at + 0.5)  # from 10.0.0.2
     assert effects == [
         Transition(State.MASTER, State.BACKUP, "higher_priority"),
-        ReleaseVips(),
+        Deactivate(),
         SendAdvert(100),
     ]
 
@@ -326,6 +325,7 @@ def test_adver_timer_is_scheduled_from_the_deadline_not_from_now() -> None:
 def test_garp_second_burst_after_delay_then_periodic_refresh() -> None:
     m = machine(priority=255, garp_master_delay=5.0, garp_master_refresh=60.0)
     m.start(0.0)
+    m.chain_settled(True, 0.0)
     effects = run_timers(m, 125.0)
     garps = [(t, e.reason) for t, e in effects if isinstance(e, SendGarp)]
     assert garps == [(5.0, "master_delay"), (60.0, "refresh"), (120.0, "refresh")]
@@ -336,6 +336,7 @@ def test_garp_second_burst_after_delay_then_periodic_refresh() -> None:
 def test_get_timer_returns_earliest_pending_deadline() -> None:
     m = machine(priority=255, garp_master_delay=0.5, garp_master_refresh=0.75)
     m.start(0.0)
+    m.chain_settled(True, 0.0)
     seen = []
     while (at := m.get_timer()) is not None and at <= 3.0:
         assert m.handle_timer(at - 1e-9) == []  # nothing is due before get_timer()
@@ -360,7 +361,7 @@ def test_link_down_as_master_resigns_and_enters_fault() -> None:
     assert effects == [
         Transition(State.MASTER, State.FAULT, "fault:link"),
         SendAdvert(0),
-        ReleaseVips(),
+        Deactivate(),
     ]
     assert m.get_timer() is None
     assert m.receive(adv(200), PEER, at + 1.0) == []
@@ -388,7 +389,7 @@ def test_fault_before_start_starts_in_fault_and_owner_recovers_to_master() -> No
     assert m.start(0.0) == [Transition(State.INITIALIZE, State.FAULT, "fault:link")]
     effects = m.set_fault("link", False, 1.0)
     assert effects[0] == Transition(State.FAULT, State.MASTER, "fault_cleared")
-    assert AcquireVips() in effects
+    assert Activate() in effects
 
 
 def test_resign_sends_priority_zero_and_holds_off_preemption() -> None:
@@ -397,8 +398,9 @@ def test_resign_sends_priority_zero_and_holds_off_preemption() -> None:
     assert effects == [
         Transition(State.MASTER, State.BACKUP, "resign"),
         SendAdvert(0),
-        ReleaseVips(),
+        Deactivate(),
     ]
+    m.chain_settled(False, 10.0)
     assert m.snapshot().preempt_hold_off_until == 40.0
     # A lower-priority peer takes over; during the hold-off it is accepted as master.
     feed_lower_master(m, [10.5 + k for k in range(30)])  # 10.5 .. 39.5
@@ -420,7 +422,7 @@ def test_shutdown_as_master_sends_priority_zero_and_releases() -> None:
     assert m.shutdown(at + 0.5) == [
         Transition(State.MASTER, State.INITIALIZE, "shutdown"),
         SendAdvert(0),
-        ReleaseVips(),
+        Deactivate(),
     ]
     assert m.get_timer() is None
     assert m.shutdown(at + 1.0) == []
@@ -514,10 +516,10 @@ class _Checker:
             first = effects.index(trans[0])
             assert all(isinstance(e, InvalidAdvert) for e in effects[:first])
         for e in effects:
-            if isinstance(e, AcquireVips):
+            if isinstance(e, Activate):
                 assert not self.holds
                 self.holds = True
-            elif isinstance(e, ReleaseVips):
+            elif isinstance(e, Deactivate):
                 assert self.holds
                 self.holds = False
         assert self.holds == (m.state is State.MASTER)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from fakes import FakeLink, address, make_machines, params
 
-from drbdha.vrrp.events import ReleaseVips, SendAdvert, State, Transition
+from drbdha.vrrp.events import Deactivate, SendAdvert, State, Transition
 from drbdha.vrrp.machine import Machine
 
 MDI_P200 = 3.21875
@@ -115,7 +115,7 @@ def test_heal_winner_regarps_whoever_advertises_first(heal_at: float, first: int
     )
     assert first_after_heal[1] == first
     # What counts for neighbours: a GARP from the winner after the loser dropped the VIP.
-    released_at = next(t for t, e in link.effects[1] if t >= heal_at and isinstance(e, ReleaseVips))
+    released_at = next(t for t, e in link.effects[1] if t >= heal_at and isinstance(e, Deactivate))
     garps = link.garps(0, since=heal_at)
     assert {r for _, r in garps} == {"lower_priority_master"}
     assert garps[-1][0] >= released_at

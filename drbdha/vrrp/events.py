@@ -28,13 +28,13 @@ class SendAdvert:
 
 
 @dataclass(frozen=True, slots=True)
-class AcquireVips:
-    pass
+class Activate:
+    """Bring the chain up: storage, then the VIP as its last step (with its GARP burst)."""
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseVips:
-    pass
+class Deactivate:
+    """Take the chain down in reverse: the VIP first, then the storage below it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class InvalidAdvert:
     dropped: bool
 
 
-Effect = Transition | SendAdvert | AcquireVips | ReleaseVips | SendGarp | InvalidAdvert
+Effect = Transition | SendAdvert | Activate | Deactivate | SendGarp | InvalidAdvert
 
 # Reasons policy gives for refusing an advert; with packet.MALFORMED_REASONS these are the
 # label values of the invalid-advert counter.

@@ -15,10 +15,10 @@ from typing import Protocol
 
 from drbdha.vrrp.constants import PRIORITY_OWNER, PRIORITY_RESIGN
 from drbdha.vrrp.events import (
-    AcquireVips,
+    Activate,
+    Deactivate,
     Effect,
     InvalidAdvert,
-    ReleaseVips,
     SendAdvert,
     SendGarp,
     State,
@@ -87,6 +87,8 @@ class Snapshot:
     last_transition_at: float | None
     preempt_hold_off_until: float
     last_peer: Peer | None = None
+    inhibitions: tuple[str, ...] = ()
+    takeover_deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,11 @@ class Machine:
         self.last_peer: Peer | None = None
         self.last_transition: Transition | None = None
         self.last_transition_at: float | None = None
+        # Reasons not to take over that are no fault of this node (the DRBD peer is Primary,
+        # a promote back-off, a latch): name -> expiry (inf = until cleared).
+        self.inhibitions: dict[str, float] = {}
+        self._chain_busy = False  # Activate/Deactivate sent, the chain has not settled yet
+        self._takeover_deferred = False  # Master_Down_Interval ended while we could not serve
 
     # ---- derived values ------------------------------------------------------------------
 
@@ -148,6 +155,7 @@ class Machine:
             self._garp_delay_timer,
             self._garp_refresh_timer,
             self._override_until,
+            *(t for t in self.inhibitions.values() if t != float("inf")),
         )
         return min((t for t in timers if t is not None), default=None)
 
@@ -162,18 +170,24 @@ class Machine:
             last_transition_at=self.last_transition_at,
             preempt_hold_off_until=self._hold_off_until,
             last_peer=self.last_peer,
+            inhibitions=tuple(sorted(self.inhibitions)),
+            takeover_deferred=self._takeover_deferred,
         )
 
     # ---- inputs --------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Effect]:
-        """RFC 5798 §6.4.1 (Initialize)."""
+    def start(self, now: float, *, resume: bool = False) -> list[Effect]:
+        """RFC 5798 §6.4.1 (Initialize). `resume`: a previous run of this daemon left the
+        storage chain up (kill -9, crash): no other node can hold it, so we serve on at once
+        instead of leaving it dark for Master_Down_Interval, and let the election settle."""
         if self.state is not State.INITIALIZE:
             return []
         if self.faults:
             return self._enter_fault(now, self._fault_reason())
         if self.params.priority == PRIORITY_OWNER:
             return self._become_master(now, "address_owner")
+        if resume and not self.inhibitions:
+            return self._become_master(now, "reconciled")
         return self._become_backup(now, "startup")
 
     def receive(self, advert: Advertisement, src: IPAddress, now: float) -> list[Effect]:
@@ -200,8 +214,21 @@ class Machine:
         if self._override_until is not None and now >= self._override_until:
             # The force-failover priority ends with its hold-off; adverts carry ours again.
             self._priority_override = self._override_until = None
+        expired = [n for n, t in self.inhibitions.items() if now >= t]
+        if expired:
+            for name in expired:
+                del self.inhibitions[name]
+            if not self.inhibitions:
+                self._resume_deferred(now, self.skew_time)
         if self.state is State.BACKUP:
             if self._master_down_timer is not None and now >= self._master_down_timer:
+                if self.inhibitions or self._chain_busy:
+                    # §6.4.2 says take over; we cannot serve yet. Wait for the reason to
+                    # clear (set_inhibit/chain_settled re-arm the timer) instead of
+                    # holding the VIP without storage.
+                    self._master_down_timer = None
+                    self._takeover_deferred = True
+                    return []
                 return self._become_master(now, self._takeover_reason)
             return []
         if self.state is not State.MASTER:
@@ -237,6 +264,51 @@ class Machine:
             return self._become_master(now, "fault_cleared")
         return self._become_backup(now, "fault_cleared")
 
+    def set_inhibit(
+        self, name: str, active: bool, now: float, until: float = float("inf")
+    ) -> list[Effect]:
+        """A reason not to take over (no fault of ours) began or ended. A master that
+        becomes inhibited resigns (priority 0) so the peer, which can serve, takes over."""
+        had = bool(self.inhibitions)
+        if active:
+            self.inhibitions[name] = until
+        elif self.inhibitions.pop(name, None) is None:
+            return []
+        if active and self.state is State.MASTER:
+            return self._become_backup(now, "inhibited")
+        if had and not self.inhibitions:
+            # The peer we waited for (DRBD Primary until now) is gone: take over after
+            # Skew_Time, so of two such backups the higher priority goes first (§6.4.2).
+            self._resume_deferred(now, self.skew_time)
+        return []
+
+    def chain_settled(self, up: bool, now: float) -> list[Effect]:
+        """The chain reached the state last asked for (or gave up on it)."""
+        self._chain_busy = False
+        if self.state is State.MASTER and up:
+            # The VIP is the chain's last step and sent the takeover burst itself; the
+            # repeat and refresh bursts count from here.
+            if self.params.garp_master_delay > 0:
+                self._garp_delay_timer = now + self.params.garp_master_delay
+            if self.params.garp_master_refresh > 0:
+                self._garp_refresh_timer = now + self.params.garp_master_refresh
+            return []
+        if not up and not self.inhibitions:
+            # We stepped down and our storage is released only now: give the peer a whole
+            # Master_Down_Interval from here to take over before we take it back.
+            self._resume_deferred(now, self.master_down_interval)
+        return []
+
+    def chain_failed(self, now: float, backoff: float) -> list[Effect]:
+        """A takeover failed and was rolled back: resign and stay out of the election for
+        `backoff` seconds (never retry a refused promote in a tight loop)."""
+        return self.set_inhibit("promote_backoff", True, now, until=now + backoff)
+
+    def _resume_deferred(self, now: float, delay: float) -> None:
+        if self.state is State.BACKUP and self._takeover_deferred and not self._chain_busy:
+            self._takeover_deferred = False
+            self._master_down_timer = now + delay
+
     def resign(self, now: float, hold_off: float) -> list[Effect]:
         """Give up mastership at once (force-failover): a priority-0 advert makes a backup take
         over after Skew_Time (§6.4.2), and preemption is held off for `hold_off` seconds so we
@@ -250,7 +322,7 @@ class Machine:
     def take_over(self, now: float, priority: int, hold_off: float) -> list[Effect]:
         """Force-failover run on a backup: become master now and advertise `priority` for
         `hold_off` seconds, so the current master hears a higher priority and steps down."""
-        if self.state is not State.BACKUP:
+        if self.state is not State.BACKUP or self.inhibitions:
             return []
         self._priority_override = priority
         self._override_until = self._hold_off_until = now + hold_off
@@ -346,22 +418,16 @@ class Machine:
     # ---- state entry ---------------------------------------------------------------------
 
     def _become_master(self, now: float, reason: str) -> list[Effect]:
-        """§6.4.1/§6.4.2: send an advert, add the addresses, announce them, arm Adver_Timer."""
+        """§6.4.1/§6.4.2: send an advert, bring the chain up (the VIP last, with its GARP
+        burst), arm Adver_Timer. The GARP repeat/refresh timers start once the chain is up."""
         transition = self._change_state(State.MASTER, reason, now)
         self._clear_timers()
+        self._takeover_deferred = False
+        self._chain_busy = True
         self.master_address = self.local_address
         self.master_adver_interval = self.params.advert_interval
         self._adver_timer = now + self.params.advert_interval
-        if self.params.garp_master_delay > 0:
-            self._garp_delay_timer = now + self.params.garp_master_delay
-        if self.params.garp_master_refresh > 0:
-            self._garp_refresh_timer = now + self.params.garp_master_refresh
-        return [
-            transition,
-            SendAdvert(self.effective_priority),
-            AcquireVips(),
-            SendGarp("takeover"),
-        ]
+        return [transition, SendAdvert(self.effective_priority), Activate()]
 
     def _become_backup(self, now: float, reason: str) -> list[Effect]:
         # Stepping down for a higher-priority master sends no priority-0 advert (RFC 5798
@@ -387,9 +453,10 @@ class Machine:
 
     def _leave_master(self, *, resign: bool = True) -> list[Effect]:
         # §6.4.3: a leaving master sends priority 0 so a backup takes over after Skew_Time.
+        self._chain_busy = True
         if not resign:
-            return [ReleaseVips()]
-        return [SendAdvert(PRIORITY_RESIGN), ReleaseVips()]
+            return [Deactivate()]
+        return [SendAdvert(PRIORITY_RESIGN), Deactivate()]
 
     def _clear_timers(self) -> None:
         self._adver_timer = self._master_down_timer = None

@@ -1,0 +1,124 @@
+"""The chain runner: one asyncio task per chain that brings the steps to the machine's wish.
+
+It never touches the machine. The daemon tells it what is wanted (`want()`, synchronous, so
+an effect never waits for storage), and it reports every step and every resting point back
+through the inbox as StepReport and ChainSettled events. A slow step therefore delays
+nothing but the chain: the loop goes on sending adverts (the 20 s mount case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from drbdha.chain.plan import Action, Next, Plan, Settled
+from drbdha.chain.step import Step, StepFailed
+from drbdha.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    instance: str
+    step: str
+    action: Action
+    ok: bool
+    took: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSettled:
+    instance: str
+    generation: int
+    settled: Settled
+
+
+class Runner:
+    def __init__(
+        self,
+        instance: str,
+        steps: Sequence[Step],
+        report: Callable[[object], None],
+        clock: Clock,
+    ) -> None:
+        self.instance = instance
+        self.steps = tuple(steps)
+        self.plan = Plan(tuple(s.name for s in self.steps))
+        self.last: dict[str, StepReport] = {}
+        self._report = report
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._reported_generation = -1
+        self._idle = asyncio.Event()
+
+    async def reconcile(self) -> tuple[str, ...]:
+        """Find what a previous run left up (after kill -9 or a crash); returns those steps."""
+        held = []
+        for s in self.steps:
+            try:
+                held.append(await asyncio.wait_for(s.held(), s.stop_timeout))
+            except (TimeoutError, StepFailed):
+                held.append(True)  # unknown counts as held: the safe reading for a stop
+        self.plan = Plan(self.plan.names, tuple(held))
+        return self.plan.held
+
+    def want(self, up: bool) -> None:
+        if self.plan.want(up):
+            self._idle.clear()
+            self._wake.set()
+
+    @property
+    def generation(self) -> int:
+        return self.plan.generation
+
+    async def run(self) -> None:
+        while True:
+            nxt = self.plan.next()
+            if nxt is None:
+                self._settle()
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            await self._do(nxt)
+
+    async def wait_idle(self) -> None:
+        """Wait until the chain rests (shutdown: the caller bounds it with asyncio.timeout)."""
+        await self._idle.wait()
+
+    def _settle(self) -> None:
+        settled = self.plan.settled()
+        if settled is None:
+            if self.plan.wanted is None:
+                self._idle.set()
+            return
+        self._idle.set()
+        if self._reported_generation == self.plan.generation and settled.ok:
+            return
+        if self._reported_generation == self.plan.generation and self.plan.stuck:
+            return
+        self._reported_generation = self.plan.generation
+        self._report(ChainSettled(self.instance, self.plan.generation, settled))
+
+    async def _do(self, nxt: Next) -> None:
+        step = self.steps[nxt.index]
+        self.plan.begin(nxt)
+        start = nxt.action is Action.START
+        budget = step.start_timeout if start else step.stop_timeout
+        t0 = self._clock.monotonic()
+        error: str | None = None
+        backoff = False
+        try:
+            async with asyncio.timeout(budget):
+                await (step.start() if start else step.stop())
+        except StepFailed as e:
+            error, backoff = str(e), e.backoff
+        except TimeoutError:
+            error = f"timeout: not done in {budget:g} s"
+        except Exception as e:  # a bug in a step is a failed step, never a dead runner
+            error = f"error: {e!r}"
+        took = self._clock.monotonic() - t0
+        self.plan.done(error is None, error, backoff)
+        report = StepReport(self.instance, step.name, nxt.action, error is None, took, error)
+        self.last[step.name] = report
+        self._report(report)

@@ -1,0 +1,122 @@
+"""[storage.NAME] sections and the instances that name them: every problem with its key path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from drbdha.config import STORAGE_OPTIONS, StorageConfig, parse
+from drbdha.errors import ConfigError
+
+
+def _data(storage: dict[str, Any] | None = None, **inst: Any) -> dict[str, Any]:
+    instance = {
+        "name": "nfs",
+        "interface": "eth0",
+        "vrid": 51,
+        "virtual_ipaddress": ["192.0.2.100/24"],
+        "storage": "nfs",
+    }
+    instance.update(inst)
+    return {
+        "vrrp_instance": [instance],
+        "storage": {"nfs": {"drbd_resource": "r0"}} if storage is None else storage,
+    }
+
+
+def _problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as exc:
+        parse(data)
+    return exc.value.problems
+
+
+def test_minimal_chain_has_documented_defaults() -> None:
+    cfg = parse(_data())
+    inst = cfg.vrrp_instances[0]
+    assert inst.storage == "nfs"
+    assert cfg.storage_of(inst) == StorageConfig(name="nfs", drbd_resource="r0")
+    s = cfg.storage["nfs"]
+    assert (s.on_disk_loss, s.on_demote_failure, s.promote_backoff) == ("failover", "fault", 15.0)
+
+
+def test_instance_without_storage_is_vrrp_only() -> None:
+    data = _data(storage={})
+    del data["vrrp_instance"][0]["storage"]
+    cfg = parse(data)
+    assert cfg.storage_of(cfg.vrrp_instances[0]) is None
+
+
+BAD = [
+    ("drbd_resource", "", "non-empty"),
+    ("drbd_resource", "r0 r1", "DRBD resource name"),
+    ("drbd_resource", "--force", "DRBD resource name"),
+    ("drbd_resource", "../r0", "DRBD resource name"),
+    ("on_disk_loss", "detach", "'failover', 'ignore'"),
+    ("on_demote_failure", "panic", "'fault', 'reboot', 'poweroff'"),
+    ("promote_timeout", 0, "1..3600"),
+    ("demote_timeout", "30", "number"),
+    ("promote_backoff", 0.5, "1..3600"),
+    ("vip_timeout", 601, "1..600"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), BAD)
+def test_bad_storage_value(key: str, value: Any, fragment: str) -> None:
+    table = {"drbd_resource": "r0", key: value}
+    problems = _problems(_data(storage={"nfs": table}))
+    assert [p for p, _ in problems] == [f"storage.nfs.{key}"]
+    assert fragment in problems[0][1]
+
+
+def test_every_storage_option_has_a_bad_value_case() -> None:
+    assert {key for key, _, _ in BAD} == set(STORAGE_OPTIONS)
+
+
+def test_drbd_resource_is_required() -> None:
+    assert _problems(_data(storage={"nfs": {}})) == [("storage.nfs.drbd_resource", "is required")]
+
+
+def test_unknown_storage_key() -> None:
+    problems = _problems(_data(storage={"nfs": {"drbd_resource": "r0", "mount": "/srv"}}))
+    assert problems == [("storage.nfs.mount", "unknown key")]
+
+
+def test_instance_names_a_missing_chain() -> None:
+    problems = _problems(_data(storage={}))
+    assert problems == [("vrrp_instance[0].storage", "no [storage.nfs] section")]
+
+
+def test_unused_chain_is_an_error() -> None:
+    storage = {"nfs": {"drbd_resource": "r0"}, "spare": {"drbd_resource": "r1"}}
+    assert _problems(_data(storage=storage)) == [
+        ("storage.spare", "not used by any [[vrrp_instance]]")
+    ]
+
+
+def test_two_instances_cannot_share_a_chain() -> None:
+    data = _data()
+    data["vrrp_instance"].append({**data["vrrp_instance"][0], "name": "b", "vrid": 52})
+    problems = _problems(data)
+    assert [p for p, _ in problems] == ["vrrp_instance[1].storage"]
+
+
+def test_two_chains_cannot_share_a_resource() -> None:
+    data = _data(storage={"a": {"drbd_resource": "r0"}, "b": {"drbd_resource": "r0"}}, storage_="")
+    data["vrrp_instance"][0]["storage"] = "a"
+    del data["vrrp_instance"][0]["storage_"]
+    data["vrrp_instance"].append(
+        {**data["vrrp_instance"][0], "name": "b", "vrid": 52, "storage": "b"}
+    )
+    problems = _problems(data)
+    assert problems == [("storage.b.drbd_resource", "already used by storage.a")]
+
+
+def test_address_owner_cannot_have_storage() -> None:
+    problems = _problems(_data(priority=255))
+    assert problems == [("vrrp_instance[0].priority", "255 (address owner) cannot have storage")]
+
+
+def test_storage_must_be_tables() -> None:
+    problems = _problems(_data(storage={"nfs": "r0"}))
+    assert ("storage.nfs", "must be a table") in problems
