@@ -409,8 +409,10 @@ def _check_storage_refs(
                 (f"vrrp_instance[{i}].storage", f"already used by vrrp_instance[{users[name]}]")
             )
         users.setdefault(name, i)
-    for name in storage.keys() - users.keys():
-        problems.append((f"storage.{name}", "not used by any [[vrrp_instance]]"))
+    problems.extend(
+        (f"storage.{name}", "not used by any [[vrrp_instance]]")
+        for name in storage.keys() - users.keys()
+    )
 
 
 def _check_unique(instances: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:

@@ -16,28 +16,35 @@ import heapq
 import itertools
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import start_http_server
 
 from drbdha import __version__, control, logs, status
+from drbdha.chain.runner import ChainSettled, StepReport
+from drbdha.chains import Chains, PowerAction, power_action, storage_status
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config, VrrpInstanceConfig, load
 from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
 from drbdha.handover import Handover
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
+from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net import NetError
 from drbdha.net.addresses import Addresses, AddressSnapshot
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
+from drbdha.resources.drbd import DrbdChanged
 from drbdha.systemd import Notifier
 
 SocketKey = tuple[str, int]  # (interface, address family)
 STATUS_INTERVAL = 1.0  # seconds between systemd STATUS= updates
+FACTS_WAIT = 5.0  # seconds to wait at start for DRBD's initial state before the election
+STOP_MARGIN = 5.0  # seconds on top of a chain's stop timeouts when waiting for it
 
 # Instance settings a reload can change in place; any other change restarts the instance.
 RELOADABLE = frozenset(
@@ -91,6 +98,13 @@ class Daemon:
         self.sockets: dict[SocketKey, VrrpSocket] = {}
         self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
         self.handover = Handover(self)
+        self.latches = LatchStore(config.daemon.state_dir / "latches.json")
+        self.chains = Chains(
+            self.apply, self.inbox.put, self.latches, self.metrics, self.log, self.clock
+        )
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner_tasks: dict[str, asyncio.Task[None]] = {}
+        self._watch_tasks: dict[str, asyncio.Task[None]] = {}
         self._frames: dict[str, FrameSender] = {}
         self._readable: dict[SocketKey, Readable] = {}
         self._pending: set[SocketKey] = set()  # sockets with a Readable in the inbox
@@ -126,31 +140,46 @@ class Daemon:
             cfg,
             self.sockets[key],
             self._frames[cfg.interface],
-            self.addresses,
             self.metrics,
             self.log,
+            storage=self.config.storage_of(cfg),
         )
+        self.chains.build(inst, self.addresses)
         self.instances[cfg.name] = inst
         self.by_vrid[key][cfg.vrid] = inst
+        self._start_tasks(inst)
         return inst
 
-    async def _reconcile(self, instances: list[Instance], now: float) -> None:
-        """Bring the kernel in line with a fresh start: we begin as backup (or owner), so a
-        VIP left on the interface by a previous run (crash, kill -9) must go. It comes back
-        with a GARP burst if we win the election. One address dump per interface and family
-        serves every instance on it (1000 instances must not cost 1000 dumps each)."""
+    def _start_tasks(self, inst: Instance) -> None:
+        if self._tasks is None:
+            return  # run() starts them once the task group exists
+        if inst.name not in self._runner_tasks:
+            self._runner_tasks[inst.name] = self._tasks.create_task(inst.runner.run())
+        for res, watcher in self.chains.watchers.items():
+            if res not in self._watch_tasks:
+                self._watch_tasks[res] = self._tasks.create_task(watcher.run())
+
+    async def _reconcile(self, instances: list[Instance], now: float) -> set[str]:
+        """Find what a previous run (crash, kill -9) left up; returns the instances whose
+        storage is held, which resume as master. A VIP left up without storage under it
+        goes: we begin as backup, and it comes back with a GARP burst if we win.
+        One address dump per interface and family serves every instance on it."""
+        resume = set()
+        for inst in instances:
+            held = await inst.runner.reconcile()
+            if set(held) - {"vip"}:
+                resume.add(inst.name)
+                self.log.warning("chain.reconciled", instance=inst.name, held=list(held))
+            elif held:
+                inst.runner.want(False)  # the runner task removes it before anything else
+                self.log.warning(
+                    "vip.reconciled",
+                    instance=inst.name,
+                    action="removing a stale address from a previous run",
+                )
         snapshots = await self._snapshots(instances)
         for inst in instances:
             snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
-            for vip in inst.cfg.virtual_ipaddress:
-                if snap is not None and snap.has(vip):
-                    await self.addresses.remove(inst.cfg.interface, vip)
-                    self.log.warning(
-                        "vip.reconciled",
-                        instance=inst.name,
-                        address=str(vip),
-                        action="removed stale address from a previous run",
-                    )
             self._set_local(inst, snap, now)
             up = (
                 self._links.is_up(inst.cfg.interface)
@@ -158,12 +187,38 @@ class Daemon:
                 else await self.addresses.link_is_up(inst.cfg.interface)
             )
             inst.machine.set_fault("link", not up, now)
+        return resume
 
     async def _remove_instance(self, inst: Instance, now: float) -> None:
-        await self.apply(inst, inst.machine.shutdown(now), now)
+        """Shut the instance down and wait (bounded) for its chain to be released before
+        it is forgotten: a restarted instance must not find its own storage half down."""
+        self.apply(inst, inst.machine.shutdown(now), now)
+        inst.runner.want(False)
+        if not await self._wait_released([inst]):
+            self.log.error("chain.release_timed_out", instance=inst.name)
+        task = self._runner_tasks.pop(inst.name, None)
+        if task is not None:
+            task.cancel()
+        self.chains.forget(inst)
         del self.instances[inst.name]
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
         inst.scheduled = None
+
+    async def _wait_released(self, instances: list[Instance]) -> bool:
+        """Wait for these chains to rest, serving the inbox meanwhile (step reports, DRBD
+        events); False if one did not within its stop budget."""
+        budget = max((sum(s.stop_timeout for s in i.runner.steps) for i in instances), default=0.0)
+        deadline = self.clock.monotonic() + budget + STOP_MARGIN
+        while any(i.runner.plan.settled() is None and i.runner.plan.held for i in instances):
+            if any(i.runner.plan.stuck for i in instances):
+                return False
+            now = self.clock.monotonic()
+            if now >= deadline:
+                return False
+            event = await self.inbox.get(min(deadline, now + 0.1))
+            if event is not None:
+                await self._dispatch(event, self.clock.monotonic())
+        return True
 
     async def _snapshots(self, instances: list[Instance]) -> dict[tuple[str, int], AddressSnapshot]:
         """The addresses on each (interface, IP version) these instances use; an interface
@@ -234,27 +289,48 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         try:
-            now = self.clock.monotonic()
-            for cfg in self.config.vrrp_instances:
-                self._add_instance(cfg)
-            self._install_callbacks(loop)
-            await self._reconcile(list(self.instances.values()), now)
-            self._serve_metrics()
-            await self._serve_control()
-            now = self.clock.monotonic()
-            for inst in self.instances.values():
-                await self.apply(inst, inst.machine.start(now), now)
-            # Everything allocated so far lives for the whole run; freezing it keeps the
-            # collector from re-scanning it (full collections cost 13-30 ms otherwise).
-            gc.freeze()
-            self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
-            self.sd.ready(self._status_line())
-            self._status_due = now + STATUS_INTERVAL
-            while not self._stopping:
-                await self._turn()
-            return 0
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                try:
+                    return await self._run(loop)
+                finally:
+                    await self._shutdown(loop)
+                    for task in [*self._runner_tasks.values(), *self._watch_tasks.values()]:
+                        task.cancel()
         finally:
-            await self._shutdown(loop)
+            self._close(loop)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
+        self.latches.load()
+        if self.latches.load_error:
+            self.log.error("latch.unreadable", error=self.latches.load_error)
+        now = self.clock.monotonic()
+        for cfg in self.config.vrrp_instances:
+            self._add_instance(cfg)
+        self._install_callbacks(loop)
+        resume = await self._reconcile(list(self.instances.values()), now)
+        for inst in self.instances.values():
+            self._start_tasks(inst)
+        try:
+            async with asyncio.timeout(FACTS_WAIT):
+                await self.chains.wait_for_facts()
+        except TimeoutError:
+            self.log.warning("drbd.no_initial_state", wait_s=FACTS_WAIT)
+        self._serve_metrics()
+        await self._serve_control()
+        now = self.clock.monotonic()
+        for inst in self.instances.values():
+            self.chains.initial_verdict(inst, now)
+            self.apply(inst, inst.machine.start(now, resume=inst.name in resume), now)
+        # Everything allocated so far lives for the whole run; freezing it keeps the
+        # collector from re-scanning it (full collections cost 13-30 ms otherwise).
+        gc.freeze()
+        self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
+        self.sd.ready(self._status_line())
+        self._status_due = now + STATUS_INTERVAL
+        while not self._stopping:
+            await self._turn()
+        return 0
 
     async def _turn(self) -> None:
         now = self.clock.monotonic()
@@ -267,10 +343,10 @@ class Daemon:
         event = await self.inbox.get(min((d for d in deadlines if d is not None), default=None))
         now = self.clock.monotonic()
         if event is None:
-            await self._run_timers(now)
+            self._run_timers(now)
         else:
             await self._dispatch(event, now)
-        await self.handover.check(now)
+        self.handover.check(now)
         if self._status_dirty and now >= self._status_due:
             self._status_dirty = False
             self._status_due = now + STATUS_INTERVAL
@@ -291,6 +367,15 @@ class Daemon:
                 self._stopping = True
             case Reload():
                 await self._reload(now)
+            case StepReport():
+                self.chains.on_step(event)
+            case ChainSettled(name):
+                if name in self.instances:
+                    self.chains.on_settled(self.instances[name], event, now)
+            case DrbdChanged():
+                self.chains.on_drbd(event, now)
+            case PowerAction(action=action) if self._tasks is not None:
+                self._tasks.create_task(power_action(action, self.log))
 
     async def _read_socket(self, key: SocketKey, now: float) -> None:
         self._pending.discard(key)
@@ -310,7 +395,7 @@ class Daemon:
             if inst is None:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
-            await self.apply(inst, inst.receive(rx, now), now)
+            self.apply(inst, inst.receive(rx, now), now)
 
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
@@ -319,17 +404,17 @@ class Daemon:
             if isinstance(ev, LinkEvent):
                 self.log.info("link.changed", interface=ev.ifname, up=ev.up)
                 for inst in on_link:
-                    await self.apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
+                    self.apply(inst, inst.machine.set_fault("link", not ev.up, now), now)
             elif isinstance(ev, AddressEvent):
                 snapshots = await self._snapshots(on_link)
                 for inst in on_link:
                     snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
-                    await self.apply(inst, self._set_local(inst, snap, now), now)
+                    self.apply(inst, self._set_local(inst, snap, now), now)
 
-    async def apply(self, inst: Instance, effects: list[Any], now: float) -> None:
-        """Carry out a machine's effects and re-arm its timer: call after every machine input
-        (the force-failover orchestrator does too)."""
-        if effects and await inst.execute(effects, now) and self.sd.enabled:
+    def apply(self, inst: Instance, effects: list[Any], now: float) -> None:
+        """Carry out a machine's effects (without waiting: chain work goes to the runner)
+        and re-arm its timer: call after every machine input (force-failover does too)."""
+        if effects and inst.execute(effects, now) and self.sd.enabled:
             # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
             # must not build 1000 status lines.
             self._status_dirty = True
@@ -345,7 +430,7 @@ class Daemon:
             heapq.heappop(heap)  # superseded entry
         return heap[0][0] if heap else None
 
-    async def _run_timers(self, now: float) -> None:
+    def _run_timers(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, inst = heapq.heappop(heap)
@@ -353,7 +438,7 @@ class Daemon:
                 continue
             inst.scheduled = None
             self.metrics.loop_lateness.observe(now - deadline)
-            await self.apply(inst, inst.machine.handle_timer(now), now)
+            self.apply(inst, inst.machine.handle_timer(now), now)
 
     # ---- control -------------------------------------------------------------------------
 
@@ -365,11 +450,9 @@ class Daemon:
             if command == control.STATUS:
                 event.reply.set_result({"status": self.status_document(now)})
             elif command == control.FORCE_FAILOVER:
-                await self.handover.start(event, now)
+                self.handover.start(event, now)
             elif command == control.CLEAR_LATCH:
-                raise control.CommandError(
-                    "no latch is set (storage latches come with the storage chain)", "refused"
-                )
+                event.reply.set_result(self._clear_latch(event.request, now))
             else:
                 raise control.CommandError(f"unknown command {command!r}", "unknown_command")
         except control.CommandError as e:
@@ -385,6 +468,7 @@ class Daemon:
                         "name": i.name,
                         "state": i.machine.state.value,
                         "faults": sorted(i.machine.faults),
+                        "latches": [{"kind": k} for k in i.latches],
                         "warnings": i.warnings(),
                     }
                     for i in self.instances.values()
@@ -394,18 +478,25 @@ class Daemon:
 
     def status_document(self, now: float) -> status.StatusDocument:
         counters = status.counters_by_instance(self.metrics.registry)
-        insts = [
-            status.instance_status(
-                i.cfg,
-                i.machine.snapshot(),
-                now,
-                counters=counters.get(i.name)
-                or status.no_counters(),  # one scrape above serves every instance
-                peer=i.peer_status(now),
-                warnings=i.warnings(),
+        wall = time.time()
+        insts = []
+        for i in self.instances.values():
+            storage, latches, alerts = storage_status(i, wall)
+            insts.append(
+                status.instance_status(
+                    i.cfg,
+                    i.machine.snapshot(),
+                    now,
+                    counters=counters.get(i.name)
+                    or status.no_counters(),  # one scrape above serves every instance
+                    peer=i.peer_status(now),
+                    vips_held=i.vip_up,
+                    storage=storage,
+                    latches=latches,
+                    alerts=alerts,
+                    warnings=i.warnings(),
+                )
             )
-            for i in self.instances.values()
-        ]
         source = self.config.source
         return status.document(
             version=__version__,
@@ -447,24 +538,35 @@ class Daemon:
         old = self.instances
         wanted = {c.name: c for c in new.vrrp_instances}
         changes: dict[str, list[str]] = {"added": [], "removed": [], "updated": [], "restarted": []}
-        for name in [n for n in old if n not in wanted or _needs_restart(old[n].cfg, wanted[n])]:
+        restart = [
+            n
+            for n in old
+            if n not in wanted
+            or _needs_restart(old[n].cfg, wanted[n])
+            or new.storage_of(wanted[n]) != old[n].storage  # a changed chain restarts
+        ]
+        for name in restart:
             await self._remove_instance(old[name], now)
             changes["restarted" if name in wanted else "removed"].append(name)
+        self.config = Config(
+            daemon=self.config.daemon,
+            vrrp_instances=new.vrrp_instances,
+            source=new.source,
+            storage=new.storage,
+        )
         for name, cfg in wanted.items():
             if name in self.instances:
                 if self.instances[name].cfg != cfg:
                     self.instances[name].reconfigure(cfg)
-                    await self.apply(self.instances[name], [], now)
+                    self.apply(self.instances[name], [], now)
                     changes["updated"].append(name)
                 continue
             inst = self._add_instance(cfg)
-            await self._reconcile([inst], now)
-            await self.apply(inst, inst.machine.start(now), now)
+            resume = await self._reconcile([inst], now)
+            self.chains.initial_verdict(inst, now)
+            self.apply(inst, inst.machine.start(now, resume=inst.name in resume), now)
             if name not in changes["restarted"]:
                 changes["added"].append(name)
-        self.config = Config(
-            daemon=self.config.daemon, vrrp_instances=new.vrrp_instances, source=new.source
-        )
         links = self._links
         if self._loop is not None and links is not None and links.ifnames != set(self._frames):
             self._watch_links(self._loop)
@@ -473,16 +575,29 @@ class Daemon:
     # ---- shutdown ------------------------------------------------------------------------
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Resign every master (priority 0, VIPs removed) however we got here."""
+        """Resign every master (priority 0) and release every chain in reverse, however we
+        got here, waiting for each within its stop budget (systemd's stop timeout is
+        extended to match)."""
+        del loop
         now = self.clock.monotonic()
-        self.sd.stopping()
         self.handover.abort("the daemon is stopping")
-        for inst in self.instances.values():
+        instances = list(self.instances.values())
+        budget = sum(s.stop_timeout for i in instances for s in i.runner.steps) + STOP_MARGIN
+        self.sd.stopping("stopping: resigning and releasing storage")
+        self.sd.extend_timeout(budget)
+        for inst in instances:
             try:
-                await self.apply(inst, inst.machine.shutdown(now), now)
+                self.apply(inst, inst.machine.shutdown(now), now)
             except Exception:
                 self.log.exception("daemon.shutdown_failed", instance=inst.name)
-                await inst.release_vips()
+            inst.runner.want(False)
+        if not await self._wait_released(instances):
+            held = {i.name: list(i.runner.plan.held) for i in instances if i.runner.plan.held}
+            self.log.critical("daemon.stopped_holding", held=held)
+        if self._control is not None:
+            await self._control.close()
+
+    def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets.values():
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -491,13 +606,34 @@ class Daemon:
         if self._links is not None:
             loop.remove_reader(self._links.fileno())
             self._links.close()
-        if self._control is not None:
-            await self._control.close()
         self.addresses.close()
         self.inbox.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.log.info("daemon.stopped")
+
+    # ---- latches -------------------------------------------------------------------------
+
+    def _clear_latch(self, req: dict[str, Any], now: float) -> dict[str, Any]:
+        name, kind = req.get("instance"), req.get("kind")
+        if kind is not None and kind not in ("disk", "split-brain"):
+            raise control.CommandError("kind must be disk or split-brain", "malformed")
+        targets = [i for i in self.instances.values() if name in (None, i.name)]
+        if name is not None and not targets:
+            raise control.CommandError(f"no instance named {name!r}", "refused")
+        cleared, refused = [], []
+        for inst in targets:
+            for k in [k for k in list(inst.latches) if kind in (None, k)]:
+                why = self.chains.clear_latch(inst, k, now)
+                if why is None:
+                    cleared.append({"instance": inst.name, "kind": k})
+                else:
+                    refused.append(f"{inst.name} {k}: {why}")
+        if refused:
+            raise control.CommandError("; ".join(refused), "refused")
+        if not cleared:
+            raise control.CommandError("no latch is set", "refused")
+        return {"cleared": cleared}
 
 
 def _needs_restart(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:

@@ -7,7 +7,8 @@ On the master, the hand-over is a resignation (priority 0): a backup takes over 
 Skew_Time. VRRP backups are silent, so the master cannot see a live backup beforehand: the
 resignation is the probe. If no peer advertises within two intervals of it, the master
 takes the role straight back (outcome refused, with the measured gap) rather than leave the
-address unserved. (The storage chain adds the strong pre-check: DRBD peer UpToDate.)
+address unserved. With a storage chain it is refused up front unless the DRBD peer is
+connected and UpToDate (and so is our own disk): a hand-over must never land on stale data.
 On a backup, it takes over at once with priority 254 for the hold-off time; the master
 hears the higher priority and steps down.
 Both nodes hold off preemption for the hold-off time, so the role does not flip back.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drbdha import control
+from drbdha.resources.drbd_gates import good_copy_elsewhere
 from drbdha.vrrp.constants import PRIORITY_OWNER
 from drbdha.vrrp.events import State
 
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
     from drbdha.instance import Instance
 
 TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
+# The master being the DRBD Primary is what a backup taking over expects: its DRBD step
+# waits for the master to demote.
+TAKEOVER_IGNORES = frozenset({"peer_primary"})
 DEFAULT_WAIT = 10.0
 DEFAULT_HOLD_OFF = 300.0
 MARGIN = 0.05  # seconds of slack for delivery and scheduling
@@ -61,7 +66,7 @@ class Handover:
         pending = [t.probe_until for t in self.job.targets if t.role == "master" and not t.done]
         return min([self.job.deadline, *pending])
 
-    async def start(self, event: control.ControlRequest, now: float) -> None:
+    def start(self, event: control.ControlRequest, now: float) -> None:
         req = event.request
         if self.job is not None:
             raise control.CommandError("a force-failover is already running", "refused")
@@ -78,7 +83,7 @@ class Handover:
                 )
         job = _Job(event, [], now + wait, hold_off)
         for inst in targets:
-            job.targets.append(await self._begin(inst, now, hold_off))
+            job.targets.append(self._begin(inst, now, hold_off))
         self.job = job
 
     def _select(self, name: Any) -> list[Instance]:
@@ -91,6 +96,9 @@ class Handover:
 
     def _refusal(self, inst: Instance, now: float) -> str | None:
         machine = inst.machine
+        why = _storage_refusal(inst)
+        if why is not None:
+            return why
         if machine.state is State.MASTER:
             return None  # backups are silent: the resignation itself is the probe
         if machine.state is not State.BACKUP:
@@ -100,39 +108,50 @@ class Handover:
             return "no master is advertising; nothing to take over from"
         if peer.priority == PRIORITY_OWNER:
             return "the master is the address owner (priority 255) and cannot be preempted"
+        blocking = set(machine.inhibitions) - TAKEOVER_IGNORES
+        if blocking:
+            return f"this node cannot take over: {', '.join(sorted(blocking))}"
         return None
 
-    async def _begin(self, inst: Instance, now: float, hold_off: float) -> _Target:
+    def _begin(self, inst: Instance, now: float, hold_off: float) -> _Target:
         machine = inst.machine
         if machine.state is State.MASTER:
             # The peer takes over after its Skew_Time, at most one interval, then advertises.
+            # With storage it can only do so once our chain is down (its DRBD sees us
+            # Primary until then), so the probe window counts from the release.
             window = 2 * machine.params.advert_interval + MARGIN
-            await self.daemon.apply(inst, machine.resign(now, hold_off), now)
+            if inst.storage is not None:
+                window += sum(s.stop_timeout for s in inst.runner.steps)
+            self.daemon.apply(inst, machine.resign(now, hold_off), now)
             self._log("resigned", inst, hold_off=hold_off)
             return _Target(inst, "master", now, now + window)
-        effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off)
-        await self.daemon.apply(inst, effects, now)
+        effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off, TAKEOVER_IGNORES)
+        self.daemon.apply(inst, effects, now)
         self._log("took_over", inst, priority=TAKEOVER_PRIORITY, hold_off=hold_off)
         return _Target(inst, "backup", now, now)
 
-    async def check(self, now: float) -> None:
+    def check(self, now: float) -> None:
         job = self.job
         if job is None:
             return
         for t in job.targets:
             if not t.done:
-                await self._check_target(t, now)
+                self._check_target(t, now)
         if all(t.done for t in job.targets):
             self._finish({"outcome": "done", "instances": self._states(now)})
         elif now >= job.deadline:
             self._finish({"outcome": "timed_out", "instances": self._states(now)})
 
-    async def _check_target(self, t: _Target, now: float) -> None:
+    def _check_target(self, t: _Target, now: float) -> None:
         machine = t.inst.machine
         peer = machine.last_peer
         if t.role == "backup":
-            t.done = machine.state is State.MASTER and now - t.started_at >= min(
-                machine.params.advert_interval, 1.0
+            # With storage, done means serving: the chain is up (the VIP is its last step).
+            serving = t.inst.storage is None or t.inst.vip_up
+            t.done = (
+                machine.state is State.MASTER
+                and serving
+                and now - t.started_at >= min(machine.params.advert_interval, 1.0)
             )
             return
         peer_took_over = (
@@ -149,7 +168,7 @@ class Handover:
             t.done = True
         elif retook or (now >= t.probe_until and machine.state is State.BACKUP):
             # Nobody answered the resignation: serve again rather than leave the VIP dark.
-            await self.daemon.apply(t.inst, machine.reclaim(now), now)
+            self.daemon.apply(t.inst, machine.reclaim(now), now)
             gap = now - t.started_at
             self._log("refused", t.inst, reason="no peer took over", gap_ms=round(gap * 1000))
             self._finish(
@@ -194,6 +213,22 @@ class Handover:
 
     def _log(self, what: str, inst: Instance, **fields: Any) -> None:
         self.daemon.log.info(f"handover.{what}", instance=inst.name, **fields)
+
+
+def _storage_refusal(inst: Instance) -> str | None:
+    """A hand-over is safe only onto a good copy: the peer connected and UpToDate, and our
+    own disk too (a backup taking over must not promote anything but UpToDate data)."""
+    if inst.storage is None:
+        return None
+    res = inst.drbd
+    if res is None:
+        return "DRBD state unknown"
+    if not good_copy_elsewhere(res):
+        conns = ", ".join(f"{c.conn_name} {c.connection}" for c in res.connections) or "none"
+        return f"the DRBD peer is not connected and UpToDate ({conns})"
+    if inst.machine.state is not State.MASTER and not res.local_uptodate:
+        return f"this node's disk is {res.worst_disk}, not UpToDate"
+    return None
 
 
 def _number(req: dict[str, Any], key: str, default: float) -> float:

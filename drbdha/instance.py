@@ -1,37 +1,39 @@
-"""One VRRP instance at run time: its Machine plus the I/O that carries out its effects.
+"""One VRRP instance at run time: its Machine, its chain runner and the I/O that carries out
+the machine's effects.
 
-The machine decides; this module only does what the effects say, in the order given.
-Encoded adverts and ARP/NA frames are cached, so a steady-state advert costs one sendmsg
-and no encoding.
+The machine decides; this module only does what the effects say, in the order given, and
+synchronously: adverts and GARPs go out at once, and chain work is handed to the runner
+(`want()` returns at once), so no effect ever waits for storage. Encoded adverts and ARP/NA
+frames are cached, so a steady-state advert costs one sendmsg and no encoding.
 """
 
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from drbdha.config import VrrpInstanceConfig
+from drbdha.chain.plan import StepState
+from drbdha.chain.runner import Runner
+from drbdha.config import StorageConfig, VrrpInstanceConfig
 from drbdha.errors import MalformedPacket
+from drbdha.latches import Latch
 from drbdha.metrics import Metrics
-from drbdha.net import NetError
-from drbdha.net.addresses import Addresses
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
+from drbdha.resources.drbd_events import Resource
 from drbdha.status import PeerStatus
 from drbdha.vrrp import packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
 from drbdha.vrrp.events import (
-    AcquireVips,
+    Activate,
+    Deactivate,
     Effect,
     InvalidAdvert,
-    ReleaseVips,
     SendAdvert,
     SendGarp,
-    State,
     Transition,
 )
 from drbdha.vrrp.machine import Machine
@@ -45,11 +47,16 @@ class Instance:
     cfg: VrrpInstanceConfig
     sock: VrrpSocket
     frames: FrameSender
-    addresses: Addresses
     metrics: Metrics
     log: Any
+    storage: StorageConfig | None = None
     machine: Machine = field(init=False)
+    runner: Runner = field(init=False)  # set by the daemon, which owns the task
     scheduled: float | None = None  # the deadline this instance has in the daemon's heap
+    drbd: Resource | None = None  # the latest DRBD facts (storage chains only)
+    latches: dict[str, Latch] = field(default_factory=dict)
+    alerts: dict[str, str] = field(default_factory=dict)  # kind -> message
+    takeover_started: float | None = None  # when the machine last asked for the chain
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)
@@ -108,32 +115,37 @@ class Instance:
 
     # ---- effects -------------------------------------------------------------------------
 
-    async def execute(self, effects: list[Effect], now: float) -> bool:
-        """Carry out `effects` in order; True if the state changed."""
+    def execute(self, effects: list[Effect], now: float) -> bool:
+        """Carry out `effects` in order, without waiting for anything; True if the state
+        changed."""
         transitions: list[Transition] = []
         for effect in effects:
             match effect:
                 case SendAdvert(priority):
-                    self._send_advert(priority)
+                    self._send_advert(priority, now)
                 case Transition():
                     # Logged and counted after the packets are out: a takeover's first advert
-                    # and GARPs should not wait for a log line (keepalived sends first too).
+                    # should not wait for a log line (keepalived sends first too).
                     transitions.append(effect)
-                case AcquireVips():
-                    await self.acquire_vips()
-                case ReleaseVips():
-                    await self.release_vips()
+                case Activate():
+                    self.takeover_started = now
+                    self.runner.want(True)
+                case Deactivate():
+                    self.takeover_started = None
+                    self.runner.want(False)
                 case SendGarp(reason):
-                    self._send_garp(reason)
+                    if self.vip_up:
+                        self.send_garp(reason)
                 case InvalidAdvert(reason, dropped):
                     self._invalid(reason, dropped=dropped, now=now)
         for t in transitions:
             self._transition(t, now)
-            if t.new is State.MASTER:
-                # `now` is when the machine decided; the steps above ran since then.
-                took = time.monotonic() - now
-                self.metrics.takeover_duration.labels(self.name).observe(took)
         return bool(transitions)
+
+    @property
+    def vip_up(self) -> bool:
+        plan = self.runner.plan
+        return plan.states[plan.names.index("vip")] is StepState.UP
 
     def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
         """Apply a reloaded configuration that keeps the instance's identity (daemon.py
@@ -160,7 +172,7 @@ class Instance:
             out.append(f"no source address on {self.cfg.interface}")
         return out
 
-    def _send_advert(self, priority: int) -> None:
+    def _send_advert(self, priority: int, now: float) -> None:
         src = self.machine.local_address
         if src is None:
             return  # no source address yet: the machine is in FAULT for it soon
@@ -172,7 +184,7 @@ class Instance:
                 self.sock.send_prepared(payload, prepared)
             except OSError as e:
                 # A firewall's EPERM would otherwise log 100 lines a second at 10 ms adverts.
-                if self._may_log("send_failed", time.monotonic()):
+                if self._may_log("send_failed", now):
                     self.log.warning("vrrp.send_failed", dst=str(dst), error=str(e))
         self._sent.inc()
         if priority == PRIORITY_RESIGN:
@@ -205,51 +217,7 @@ class Instance:
             monotonic=round(now, 6),
         )
 
-    async def acquire_vips(self) -> None:
-        started = time.monotonic()
-        await self._add_vips()
-        took = time.monotonic() - started
-        self.metrics.step_duration.labels(self.name, "vip", "start").observe(took)
-        self.metrics.chain_step_up.labels(self.name, "vip").set(1)
-
-    async def _add_vips(self) -> None:
-        for vip in self.cfg.virtual_ipaddress:
-            try:
-                await self.addresses.add(self.cfg.interface, vip)
-            except (OSError, NetError) as e:  # NetError: the interface vanished
-                self.metrics.vip_errors.labels(self.name, "add").inc()
-                self.log.error("vip.add_failed", address=str(vip), error=str(e))
-            else:
-                self.log.info("vip.added", address=str(vip), interface=self.cfg.interface)
-
-    async def release_vips(self) -> bool:
-        """Remove every VIP; True when none is left. A failed removal is never swallowed:
-        it is logged as an error, counted, and reported to the caller."""
-        started = time.monotonic()
-        ok = await self._remove_vips()
-        took = time.monotonic() - started
-        self.metrics.step_duration.labels(self.name, "vip", "stop").observe(took)
-        self.metrics.chain_step_up.labels(self.name, "vip").set(0 if ok else 1)
-        return ok
-
-    async def _remove_vips(self) -> bool:
-        ok = True
-        for vip in self.cfg.virtual_ipaddress:
-            try:
-                await self.addresses.remove(self.cfg.interface, vip)
-            except NetError as e:
-                # The interface itself is gone (deleted VLAN, bond, veth), and its addresses
-                # with it: nothing is left to remove, so this is not a failure.
-                self.log.warning("vip.interface_gone", address=str(vip), error=str(e))
-            except OSError as e:
-                ok = False
-                self.metrics.vip_errors.labels(self.name, "remove").inc()
-                self.log.error("vip.remove_failed", address=str(vip), error=str(e))
-            else:
-                self.log.info("vip.removed", address=str(vip), interface=self.cfg.interface)
-        return ok
-
-    def _send_garp(self, reason: str) -> None:
+    def send_garp(self, reason: str) -> None:
         if not self._garp_frames:
             mac = self.frames.mac
             self._garp_frames = [

@@ -101,6 +101,31 @@ class Metrics:
             ["vrrp_instance", "step"],
             registry=r,
         )
+        self.step_failures = Counter(
+            "drbdha_step_failures",
+            "Chain steps that failed, by step and action (a failed stop is never retried)",
+            ["vrrp_instance", "step", "action"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "drbdha_takeover_refusals",
+            "Takeovers given up (rolled back and resigned), by reason",
+            ["vrrp_instance", "reason"],
+            registry=r,
+        )
+        self.inhibited = Gauge(
+            "drbdha_takeover_inhibited",
+            "1 while this reason keeps the node from taking over (peer_primary, "
+            "no_uptodate_disk, disk_latched, ...); not a fault of this node",
+            ["vrrp_instance", "reason"],
+            registry=r,
+        )
+        self.alert = Gauge(
+            "drbdha_alert",
+            "1 while an alert stands (disk_lost, no_uptodate_copy)",
+            ["vrrp_instance", "kind"],
+            registry=r,
+        )
         self.latch = Gauge(
             "drbdha_latch",
             "1 while a latch (disk failure, split brain) blocks mastership",

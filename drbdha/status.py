@@ -69,7 +69,21 @@ class DrbdStatus(TypedDict):
     connection: str | None  # Connected | Connecting | StandAlone | ...
 
 
+class StepStatus(TypedDict):
+    name: str  # drbd, vip (later: filesystem, nfsd, exports)
+    state: str  # down | starting | up | stopping | failed (chain.plan.StepState)
+    last_action: str | None  # start | stop
+    last_duration_s: float | None
+    error: str | None
+
+
+class AlertStatus(TypedDict):
+    kind: str  # disk_lost | no_uptodate_copy
+    message: str
+
+
 class StorageStatus(TypedDict):
+    chain: list[StepStatus]
     drbd: DrbdStatus | None
     # Shapes for the storage chain; rendered generically as key=value until then:
     # mount {"device", "mountpoint", "fstype", "mounted": bool}, nfsd {"running": bool},
@@ -107,6 +121,8 @@ class InstanceStatus(TypedDict):
     peer: PeerStatus | None
     storage: StorageStatus
     latches: list[LatchStatus]
+    inhibitions: list[str]  # why this node does not take over (peer_primary, disk_latched...)
+    alerts: list[AlertStatus]
     warnings: list[str]
 
 
@@ -119,7 +135,11 @@ class StatusDocument(TypedDict):
 
 
 def empty_storage() -> StorageStatus:
-    return {"drbd": None, "mount": None, "nfsd": None, "exports": None}
+    return {"chain": [], "drbd": None, "mount": None, "nfsd": None, "exports": None}
+
+
+# Inhibitions that are the normal life of a healthy backup, not a problem to report.
+BENIGN_INHIBITIONS: Final = frozenset({"peer_primary"})
 
 
 def instance_status(
@@ -132,6 +152,7 @@ def instance_status(
     vips_held: bool | None = None,
     storage: StorageStatus | None = None,
     latches: Sequence[LatchStatus] = (),
+    alerts: Sequence[AlertStatus] = (),
     warnings: Sequence[str] = (),
 ) -> InstanceStatus:
     """One instance's entry. `vips_held` defaults to "state is master" (the machine acquires
@@ -168,6 +189,8 @@ def instance_status(
         peer=peer,
         storage=storage or empty_storage(),
         latches=list(latches),
+        inhibitions=list(snap.inhibitions),
+        alerts=list(alerts),
         warnings=list(warnings),
     )
 
@@ -235,6 +258,17 @@ def problems(inst: Mapping[str, Any]) -> list[str]:
         out.append(f"state {str(inst.get('state')).upper()}")
     out += [f"fault {f}" for f in inst.get("faults") or ()]
     out += [f"latch {latch.get('kind')}" for latch in inst.get("latches") or ()]
+    out += [f"alert {a.get('kind')}" for a in inst.get("alerts") or ()]
+    out += [
+        f"cannot take over: {i}"
+        for i in inst.get("inhibitions") or ()
+        if i not in BENIGN_INHIBITIONS and inst.get("state") != "master"
+    ]
+    out += [
+        f"step {st.get('name')} failed"
+        for st in (inst.get("storage") or {}).get("chain") or ()
+        if st.get("state") == "failed"
+    ]
     out += [f"warning {w}" for w in inst.get("warnings") or ()]
     return out
 
@@ -306,7 +340,12 @@ def _render_instance(inst: Mapping[str, Any]) -> str:
         *_storage_rows(inst.get("storage") or {}),
         ("last transition", [_transition(inst.get("last_transition"))]),
         ("faults", list(inst.get("faults") or ()) or [DASH]),
+        ("not taking over", list(inst.get("inhibitions") or ()) or [DASH]),
         ("latches", [_latch(x) for x in inst.get("latches") or ()] or [DASH]),
+        (
+            "alerts",
+            [f"{a.get('kind')}: {a.get('message')}" for a in inst.get("alerts") or ()] or [DASH],
+        ),
         ("warnings", list(inst.get("warnings") or ()) or [DASH]),
     ]
     title = (
@@ -372,7 +411,8 @@ def _counters(c: Mapping[str, Any] | None) -> str:
 
 def _storage_rows(storage: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     drbd = storage.get("drbd")
-    return [("drbd", [_drbd(drbd) if drbd else DASH])] + [
+    chain = [_step(st) for st in storage.get("chain") or ()]
+    return [("chain", [", ".join(chain) or DASH]), ("drbd", [_drbd(drbd) if drbd else DASH])] + [
         (key, [_generic(storage.get(key))]) for key in ("mount", "nfsd", "exports")
     ]
 
@@ -386,6 +426,12 @@ def _drbd(d: Mapping[str, Any]) -> str:
         f"peer {pair(d.get('peer_role'), d.get('peer_disk'))}, "
         f"{d.get('connection') or DASH}"
     )
+
+
+def _step(st: Mapping[str, Any]) -> str:
+    took = st.get("last_duration_s")
+    detail = "" if took is None else f" ({st.get('last_action')} {took:.3f}s)"
+    return f"{st.get('name')} {st.get('state')}{detail}"
 
 
 def _generic(value: Any) -> str:

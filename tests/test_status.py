@@ -165,6 +165,7 @@ def test_latches_and_warnings_are_degraded_and_listed_one_per_line() -> None:
     assert (
         "  latches          split-brain: r0 connected StandAlone after split brain, "
         "set 1h02m ago\n"
+        "  alerts           -\n"
         "  warnings         peer DRBD disk Outdated\n"
         "                   no advert from 10.0.0.2 for 30s\n"
     ) in text
@@ -217,7 +218,7 @@ def test_document_is_json_and_schema_keys() -> None:
         "name", "interface", "vrid", "version", "state", "priority", "effective_priority",
         "master_address", "is_master", "advert_interval", "master_adver_interval", "vips",
         "vips_held", "preempt", "preempt_hold_off_remaining_s", "faults", "last_transition",
-        "counters", "peer", "storage", "latches", "warnings",
+        "counters", "peer", "storage", "latches", "inhibitions", "alerts", "warnings",
     }
     assert doc["instances"][0]["last_transition"] == {
         "old": "backup", "new": "master", "reason": "master_down", "age_s": 192.0

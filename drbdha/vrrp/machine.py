@@ -265,16 +265,26 @@ class Machine:
         return self._become_backup(now, "fault_cleared")
 
     def set_inhibit(
-        self, name: str, active: bool, now: float, until: float = float("inf")
+        self,
+        name: str,
+        active: bool,
+        now: float,
+        until: float = float("inf"),
+        *,
+        resign: bool = True,
     ) -> list[Effect]:
         """A reason not to take over (no fault of ours) began or ended. A master that
-        becomes inhibited resigns (priority 0) so the peer, which can serve, takes over."""
+        becomes inhibited resigns (priority 0) so the peer, which can serve, takes over,
+        unless `resign` is False (the reason only says we could not take over anew)."""
         had = bool(self.inhibitions)
         if active:
+            known = name in self.inhibitions
             self.inhibitions[name] = until
+            if known:
+                return []
         elif self.inhibitions.pop(name, None) is None:
             return []
-        if active and self.state is State.MASTER:
+        if active and resign and self.state is State.MASTER:
             return self._become_backup(now, "inhibited")
         if had and not self.inhibitions:
             # The peer we waited for (DRBD Primary until now) is gone: take over after
@@ -319,10 +329,14 @@ class Machine:
         self._priority_override = self._override_until = None  # a handed-over role ends it
         return self._become_backup(now, "resign")
 
-    def take_over(self, now: float, priority: int, hold_off: float) -> list[Effect]:
+    def take_over(
+        self, now: float, priority: int, hold_off: float, ignore: frozenset[str] = frozenset()
+    ) -> list[Effect]:
         """Force-failover run on a backup: become master now and advertise `priority` for
-        `hold_off` seconds, so the current master hears a higher priority and steps down."""
-        if self.state is not State.BACKUP or self.inhibitions:
+        `hold_off` seconds, so the current master hears a higher priority and steps down.
+        Inhibitions in `ignore` do not refuse it (the master being the DRBD Primary is the
+        point: our chain waits for it to demote)."""
+        if self.state is not State.BACKUP or set(self.inhibitions) - ignore:
             return []
         self._priority_override = priority
         self._override_until = self._hold_off_until = now + hold_off

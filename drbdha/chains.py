@@ -1,0 +1,320 @@
+"""The daemon's side of the storage chain: building each instance's steps and runner, and
+turning what the runner and the DRBD watcher report into machine inputs.
+
+Rules:
+- Only the main loop calls in here (inbox events), and every machine input goes through
+  `apply`, as everywhere in the daemon.
+- A failed takeover resigns with a back-off; a failed stop is never swallowed: it becomes
+  the chain's `on_demote_failure` policy (FAULT until restarted, or reboot/poweroff).
+- DRBD facts become inhibitions, latches and alerts through guard.assess() (pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drbdha import guard, status
+from drbdha.chain.plan import Action
+from drbdha.chain.runner import ChainSettled, Runner, StepReport
+from drbdha.chain.step import Step
+from drbdha.clock import Clock
+from drbdha.instance import Instance
+from drbdha.latches import LatchStore
+from drbdha.metrics import Metrics
+from drbdha.net.addresses import Addresses
+from drbdha.net.vip import VipStep
+from drbdha.resources import proc
+from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
+
+Apply = Callable[[Instance, list[Any], float], None]
+POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
+SYSRQ = {"reboot": "b", "poweroff": "o"}
+
+
+class Chains:
+    def __init__(  # noqa: PLR0917 (the daemon's collaborators, passed once)
+        self,
+        apply: Apply,
+        put: Callable[[object], None],
+        latches: LatchStore,
+        metrics: Metrics,
+        log: Any,
+        clock: Clock,
+    ) -> None:
+        self.apply = apply
+        self.put = put
+        self.latches = latches
+        self.metrics = metrics
+        self.log = log
+        self.clock = clock
+        self.watchers: dict[str, DrbdWatcher] = {}
+        self.by_resource: dict[str, Instance] = {}
+        self._series: dict[str, list[tuple[Any, tuple[str, ...]]]] = {}
+
+    # ---- building ------------------------------------------------------------------------
+
+    def build(self, inst: Instance, addresses: Addresses) -> None:
+        """Give `inst` its steps and runner (and a DRBD watcher for its resource)."""
+        steps: list[Step] = []
+        vip_timeout = inst.storage.vip_timeout if inst.storage else 10.0
+        if inst.storage is not None:
+            res = inst.storage.drbd_resource
+            watcher = self.watchers.get(res) or DrbdWatcher(res, self.put, self.log)
+            self.watchers[res] = watcher
+            self.by_resource[res] = inst
+            steps.append(
+                DrbdStep(
+                    inst.storage,
+                    watcher.facts,
+                    lambda: "split-brain" in inst.latches,
+                )
+            )
+            inst.latches = self.latches.of(inst.name)
+        steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
+        inst.runner = Runner(inst.name, steps, self.put, self.clock)
+
+    def forget(self, inst: Instance) -> None:
+        if inst.storage is not None:
+            self.by_resource.pop(inst.storage.drbd_resource, None)
+
+    async def wait_for_facts(self) -> None:
+        """Until each watcher has its initial dump, so the first election has facts (the
+        caller bounds it: a resource that is not up never gets one)."""
+        for w in self.watchers.values():
+            await w.synced.wait()
+
+    def initial_verdict(self, inst: Instance, now: float) -> None:
+        if inst.storage is not None:
+            watcher = self.watchers[inst.storage.drbd_resource]
+            inst.drbd = watcher.facts()
+            self._judge(inst, None, inst.drbd, now)
+            self._export_drbd(inst)
+
+    # ---- runner reports ------------------------------------------------------------------
+
+    def on_step(self, r: StepReport) -> None:
+        labels = (r.instance, r.step, r.action.value)
+        self.metrics.step_duration.labels(*labels).observe(r.took)
+        up = (r.action is Action.START) == r.ok
+        if r.ok or r.action is Action.STOP:
+            self.metrics.chain_step_up.labels(r.instance, r.step).set(1 if up else 0)
+        fields = {"instance": r.instance, "step": r.step, "took_ms": round(r.took * 1000, 1)}
+        if r.ok:
+            done = "started" if r.action is Action.START else "stopped"
+            self.log.info(f"step.{done}", **fields)
+        else:
+            self.metrics.step_failures.labels(r.instance, r.step, r.action.value).inc()
+            self.log.error(f"step.{r.action.value}_failed", error=r.error, **fields)
+
+    def on_settled(self, inst: Instance, ev: ChainSettled, now: float) -> None:
+        if ev.generation != inst.runner.generation:
+            return  # a newer wish is being carried out; its own report follows
+        s = ev.settled
+        if s.ok:
+            if s.up and inst.takeover_started is not None:
+                took = now - inst.takeover_started
+                self.metrics.takeover_duration.labels(inst.name).observe(took)
+                self.log.info("chain.up", instance=inst.name, took_ms=round(took * 1000, 1))
+            elif not s.up:
+                self.log.info("chain.down", instance=inst.name)
+            self.apply(inst, inst.machine.chain_settled(s.up, now), now)
+            return
+        reason = (s.error or "failed").split(":", 1)[0]
+        if s.failed_action is Action.START:
+            backoff = inst.storage.promote_backoff if inst.storage else 1.0
+            self.metrics.refusals.labels(inst.name, reason).inc()
+            self.log.error(
+                "chain.takeover_failed",
+                instance=inst.name,
+                step=s.failed_step,
+                reason=reason,
+                error=s.error,
+                action=f"rolled back; resigning and backing off {backoff:g} s",
+            )
+            effects = inst.machine.chain_settled(False, now)
+            effects += inst.machine.chain_failed(now, backoff)
+            self.apply(inst, effects, now)
+            return
+        self._stop_failed(inst, s.failed_step, s.error, now)
+
+    def _stop_failed(self, inst: Instance, step: str | None, error: str | None, now: float) -> None:
+        """Never swallowed: this node may still hold storage, so it must not serve again,
+        and by policy it takes itself out for good."""
+        policy = inst.storage.on_demote_failure if inst.storage else "fault"
+        self.log.critical(
+            "chain.stop_failed", instance=inst.name, step=step, error=error, policy=policy
+        )
+        self.apply(inst, inst.machine.set_fault("stop_failed", True, now), now)
+        if policy in SYSRQ:
+            self.put(PowerAction(policy))
+
+    # ---- DRBD facts ----------------------------------------------------------------------
+
+    def on_drbd(self, ev: DrbdChanged, now: float) -> None:
+        inst = self.by_resource.get(ev.resource)
+        if inst is None:
+            return
+        inst.drbd = ev.new
+        self._judge(inst, ev.old, ev.new, now)
+        self._export_drbd(inst)
+
+    def _judge(self, inst: Instance, old: Any, new: Any, now: float) -> None:
+        assert inst.storage is not None
+        verdict = guard.assess(
+            old, new, on_disk_loss=inst.storage.on_disk_loss, latched=frozenset(inst.latches)
+        )
+        for kind, reason in verdict.latch:
+            inst.latches[kind] = self.latches.set(inst.name, kind, reason)
+            self.log.error("latch.set", instance=inst.name, kind=kind, reason=reason)
+        for kind, message in verdict.alerts:
+            if inst.alerts.get(kind) != message:
+                inst.alerts[kind] = message
+                self.log.critical("alert", instance=inst.name, kind=kind, message=message)
+        self.sync_inhibitions(inst, verdict.inhibitions, now)
+        for kind in ("disk", "split-brain"):
+            self.metrics.latch.labels(inst.name, kind).set(1 if kind in inst.latches else 0)
+        for kind in inst.alerts:
+            self.metrics.alert.labels(inst.name, kind).set(1)
+
+    def sync_inhibitions(self, inst: Instance, wanted: frozenset[str], now: float) -> None:
+        held = set(inst.machine.inhibitions) & guard.MANAGED
+        for name in sorted(held - wanted):
+            self.metrics.inhibited.labels(inst.name, name).set(0)
+            self.log.info("takeover.inhibition_cleared", instance=inst.name, reason=name)
+            self.apply(inst, inst.machine.set_inhibit(name, False, now), now)
+        for name in sorted(wanted - held):
+            self.metrics.inhibited.labels(inst.name, name).set(1)
+            self.log.info("takeover.inhibited", instance=inst.name, reason=name)
+            resign = name not in guard.NO_RESIGN
+            self.apply(inst, inst.machine.set_inhibit(name, True, now, resign=resign), now)
+
+    def clear_latch(self, inst: Instance, kind: str, now: float) -> str | None:
+        """Clear one latch; the refusal reason if the cause is not fixed yet."""
+        res = inst.drbd
+        if res is None:
+            return "DRBD state unknown (is the resource up?)"
+        if not res.local_uptodate:
+            return f"disk is {res.worst_disk}, not UpToDate: re-attach and let the resync finish"
+        if kind == "split-brain" and not any(c.connection == "Connected" for c in res.connections):
+            return "not connected to the peer: resolve the split brain and reconnect first"
+        if self.latches.clear(inst.name, kind):
+            inst.latches.pop(kind, None)
+            if kind == "split-brain" and inst.storage is not None:
+                # The tracker remembers the helper call; forget it with the latch.
+                watcher = self.watchers[inst.storage.drbd_resource]
+                watcher.tracker.clear_split_brain(inst.storage.drbd_resource)
+                res = inst.drbd = watcher.facts()
+            if kind == "disk":
+                inst.alerts.pop("no_uptodate_copy", None)
+                inst.alerts.pop("disk_lost", None)
+            self.log.info("latch.cleared", instance=inst.name, kind=kind)
+            self._judge(inst, res, res, now)
+        return None
+
+    def _export_drbd(self, inst: Instance) -> None:
+        """drbd-reactor's families and labels (enum form: 1 for the current state)."""
+        res = inst.drbd
+        if inst.storage is None:
+            return
+        name = inst.storage.drbd_resource
+        m = self.metrics
+        # Drop the series of the previous state, so exactly one state reads 1.
+        for family, labels in self._series.pop(name, []):
+            with contextlib.suppress(KeyError):
+                family.remove(*labels)
+        if res is None:
+            return
+        series: list[tuple[Any, tuple[str, ...]]] = [(m.drbd_resource_role, (name, res.role))]
+        series += [
+            (m.drbd_device_state, (name, str(d.volume), str(d.minor), d.disk)) for d in res.devices
+        ]
+        for c in res.connections:
+            peer = str(c.peer_node_id)
+            series.append((m.drbd_connection_state, (name, c.conn_name, peer, c.connection)))
+            for v in c.volumes:
+                if v.out_of_sync_kib is not None:
+                    m.drbd_peerdevice_outofsync_bytes.labels(
+                        name, str(v.volume), c.conn_name, peer
+                    ).set(v.out_of_sync_kib * 1024)
+        for family, labels in series:
+            family.labels(*labels).set(1)
+        self._series[name] = series
+
+
+def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], list[Any]]:
+    """(storage, latches, alerts) of the status document for one instance."""
+    runner = inst.runner
+    chain: list[status.StepStatus] = []
+    for name, state in zip(runner.plan.names, runner.plan.states, strict=True):
+        last = runner.last.get(name)
+        chain.append(
+            {
+                "name": name,
+                "state": state.value,
+                "last_action": last.action.value if last else None,
+                "last_duration_s": round(last.took, 4) if last else None,
+                "error": last.error if last else None,
+            }
+        )
+    storage = status.empty_storage()
+    storage["chain"] = chain
+    if inst.storage is not None:
+        storage["drbd"] = _drbd_status(inst.storage.drbd_resource, inst.drbd)
+    latches = [
+        {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
+        for k, v in sorted(inst.latches.items())
+    ]
+    alerts = [{"kind": k, "message": m} for k, m in sorted(inst.alerts.items())]
+    return storage, latches, alerts
+
+
+def _drbd_status(name: str, res: Any) -> Any:
+    if res is None:
+        return {
+            "resource": name,
+            "role": None,
+            "disk": None,
+            "peer_role": None,
+            "peer_disk": None,
+            "connection": None,
+        }
+    conn = res.connections[0] if res.connections else None
+    peer_disks = {v.peer_disk for v in conn.volumes} if conn else set()
+    return {
+        "resource": name,
+        "role": res.role,
+        "disk": res.worst_disk,
+        "peer_role": conn.role if conn else None,
+        "peer_disk": "/".join(sorted(peer_disks)) or None,
+        "connection": conn.connection if conn else None,
+    }
+
+
+class PowerAction:
+    """Inbox event: reboot or power off this node (on_demote_failure)."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+
+async def power_action(action: str, log: Any) -> None:
+    """Through systemd; if it does not get going in time, the kernel's sysrq. Logged first:
+    after this line there may be no more."""
+    log.critical("node.power_action", action=action, via="systemctl")
+    try:
+        async with asyncio.timeout(POLICY_TIMEOUT):
+            r = await proc.run(["systemctl", action, "--no-block"])
+        if r.ok:
+            await asyncio.sleep(POLICY_TIMEOUT)  # systemd is taking us down
+    except (TimeoutError, OSError) as e:
+        log.critical("node.power_action_failed", action=action, error=str(e))
+    log.critical("node.power_action", action=action, via="sysrq")
+    _sysrq(SYSRQ[action])
+
+
+def _sysrq(key: str) -> None:
+    Path("/proc/sysrq-trigger").write_text(key)

@@ -1,0 +1,71 @@
+"""What the DRBD facts mean for the election: a pure function from the facts (old and new)
+and the latches to the inhibitions to hold, the latches to set and the alerts to raise.
+
+- The promotion gates become inhibitions: a node that could not promote does not take over
+  (and a master that finds itself unable to serve resigns).
+- The on-io-error guard: a Primary whose disk fails latches it (on_disk_loss = "failover"),
+  which keeps it out of the election until cleared; whether the peer can take over is the
+  peer's own gate (UpToDate or not), and with no UpToDate copy anywhere we alert.
+- A split brain latches too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drbdha.resources.drbd_events import Resource
+from drbdha.resources.drbd_gates import REASONS, disk_lost, good_copy_elsewhere, promotion_refusal
+
+# Inhibitions this module owns (the machine also has promote_backoff, the chain's own).
+# drbd_unknown only keeps a backup from taking over: a master that loses sight of events2
+# keeps serving, since nothing says its storage went away.
+MANAGED = frozenset({*REASONS, "disk_latched", "split_brain_latched", "drbd_unknown"})
+NO_RESIGN = frozenset({"drbd_unknown"})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    inhibitions: frozenset[str]
+    latch: tuple[tuple[str, str], ...] = ()  # (kind, reason) to set now
+    alerts: tuple[tuple[str, str], ...] = field(default=())  # (kind, message)
+
+
+def assess(
+    old: Resource | None,
+    new: Resource | None,
+    *,
+    on_disk_loss: str,
+    latched: frozenset[str],
+) -> Verdict:
+    latch: list[tuple[str, str]] = []
+    alerts: list[tuple[str, str]] = []
+    if new is not None and disk_lost(old, new):
+        worst = new.worst_disk
+        if on_disk_loss == "ignore":
+            alerts.append(("disk_lost", f"Primary's disk is {worst}; serving from the peer"))
+        else:
+            latch.append(("disk", f"disk {worst} while Primary"))
+            if not good_copy_elsewhere(new):
+                alerts.append(
+                    ("no_uptodate_copy", f"disk {worst} and no UpToDate peer: no good copy left")
+                )
+    if new is not None and new.split_brain and "split-brain" not in latched:
+        latch.append(("split-brain", "split brain seen in events2"))
+    now_latched = latched | {k for k, _ in latch}
+    inhibit = set()
+    if "disk" in now_latched:
+        inhibit.add("disk_latched")
+    if "split-brain" in now_latched:
+        inhibit.add("split_brain_latched")
+    if new is None:
+        inhibit.add("drbd_unknown")
+    elif new.role == "Primary":
+        # Serving already: the gates were passed at promotion; a disk lost since is the
+        # latch's business (or ignored by policy). Only a second Primary is a reason to go.
+        if new.peer_primary:
+            inhibit.add("peer_primary")
+    else:
+        gate = promotion_refusal(new, split_brain_latched="split-brain" in now_latched)
+        if gate is not None and gate != "split_brain":
+            inhibit.add(gate)
+    return Verdict(frozenset(inhibit), tuple(latch), tuple(alerts))

@@ -1,0 +1,197 @@
+"""DRBD for the chain: the promote/demote step and the events2 watcher.
+
+Rules:
+- Promotion is gated (drbd_gates.promotion_refusal) on the freshest events2 facts, checked
+  again right before `drbdadm primary`; `--force` is never used to promote.
+- A refusal by DRBD itself (exit 17 SS_NO_UP_TO_DATE_DISK, 5 SS_LOWER_THAN_OUTDATED) asks for a
+  back-off: the machine stays out of the election for promote_backoff seconds.
+- The peer being Primary is waited out (bounded by the step's timeout), not refused: after a
+  force-failover or a resignation the old master is still demoting when we start.
+- Demote escalates: `drbdadm secondary`, then `drbdsetup secondary --force` where the kernel
+  module has it (DRBD >= 9.1.7), then a failed stop that the daemon escalates by policy.
+- The watcher restarts `drbdsetup events2` whenever it exits; the tracker starts over from
+  the new initial dump, and until that dump ends the facts are unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drbdha.chain.step import StepFailed
+from drbdha.config import StorageConfig
+from drbdha.resources import proc
+from drbdha.resources.drbd_events import Resource, Tracker, parse_events2_line
+from drbdha.resources.drbd_gates import promotion_refusal
+
+Run = Callable[[Sequence[str]], Awaitable[proc.Result]]
+
+# drbdsetup's exit codes for refused state changes (drbd-utils user/v9/drbdsetup.c).
+REFUSAL_EXITS = {17: "no_uptodate_disk", 5: "lower_than_outdated", 16: "no_local_disk"}
+WAIT_POLL = 0.05  # seconds between looks at the facts while the peer demotes
+RESTART_DELAY = 1.0  # seconds before events2 is started again after it exited
+
+
+def kmod_version(proc_drbd: Path = Path("/proc/drbd")) -> tuple[int, ...] | None:
+    """The loaded module's version from /proc/drbd's first line ("version: 9.2.4 (api:2...")."""
+    try:
+        first = proc_drbd.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    m = re.match(r"version:\s*(\d+)\.(\d+)\.(\d+)", first)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def has_secondary_force(version: tuple[int, ...] | None) -> bool:
+    return version is not None and version >= (9, 1, 7)
+
+
+class DrbdStep:
+    name = "drbd"
+
+    def __init__(
+        self,
+        storage: StorageConfig,
+        facts: Callable[[], Resource | None],
+        split_brain_latched: Callable[[], bool],
+        run: Run = proc.run,
+        version: Callable[[], tuple[int, ...] | None] = kmod_version,
+    ) -> None:
+        self.resource = storage.drbd_resource
+        self.start_timeout = storage.promote_timeout
+        self.stop_timeout = storage.demote_timeout
+        self.facts = facts
+        self.split_brain_latched = split_brain_latched
+        self.run = run
+        self.version = version
+
+    async def start(self) -> None:
+        res = await self._wait_for_peer_to_demote()
+        if res is not None and res.role == "Primary":
+            return  # already Primary (a restarted daemon): no second promote
+        why = promotion_refusal(res, split_brain_latched=self.split_brain_latched())
+        if why is not None:
+            raise StepFailed(why, "promotion gate", backoff=True)
+        r = await self.run(["drbdadm", "primary", self.resource])
+        if r.ok:
+            return
+        reason = REFUSAL_EXITS.get(r.returncode, "promote_refused")
+        raise StepFailed(reason, r.summary(), backoff=True)
+
+    async def _wait_for_peer_to_demote(self) -> Resource | None:
+        while True:
+            res = self.facts()
+            if res is None or not res.peer_primary:
+                return res
+            await asyncio.sleep(WAIT_POLL)
+
+    async def stop(self) -> None:
+        r = await self.run(["drbdadm", "secondary", self.resource])
+        if r.ok:
+            return
+        first = r.summary()
+        if has_secondary_force(self.version()):
+            # DRBD >= 9.1.7: demote even with openers (their I/O fails from here on).
+            f = await self.run(["drbdsetup", "secondary", "--force", self.resource])
+            if f.ok:
+                return
+            first = f"{first}; {f.summary()}"
+        raise StepFailed("demote_failed", first)
+
+    async def held(self) -> bool:
+        r = await self.run(["drbdadm", "role", self.resource])
+        # 9: "Primary"; 8.4: "Primary/Secondary". Not up at all: nothing is held.
+        return r.ok and r.stdout.strip().startswith("Primary")
+
+
+@dataclass(frozen=True, slots=True)
+class DrbdChanged:
+    """Inbox event: the facts about `resource` changed (new None: unknown, e.g. events2
+    exited and its initial dump has not been seen again)."""
+
+    resource: str
+    old: Resource | None
+    new: Resource | None
+
+
+class DrbdWatcher:
+    """Runs `drbdsetup events2` for one resource and feeds the tracker; every meaningful
+    change goes to the inbox as DrbdChanged (edges only: the tracker compares snapshots)."""
+
+    def __init__(
+        self,
+        resource: str,
+        report: Callable[[object], None],
+        log: Any,
+        argv: Sequence[str] | None = None,
+    ) -> None:
+        self.resource = resource
+        self.report = report
+        self.log = log
+        self.argv = list(argv or ["drbdsetup", "events2", "--full", resource])
+        self.tracker = Tracker()
+        self.restarts = 0
+        self.synced = asyncio.Event()  # set once the first initial dump is complete
+
+    def facts(self) -> Resource | None:
+        return self.tracker.resource(self.resource) if self.tracker.synced else None
+
+    async def run(self) -> None:
+        while True:
+            await self._one_stream()
+            self.restarts += 1
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def _one_stream(self) -> None:
+        before = self.facts()
+        self.tracker.reset()
+        if before is not None:
+            self.report(DrbdChanged(self.resource, before, None))
+        try:
+            p = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=proc.child_env(),
+            )
+        except OSError as e:
+            self.log.error("drbd.events_failed", resource=self.resource, error=str(e))
+            return
+        assert p.stdout is not None
+        try:
+            async for raw in p.stdout:
+                self._line(raw.decode(errors="replace"))
+        finally:
+            if p.returncode is None:
+                p.kill()
+            rc = await p.wait()
+            err = (await p.stderr.read()).decode(errors="replace").strip() if p.stderr else ""
+        self.log.warning(
+            "drbd.events_exited", resource=self.resource, returncode=rc, error=err[-300:]
+        )
+
+    def _line(self, line: str) -> None:
+        try:
+            event = parse_events2_line(line)
+        except ValueError as e:
+            self.log.warning("drbd.events_unparsed", line=line.strip()[:200], error=str(e))
+            return
+        if event is None:
+            return
+        was_synced = self.tracker.synced
+        changes = self.tracker.feed(event)
+        if not self.tracker.synced:
+            return
+        if not was_synced:
+            # The initial dump is complete: one event with the whole state.
+            self.synced.set()
+            self.report(DrbdChanged(self.resource, None, self.facts()))
+            return
+        for old, new in changes:
+            if (new or old) is not None and (new or old).name == self.resource:  # type: ignore[union-attr]
+                self.report(DrbdChanged(self.resource, old, new))
