@@ -228,6 +228,9 @@ Change = tuple[Resource | None, Resource | None]
 class Tracker:
     """Folds events2 events into Resource snapshots (immutable).
 
+    During the initial dump a snapshot is partial (a resource before its devices): act on
+    snapshots only once `synced`.
+
     A split brain seen here stays latched across reset() and destroy (an events2 restart or
     a `drbdadm down/up` does not mend diverged data, semantics B7.4); only
     clear_split_brain(), the operator's path, lifts it.
@@ -248,6 +251,7 @@ class Tracker:
         return self._snap.get(name)
 
     def reset(self) -> None:
+        """Forget the kernel state (events2 restarted, a new dump follows); latches stay."""
         self._raw.clear()
         self._snap.clear()
         self._synced = False
@@ -270,8 +274,8 @@ class Tracker:
             return []
         if event.obj == "path":
             return []  # the connection state already says whether some path works
-        if event.action == "rename":
-            return self._rename(name, event.fields["new_name"])
+        if event.action == "rename":  # DRBD renames only resources
+            return self._rename(name, event.fields["new_name"]) if event.obj == "resource" else []
         if event.obj == "resource" and event.action == "destroy":
             self._raw.pop(name, None)
             old = self._snap.pop(name, None)
