@@ -136,6 +136,7 @@ class DrbdWatcher:
         self.tracker = Tracker()
         self.restarts = 0
         self.synced = asyncio.Event()  # set once the first initial dump is complete
+        self._proc: asyncio.subprocess.Process | None = None
 
     def facts(self) -> Resource | None:
         return self.tracker.resource(self.resource) if self.tracker.synced else None
@@ -163,6 +164,7 @@ class DrbdWatcher:
             self.log.error("drbd.events_failed", resource=self.resource, error=str(e))
             return
         assert p.stdout is not None
+        self._proc = p
         try:
             async for raw in p.stdout:
                 self._line(raw.decode(errors="replace"))
@@ -184,7 +186,15 @@ class DrbdWatcher:
         if event is None:
             return
         was_synced = self.tracker.synced
+        before = self.facts()
         changes = self.tracker.feed(event)
+        if was_synced and not self.tracker.synced:
+            # 8.4's "- skipped N": netlink dropped events, so what we hold may be stale.
+            # Unknown until a fresh initial dump, which a restart of events2 gives.
+            self.report(DrbdChanged(self.resource, before, None))
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+            return
         if not self.tracker.synced:
             return
         if not was_synced:
