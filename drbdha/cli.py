@@ -59,9 +59,18 @@ def _parser() -> argparse.ArgumentParser:
         "preemption (default 300)",
     )
     ff.add_argument(
-        "--force", action="store_true", help="skip the safety checks (no master visible, ...)"
+        "--force",
+        action="store_true",
+        help="skip the safety checks (no master visible, DRBD peer not connected and "
+        "UpToDate, ...)",
     )
-    sub.add_parser("clear-latch", help="clear a disk or split-brain latch once fixed")
+    cl = sub.add_parser(
+        "clear-latch",
+        help="clear a disk or split-brain latch once fixed (refused while the disk is not "
+        "UpToDate)",
+    )
+    cl.add_argument("--instance", help="only this VRRP instance (default: all)")
+    cl.add_argument("--kind", choices=("disk", "split-brain"), help="only this kind of latch")
     for cmd in (st, ff, sub.choices["clear-latch"]):
         cmd.add_argument(
             "--socket", type=Path, help="control socket (default: from the configuration)"
@@ -187,13 +196,19 @@ def _force_failover(args: argparse.Namespace) -> int:
 
 
 def _clear_latch(args: argparse.Namespace) -> int:
-    reply = _ask(args, {"command": control.CLEAR_LATCH}, timeout=10.0)
+    payload: dict[str, Any] = {"command": control.CLEAR_LATCH}
+    if args.instance:
+        payload["instance"] = args.instance
+    if args.kind:
+        payload["kind"] = args.kind
+    reply = _ask(args, payload, timeout=10.0)
     if reply is None:
         return EXIT_UNREACHABLE
     if not reply.get("ok"):
-        print(f"drbdha: {reply.get('error')}", file=sys.stderr)
+        print(f"refused: {reply.get('error')}", file=sys.stderr)
         return EXIT_FAILED
-    print("latch cleared")
+    for c in reply.get("cleared", []):
+        print(f"cleared: {c['instance']} {c['kind']}")
     return EXIT_OK
 
 
