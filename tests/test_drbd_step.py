@@ -66,7 +66,7 @@ def step(
     facts: Resource | None, cmds: FakeCommands, version: tuple[int, ...] = (8, 4, 11)
 ) -> DrbdStep:
     return DrbdStep(
-        StorageConfig(name="nfs", drbd_resource="r0"),
+        StorageConfig(name="nfs", drbd_resource="r0", demote_timeout=1.0),
         lambda: facts,
         lambda: False,
         run=cmds,
@@ -150,6 +150,7 @@ def test_demote_escalates_to_force_where_drbd_has_it() -> None:
     asyncio.run(step(res(role="Primary"), cmds, version=(9, 2, 4)).stop())
     assert cmds.calls == [
         ("drbdadm", "secondary", "r0"),
+        ("drbdadm", "secondary", "r0"),
         ("drbdsetup", "secondary", "--force", "r0"),
     ]
 
@@ -160,7 +161,8 @@ def test_demote_failure_is_a_failed_stop_on_84() -> None:
         asyncio.run(step(res(role="Primary"), cmds, version=(8, 4, 11)).stop())
     assert e.value.reason == "demote_failed"
     assert "held open" in e.value.detail
-    assert cmds.calls == [("drbdadm", "secondary", "r0")]  # 8.4 has no secondary --force
+    # Retried for half the budget (0.5 s: twice), then given up: 8.4 has no secondary --force.
+    assert cmds.calls == [("drbdadm", "secondary", "r0")] * 2
 
 
 def test_double_stop_is_harmless() -> None:

@@ -7,8 +7,9 @@ Rules:
   back-off: the machine stays out of the election for promote_backoff seconds.
 - The peer being Primary is waited out (bounded by the step's timeout), not refused: after a
   force-failover or a resignation the old master is still demoting when we start.
-- Demote escalates: `drbdadm secondary`, then `drbdsetup secondary --force` where the kernel
-  module has it (DRBD >= 9.1.7), then a failed stop that the daemon escalates by policy.
+- Demote escalates: `drbdadm secondary` (retried for half the stop budget: openers come and
+  go), then `drbdsetup secondary --force` where the kernel module has it (DRBD >= 9.1.7),
+  then a failed stop that the daemon escalates by policy.
 - The watcher restarts `drbdsetup events2` whenever it exits; the tracker starts over from
   the new initial dump, and until that dump ends the facts are unknown.
 """
@@ -32,6 +33,7 @@ Run = Callable[[Sequence[str]], Awaitable[proc.Result]]
 
 # drbdsetup's exit codes for refused state changes (drbd-utils user/v9/drbdsetup.c).
 REFUSAL_EXITS = {17: "no_uptodate_disk", 5: "lower_than_outdated", 16: "no_local_disk"}
+DEMOTE_RETRY = 0.5  # seconds between demote attempts while the device is held open
 WAIT_POLL = 0.05  # seconds between looks at the facts while the peer demotes
 RESTART_DELAY = 1.0  # seconds before events2 is started again after it exited
 
@@ -90,9 +92,17 @@ class DrbdStep:
             await asyncio.sleep(WAIT_POLL)
 
     async def stop(self) -> None:
-        r = await self.run(["drbdadm", "secondary", self.resource])
-        if r.ok:
-            return
+        # A short-lived opener (a udev probe, a backup's blkid) refuses the demote with
+        # "held open" for a moment: retry for half the budget before escalating.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.stop_timeout / 2
+        while True:
+            r = await self.run(["drbdadm", "secondary", self.resource])
+            if r.ok:
+                return
+            if loop.time() >= until:
+                break
+            await asyncio.sleep(DEMOTE_RETRY)
         first = r.summary()
         if has_secondary_force(self.version()):
             # DRBD >= 9.1.7: demote even with openers (their I/O fails from here on).
