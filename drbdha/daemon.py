@@ -414,6 +414,8 @@ class Daemon:
     def apply(self, inst: Instance, effects: list[Any], now: float) -> None:
         """Carry out a machine's effects (without waiting: chain work goes to the runner)
         and re-arm its timer: call after every machine input (force-failover does too)."""
+        if inst.machine.takeover_deferred != inst.deferred_logged:
+            self._log_deferred(inst)
         if effects and inst.execute(effects, now) and self.sd.enabled:
             # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
             # must not build 1000 status lines.
@@ -423,6 +425,16 @@ class Daemon:
             inst.scheduled = deadline
             if deadline is not None:
                 heapq.heappush(self._heap, (deadline, next(self._seq), inst))
+
+    def _log_deferred(self, inst: Instance) -> None:
+        """One event when the master is gone by VRRP but we cannot take over, and one when
+        that ends: the DRBD link says the peer is alive, our disk is not UpToDate, ..."""
+        inst.deferred_logged = inst.machine.takeover_deferred
+        if inst.deferred_logged:
+            reasons = sorted(inst.machine.inhibitions) or ["chain_stopping"]
+            self.log.warning("vrrp.takeover_deferred", instance=inst.name, reasons=reasons)
+        else:
+            self.log.info("vrrp.takeover_resumed", instance=inst.name)
 
     def _next_deadline(self) -> float | None:
         heap = self._heap

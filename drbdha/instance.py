@@ -57,6 +57,7 @@ class Instance:
     latches: dict[str, Latch] = field(default_factory=dict)
     alerts: dict[str, str] = field(default_factory=dict)  # kind -> message
     takeover_started: float | None = None  # when the machine last asked for the chain
+    deferred_logged: bool = False  # machine.takeover_deferred as last logged
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

@@ -147,6 +147,12 @@ class Machine:
             self.params.version, self.effective_priority, self.master_adver_interval
         )
 
+    @property
+    def takeover_deferred(self) -> bool:
+        """Master_Down_Interval ended but an inhibition (or our own chain still stopping)
+        keeps us from taking over."""
+        return self._takeover_deferred
+
     def get_timer(self) -> float | None:
         """The absolute time at which handle_timer() must next run, or None."""
         timers = (
