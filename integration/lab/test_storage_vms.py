@@ -1,0 +1,405 @@
+"""The DRBD chain on the real two-node cluster, drbdha under systemd on both nodes.
+
+Each test writes /etc/drbdha/drbdha.toml on both nodes (instance "lab" on eth0, vrid 62,
+VRRPv3 at 100 ms, VIP 10.77.1.100/24, [storage.data] on DRBD r0; priority 150 on node1 and 100
+on node2), starts drbdha with systemctl, and at the end stops it on both nodes, checks that
+the VIP is gone and that both are Secondary, and puts DRBD back to Connected UpToDate (the
+lab's `up`). DRBD runs with the peer-loss timers the README recommends (ping-int 1,
+ping-timeout 5) so that DRBD notices a dead peer about as fast as VRRP does.
+
+A Sampler thread asks both nodes for their DRBD role about twice a second for the whole test:
+at no sample may both be Primary.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from cluster import NODES, RESOURCE, VIP, Lab, LabError
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+VRID = 62
+PRIORITY = {"node1": 150, "node2": 100}
+OTHER = {"node1": "node2", "node2": "node1"}
+CONFIG = "/etc/drbdha/drbdha.toml"
+TUNED = "ping-int 1; ping-timeout 5;"
+
+
+def config(node: str, *, preempt: bool = False, demote_timeout: float = 10.0) -> str:
+    return f"""\
+# Written by integration/lab/test_storage_vms.py
+[daemon]
+control_socket = "/run/drbdha/control.sock"
+metrics_listen = "127.0.0.1:9943"
+
+[[vrrp_instance]]
+name = "lab"
+interface = "eth0"
+vrid = {VRID}
+priority = {PRIORITY[node]}
+version = 3
+advert_interval = 0.1
+virtual_ipaddress = ["{VIP}/24"]
+preempt = {str(preempt).lower()}
+storage = "data"
+
+[storage.data]
+drbd_resource = "{RESOURCE}"
+promote_backoff = 5.0
+demote_timeout = {demote_timeout}
+"""
+
+
+def wait_until(what: str, fn: Callable[[], T], timeout: float = 30.0, every: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {value!r}")
+        time.sleep(every)
+
+
+class Sampler(threading.Thread):
+    """DRBD roles of both nodes about twice a second; records any sample with two Primaries."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(daemon=True)
+        self.lab = lab
+        self.samples = 0
+        self.both_primary: list[float] = []
+        self._stop = threading.Event()
+
+    def role(self, node: str) -> str | None:
+        if not self.lab.running(node):
+            return None
+        try:
+            r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=10)
+        except (LabError, TimeoutError, OSError):
+            return None
+        return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            roles = self.lab.parallel(self.role, NODES)
+            self.samples += 1
+            if roles.count("Primary") > 1:
+                self.both_primary.append(time.monotonic())
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(30)
+
+
+class Storage:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def configure(self, **kw: Any) -> None:
+        self.lab.parallel(lambda n: self.lab.put(n, CONFIG, config(n, **kw), 0o600), NODES)
+
+    def start(self, *nodes: str) -> None:
+        for node in nodes or NODES:  # in order: the first started is the first master
+            self.lab.exec(
+                node, "systemctl reset-failed drbdha; systemctl restart drbdha", timeout=90
+            )
+
+    def stop(self) -> None:
+        running = [n for n in NODES if self.lab.running(n)]
+        self.lab.parallel(
+            lambda n: self.lab.exec(
+                n, "systemctl stop drbdha; systemctl reset-failed drbdha", check=False, timeout=120
+            ),
+            running,
+        )
+
+    def doc(self, node: str) -> dict[str, Any] | None:
+        r = self.lab.exec(node, "drbdha status --json", check=False, timeout=30)
+        try:
+            return json.loads(r.stdout)["instances"][0]
+        except (ValueError, KeyError, IndexError):
+            return None
+
+    def state(self, node: str) -> str | None:
+        doc = self.doc(node) if self.lab.running(node) else None
+        return doc["state"] if doc else None
+
+    def role(self, node: str) -> str | None:
+        r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=20)
+        return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
+
+    def holds_vip(self, node: str) -> bool:
+        out = self.lab.exec(node, "ip -4 -o addr show dev eth0").stdout
+        return f" {VIP}/" in out
+
+    def serving(self, node: str) -> bool:
+        """MASTER, Primary, the VIP here, and the chain up."""
+        doc = self.doc(node)
+        return bool(
+            doc
+            and doc["state"] == "master"
+            and doc["vips_held"]
+            and self.role(node) == "Primary"
+            and self.holds_vip(node)
+        )
+
+    def wait_serving(self, node: str, timeout: float = 60.0) -> None:
+        wait_until(f"{node} serving (master, Primary, VIP)", lambda: self.serving(node), timeout)
+        other = OTHER[node]
+        if self.lab.running(other):
+            assert self.role(other) != "Primary"
+            assert not self.holds_vip(other)
+
+    def journal(self, node: str, since: str = "") -> list[dict[str, Any]]:
+        r = self.lab.exec(node, f"journalctl -u drbdha -o json {since} -q", check=False, timeout=30)
+        out = []
+        for line in r.stdout.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def events(self, node: str, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.journal(node) if e.get("MESSAGE", "").startswith(name)]
+
+
+@pytest.fixture(scope="module")
+def tuned(lab: Lab) -> Iterator[Lab]:
+    lab.drbd_up(net=TUNED)
+    yield lab
+    lab.drbd_up()  # back to DRBD's defaults for the other tests
+
+
+@pytest.fixture
+def storage(tuned: Lab) -> Iterator[Storage]:
+    lab = tuned
+    s = Storage(lab)
+    s.stop()
+    for node in NODES:
+        if not lab.running(node):
+            lab.start(node)
+    lab.heal()
+    lab.up(install=False, drbd=False)
+    lab.drbd_up(net=TUNED)
+    lab.parallel(
+        lambda n: lab.exec(n, f"drbdadm secondary {RESOURCE}; rm -rf /var/lib/drbdha", check=False),
+        NODES,
+    )
+    sampler = Sampler(lab)
+    sampler.start()
+    yield s
+    sampler.stop()
+    s.stop()
+    try:
+        assert not sampler.both_primary, f"two Primaries at {sampler.both_primary}"
+        assert sampler.samples > 0
+        for node in [n for n in NODES if lab.running(n)]:
+            assert not s.holds_vip(node), f"{node} kept the VIP after systemctl stop"
+    finally:
+        lab.parallel(
+            lambda n: lab.exec(
+                n,
+                f"rm -f {CONFIG}; rm -rf /var/lib/drbdha; "
+                f"ip -4 addr del {VIP}/24 dev eth0 2>/dev/null; true",
+                check=False,
+            ),
+            [n for n in NODES if lab.running(n)],
+        )
+
+
+def test_power_off_master_peer_promotes_and_serves(storage: Storage, lab: Lab) -> None:
+    storage.configure()
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    lab.kill("node1")
+    t0 = time.monotonic()
+    storage.wait_serving("node2", timeout=60)
+    print(f"node2 serving {time.monotonic() - t0:.1f} s after the power-off (seen by polling)")
+    # Back: the old master comes back as backup (no preemption) and does not promote.
+    lab.start("node1")
+    lab.drbd_up(net=TUNED)
+    storage.start("node1")
+    wait_until("node1 backup", lambda: storage.state("node1") == "backup", 60)
+    storage.wait_serving("node2")
+
+
+def test_service_link_cut_the_drbd_link_says_the_master_lives(storage: Storage, lab: Lab) -> None:
+    storage.configure()
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    lab.cut("node1", "service")
+
+    # node2 hears no adverts, but DRBD still sees a connected Primary: it must not take over.
+    def inhibited() -> dict[str, Any] | None:
+        doc = storage.doc("node2")
+        return doc if doc and "peer_primary" in doc["inhibitions"] else None
+
+    doc = wait_until("node2 to say why it does not take over", inhibited, 30)
+    time.sleep(3)  # thirty advert intervals
+    assert storage.state("node2") == "backup"
+    assert storage.role("node2") == "Secondary"
+    assert not storage.holds_vip("node2")
+    assert doc["storage"]["drbd"]["peer_role"] == "Primary"
+    r = lab.exec("node2", "drbdha status", check=False)
+    assert r.returncode == 0, r.stdout  # an inhibited healthy backup is not degraded
+    assert "peer_primary" in r.stdout
+    lab.heal()
+    storage.wait_serving("node1", timeout=30)
+
+
+def test_disk_failure_hands_over_and_latches(storage: Storage, lab: Lab) -> None:
+    storage.configure(preempt=True)  # node1 150 + preempt: the latch alone keeps it out
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    writer = lab.exec(
+        "node1",
+        "nohup sh -c 'while :; do dd if=/dev/urandom of=/dev/drbd0 bs=4k count=4 "
+        "oflag=direct conv=notrunc status=none || exit; sleep 0.1; done' >/dev/null 2>&1 & echo $!",
+    ).stdout.strip()
+    lab.fail_disk("node1")
+    storage.wait_serving("node2", timeout=60)
+    lab.exec("node1", f"kill {writer} 2>/dev/null; true", check=False)
+    doc = storage.doc("node1")
+    assert doc is not None
+    assert [latch["kind"] for latch in doc["latches"]] == ["disk"], doc
+    assert "disk_latched" in doc["inhibitions"]
+    assert doc["state"] == "backup"
+    metrics = lab.exec(
+        "node1",
+        'python3 -c "import urllib.request;print(urllib.request'
+        ".urlopen('http://127.0.0.1:9943/metrics').read().decode())\"",
+    ).stdout
+    assert 'drbdha_latch{kind="disk",vrrp_instance="lab"} 1.0' in metrics
+    r = lab.exec("node1", "drbdha status", check=False)
+    assert r.returncode == 1, r.stdout  # degraded: latched
+    # Higher priority and preempt, yet it stays out.
+    time.sleep(3)
+    assert storage.state("node1") == "backup"
+    assert storage.serving("node2")
+    # Clearing is refused until the disk is back and in sync.
+    r = lab.exec("node1", "drbdha clear-latch", check=False)
+    assert r.returncode == 1
+    assert "not UpToDate" in r.stderr
+    lab.restore_disk("node1")
+    lab.exec("node1", f"drbdadm attach {RESOURCE}")
+    wait_until(
+        "node1 UpToDate again",
+        lambda: (
+            "UpToDate/UpToDate"
+            in lab.exec("node1", f"drbdadm dstate {RESOURCE}", check=False).stdout
+        ),
+        180,
+        every=1,
+    )
+    r = lab.exec("node1", "drbdha clear-latch --kind disk", check=False)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    # Cleared: preempt and priority 150 bring the role back to node1.
+    storage.wait_serving("node1", timeout=60)
+
+
+def test_disk_failure_with_no_uptodate_peer_does_not_hand_over(storage: Storage, lab: Lab) -> None:
+    storage.configure()
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    # node2 becomes a resync target and stays Inconsistent (the resync paused).
+    lab.exec("node2", f"drbdadm invalidate {RESOURCE}")
+    lab.exec("node1", f"drbdadm pause-sync {RESOURCE}", check=False)
+    wait_until(
+        "node2 Inconsistent",
+        lambda: lab.exec("node2", f"drbdadm dstate {RESOURCE}", check=False).stdout.startswith(
+            "Inconsistent"
+        ),
+        60,
+    )
+    lab.fail_disk("node1")
+    lab.exec(
+        "node1",
+        "dd if=/dev/urandom of=/dev/drbd0 bs=4k count=4 oflag=direct conv=notrunc status=none",
+        check=False,
+    )
+
+    def alerted() -> dict[str, Any] | None:
+        doc = storage.doc("node1")
+        kinds = [a["kind"] for a in (doc or {}).get("alerts", [])]
+        return doc if "no_uptodate_copy" in kinds else None
+
+    doc = wait_until("node1 to alert: no good copy left", alerted, 60)
+    assert [latch["kind"] for latch in doc["latches"]] == ["disk"]
+    time.sleep(5)
+    # The peer never took over: its copy is stale.
+    assert storage.role("node2") == "Secondary"
+    assert storage.state("node2") == "backup"
+    doc2 = storage.doc("node2")
+    assert doc2 is not None
+    assert "no_uptodate_disk" in doc2["inhibitions"], doc2
+    assert not storage.holds_vip("node2")
+    # Clean up: DRBD from scratch (both copies are of no use to the next test).
+    storage.stop()
+    lab.restore_disk("node1")
+    lab.drbd_reset()
+
+
+def test_kill_9_on_the_primary_reconciles_without_a_second_promote(
+    storage: Storage, lab: Lab
+) -> None:
+    storage.configure()
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    promotes = lab.exec(
+        "node1", "dmesg | grep -c 'role( Secondary -> Primary )'", check=False
+    ).stdout.strip()
+    pid = lab.exec("node1", "systemctl show -p MainPID --value drbdha").stdout.strip()
+    lab.exec("node1", "systemctl kill -s KILL drbdha")
+
+    def restarted() -> bool:
+        now = lab.exec("node1", "systemctl show -p MainPID --value drbdha").stdout.strip()
+        return now not in ("0", pid) and storage.state("node1") == "master"
+
+    wait_until("drbdha restarted on node1 and master again", restarted, 60)
+    storage.wait_serving("node1")
+    after = lab.exec(
+        "node1", "dmesg | grep -c 'role( Secondary -> Primary )'", check=False
+    ).stdout.strip()
+    assert after == promotes, "a second promote after the restart"
+    reasons = [e.get("REASON") for e in storage.events("node1", "vrrp.transition")]
+    assert "reconciled" in reasons, reasons
+    assert storage.state("node2") == "backup"
+
+
+def test_demote_held_open_escalates_to_fault(storage: Storage, lab: Lab) -> None:
+    storage.configure(demote_timeout=4.0)
+    storage.start("node1", "node2")
+    storage.wait_serving("node1")
+    holder = lab.exec(
+        "node1", "nohup sleep 600 < /dev/drbd0 >/dev/null 2>&1 & echo $!"
+    ).stdout.strip()
+    r = lab.exec("node1", "drbdha force-failover --wait 15", check=False, timeout=60)
+    print(r.stdout, r.stderr)
+
+    def faulted() -> dict[str, Any] | None:
+        doc = storage.doc("node1")
+        return doc if doc and doc["state"] == "fault" else None
+
+    doc = wait_until("node1 in FAULT after the failed demote", faulted, 60)
+    assert "stop_failed" in doc["faults"]
+    assert [s["state"] for s in doc["storage"]["chain"]] == ["failed", "down"]
+    assert storage.role("node1") == "Primary"  # still held: the peer must not promote
+    time.sleep(2)
+    assert storage.role("node2") == "Secondary"
+    assert not storage.holds_vip("node1")
+    # FAULT never advertises: node2 stays backup only because DRBD says node1 is Primary.
+    doc2 = storage.doc("node2")
+    assert doc2 is not None
+    assert "peer_primary" in doc2["inhibitions"]
+    lab.exec("node1", f"kill {holder}; sleep 0.5; drbdadm secondary {RESOURCE}", check=False)
+    storage.wait_serving("node2", timeout=60)
