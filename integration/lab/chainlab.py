@@ -1,0 +1,161 @@
+"""drbdha with a DRBD chain on the lab's two nodes, as the storage tests and the storage
+benchmark drive it: the config they write, and views of each node through `drbdha status`,
+`drbdadm` and `ip addr` (Storage), plus a Sampler that checks at most one Primary."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cluster import NODES, RESOURCE, VIP, Lab, LabError
+
+T = TypeVar("T")
+VRID = 62
+PRIORITY = {"node1": 150, "node2": 100}
+OTHER = {"node1": "node2", "node2": "node1"}
+CONFIG = "/etc/drbdha/drbdha.toml"
+TUNED = "ping-int 1; ping-timeout 5;"
+
+
+def config(node: str, *, preempt: bool = False, demote_timeout: float = 10.0) -> str:
+    return f"""\
+# Written by integration/lab/test_storage_vms.py
+[daemon]
+control_socket = "/run/drbdha/control.sock"
+metrics_listen = "127.0.0.1:9943"
+
+[[vrrp_instance]]
+name = "lab"
+interface = "eth0"
+vrid = {VRID}
+priority = {PRIORITY[node]}
+version = 3
+advert_interval = 0.1
+virtual_ipaddress = ["{VIP}/24"]
+preempt = {str(preempt).lower()}
+storage = "data"
+
+[storage.data]
+drbd_resource = "{RESOURCE}"
+promote_backoff = 5.0
+demote_timeout = {demote_timeout}
+"""
+
+
+def wait_until(what: str, fn: Callable[[], T], timeout: float = 30.0, every: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {value!r}")
+        time.sleep(every)
+
+
+class Sampler(threading.Thread):
+    """DRBD roles of both nodes about twice a second; records any sample with two Primaries."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(daemon=True)
+        self.lab = lab
+        self.samples = 0
+        self.both_primary: list[float] = []
+        self._stop = threading.Event()
+
+    def role(self, node: str) -> str | None:
+        if not self.lab.running(node):
+            return None
+        try:
+            r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=10)
+        except (LabError, TimeoutError, OSError):
+            return None
+        return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            roles = self.lab.parallel(self.role, NODES)
+            self.samples += 1
+            if roles.count("Primary") > 1:
+                self.both_primary.append(time.monotonic())
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(30)
+
+
+class Storage:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def configure(self, **kw: Any) -> None:
+        self.lab.parallel(lambda n: self.lab.put(n, CONFIG, config(n, **kw), 0o600), NODES)
+
+    def start(self, *nodes: str) -> None:
+        for node in nodes or NODES:  # in order: the first started is the first master
+            self.lab.exec(
+                node, "systemctl reset-failed drbdha; systemctl restart drbdha", timeout=90
+            )
+
+    def stop(self) -> None:
+        running = [n for n in NODES if self.lab.running(n)]
+        self.lab.parallel(
+            lambda n: self.lab.exec(
+                n, "systemctl stop drbdha; systemctl reset-failed drbdha", check=False, timeout=120
+            ),
+            running,
+        )
+
+    def doc(self, node: str) -> dict[str, Any] | None:
+        r = self.lab.exec(node, "drbdha status --json", check=False, timeout=30)
+        try:
+            return json.loads(r.stdout)["instances"][0]
+        except (ValueError, KeyError, IndexError):
+            return None
+
+    def state(self, node: str) -> str | None:
+        doc = self.doc(node) if self.lab.running(node) else None
+        return doc["state"] if doc else None
+
+    def role(self, node: str) -> str | None:
+        r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=20)
+        return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
+
+    def holds_vip(self, node: str) -> bool:
+        out = self.lab.exec(node, "ip -4 -o addr show dev eth0").stdout
+        return f" {VIP}/" in out
+
+    def serving(self, node: str) -> bool:
+        """MASTER, Primary, the VIP here, and the chain up."""
+        doc = self.doc(node)
+        return bool(
+            doc
+            and doc["state"] == "master"
+            and doc["vips_held"]
+            and self.role(node) == "Primary"
+            and self.holds_vip(node)
+        )
+
+    def wait_serving(self, node: str, timeout: float = 60.0) -> None:
+        wait_until(f"{node} serving (master, Primary, VIP)", lambda: self.serving(node), timeout)
+        other = OTHER[node]
+        if self.lab.running(other):
+            assert self.role(other) != "Primary"
+            assert not self.holds_vip(other)
+
+    def journal(self, node: str, since: str = "") -> list[dict[str, Any]]:
+        r = self.lab.exec(node, f"journalctl -u drbdha -o json {since} -q", check=False, timeout=30)
+        out = []
+        for line in r.stdout.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def events(self, node: str, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.journal(node) if e.get("MESSAGE", "").startswith(name)]
