@@ -5,6 +5,7 @@ removal is a failed stop. `held()` reads the interface, so a restart finds a VIP
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from drbdha.chain.step import StepFailed
 from drbdha.config import VrrpInstanceConfig
@@ -20,7 +21,7 @@ class VipStep:
         cfg: VrrpInstanceConfig,
         addresses: Addresses,
         announce: Callable[[str], None],
-        log: object,
+        log: Any,
         timeout: float = 10.0,
     ) -> None:
         self.cfg = cfg
@@ -36,6 +37,8 @@ class VipStep:
                 await self.addresses.add(self.cfg.interface, vip)
             except (OSError, NetError) as e:
                 failed.append(f"{vip}: {e}")
+            else:
+                self.log.info("vip.added", address=str(vip), interface=self.cfg.interface)
         if failed:
             raise StepFailed("vip_add_failed", "; ".join(failed))
         self.announce("takeover")
@@ -51,6 +54,8 @@ class VipStep:
                 continue
             except OSError as e:
                 failed.append(f"{vip}: {e}")
+            else:
+                self.log.info("vip.removed", address=str(vip), interface=self.cfg.interface)
         if failed:
             raise StepFailed("vip_remove_failed", "; ".join(failed))
 
