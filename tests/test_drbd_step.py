@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from drbdha.chain.step import StepFailed
 from drbdha.config import StorageConfig
 from drbdha.guard import assess
-from drbdha.resources.drbd import DrbdStep, has_secondary_force, kmod_version
-from drbdha.resources.drbd_events import Connection, PeerVolume, Resource, Volume
+from drbdha.resources.drbd import DrbdStep, events2_argv, has_secondary_force, kmod_version
+from drbdha.resources.drbd_events import (
+    Connection,
+    PeerVolume,
+    Resource,
+    Tracker,
+    Volume,
+    parse_events2_line,
+)
 from drbdha.resources.proc import Result
 
 
@@ -244,3 +252,35 @@ def test_outdated_backup_cannot_take_over() -> None:
         latched=LATCHED_NONE,
     )
     assert v.inhibitions == {"no_uptodate_disk"}
+
+
+def test_events2_invocation_per_version() -> None:
+    # Recorded on 8.4.11: `drbdsetup events2 --full` exits 20 "unrecognized option '--full'".
+    assert events2_argv("r0", (8, 4, 11)) == ["drbdsetup", "events2", "r0"]
+    assert events2_argv("r0", (9, 2, 4)) == ["drbdsetup", "events2", "--full", "r0"]
+    assert events2_argv("r0", None) == ["drbdsetup", "events2", "--full", "r0"]
+
+
+def test_guard_on_the_recorded_84_detach() -> None:
+    """Real 8.4.11 events2 of a Primary whose backing disk switched to dm-error: the guard
+    latches exactly on the Failed edge, with an UpToDate peer (no alert); after re-attach the
+    latch (not the disk) keeps the node out."""
+    path = Path(__file__).parent / "data/drbd/drbd-8.4.11-events2-disk-fail-detach-attach-node1.log"
+    tracker = Tracker()
+    latched: frozenset[str] = frozenset()
+    verdicts = []
+    for line in path.read_text().splitlines():
+        event = parse_events2_line(line)
+        if event is None:
+            continue
+        for old, new in tracker.feed(event):
+            if tracker.synced and new is not None:
+                v = assess(old, new, on_disk_loss="failover", latched=latched)
+                latched |= {k for k, _ in v.latch}
+                verdicts.append((new.worst_disk, v))
+    latches = [(disk, v.latch) for disk, v in verdicts if v.latch]
+    assert latches == [("Failed", (("disk", "disk Failed while Primary"),))]
+    assert all(not v.alerts for _, v in verdicts)
+    final_disk, final = verdicts[-1]
+    assert final_disk == "UpToDate"
+    assert final.inhibitions == {"disk_latched"}

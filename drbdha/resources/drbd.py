@@ -48,6 +48,14 @@ def kmod_version(proc_drbd: Path = Path("/proc/drbd")) -> tuple[int, ...] | None
     return tuple(int(x) for x in m.groups()) if m else None
 
 
+def events2_argv(resource: str, version: tuple[int, ...] | None) -> list[str]:
+    """DRBD 9 gets --full (every change line complete); 8.4's drbdsetup refuses --full
+    (exit 20) and prints deltas, which the tracker merges."""
+    if version is not None and version < (9,):
+        return ["drbdsetup", "events2", resource]
+    return ["drbdsetup", "events2", "--full", resource]
+
+
 def has_secondary_force(version: tuple[int, ...] | None) -> bool:
     return version is not None and version >= (9, 1, 7)
 
@@ -142,7 +150,7 @@ class DrbdWatcher:
         self.resource = resource
         self.report = report
         self.log = log
-        self.argv = list(argv or ["drbdsetup", "events2", "--full", resource])
+        self.argv = list(argv) if argv else None
         self.tracker = Tracker()
         self.restarts = 0
         self.synced = asyncio.Event()  # set once the first initial dump is complete
@@ -162,9 +170,10 @@ class DrbdWatcher:
         self.tracker.reset()
         if before is not None:
             self.report(DrbdChanged(self.resource, before, None))
+        argv = self.argv or events2_argv(self.resource, kmod_version())
         try:
             p = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
