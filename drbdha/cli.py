@@ -104,7 +104,54 @@ def _check_config(path: Path) -> int:
             f"  {inst.name}: VRRPv{inst.version} vrid {inst.vrid} on {inst.interface}, "
             f"priority {inst.priority}, every {inst.advert_interval:g}s, {vips}"
         )
+    errors = sum(_check_storage(config, i) for i in range(len(config.vrrp_instances)))
+    if errors:
+        print(f"drbdha: {errors} error(s) in the DRBD configuration", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
+
+
+def _check_storage(config: Config, index: int) -> int:
+    """Print what drbdha makes of the DRBD resource of vrrp_instance[index]'s [storage]
+    section (if it has one), errors first, each with its advice; return the number of errors.
+
+    `drbdadm dump` needs no root and no kernel module, so this stays unprivileged.
+    DRBDHA_DRBDADM_CONFIG=FILE makes drbdadm read FILE instead of /etc/drbd.conf: for the
+    tests, and for checking a DRBD configuration before installing it.
+    """
+    import os  # noqa: PLC0415  (only check-config with storage needs drbdadm)
+
+    from drbdha.resources import drbd_config  # noqa: PLC0415
+    from drbdha.vrrp.timers import master_down_interval  # noqa: PLC0415
+
+    inst = config.vrrp_instances[index]
+    storage = config.storage_of(inst)
+    if storage is None:
+        return 0
+    print(f"storage.{storage.name}: DRBD resource {storage.drbd_resource} (for {inst.name})")
+    env = os.environ.get("DRBDHA_DRBDADM_CONFIG")
+    try:
+        opts = drbd_config.read_effective(
+            storage.drbd_resource, config_file=Path(env) if env else None
+        )
+    except drbd_config.DrbdConfigError as e:
+        print(f"  ERROR storage.{storage.name}.drbd_resource: {e}")
+        return 1
+    found = drbd_config.findings(
+        opts,
+        master_down_interval=master_down_interval(
+            inst.version, inst.priority, inst.advert_interval
+        ),
+        advert_interval=inst.advert_interval,
+        promote_timeout=storage.promote_timeout,
+    )
+    for f in found:
+        print(f"  {f.level.upper()} {f.key}: {f.message}")
+        if f.advice:
+            print(f"      advice: {f.advice}")
+    if not found:
+        print("  no findings")
+    return sum(f.level == "error" for f in found)
 
 
 def _run(path: Path) -> int:
