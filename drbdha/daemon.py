@@ -297,6 +297,10 @@ class Daemon:
                     await self._shutdown(loop)
                     for task in [*self._runner_tasks.values(), *self._watch_tasks.values()]:
                         task.cancel()
+        except BaseExceptionGroup as group:
+            # The task group wraps whatever ended the run; callers (and their error
+            # messages) expect the error itself, e.g. NetError for a missing interface.
+            raise _first(group) from None
         finally:
             self._close(loop)
 
@@ -646,6 +650,13 @@ class Daemon:
         if not cleared:
             raise control.CommandError("no latch is set", "refused")
         return {"cleared": cleared}
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    e: BaseException = group
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return e
 
 
 def _needs_restart(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:

@@ -17,7 +17,7 @@ VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
 OTHER = {"node1": "node2", "node2": "node1"}
 CONFIG = "/etc/drbdha/drbdha.toml"
-TUNED = "ping-int 1; ping-timeout 5;"
+TUNED = "ping-int 1; ping-timeout 5; timeout 9;"  # as the README recommends
 
 
 def config(node: str, *, preempt: bool = False, demote_timeout: float = 10.0) -> str:
@@ -64,7 +64,7 @@ class Sampler(threading.Thread):
         self.lab = lab
         self.samples = 0
         self.both_primary: list[float] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def role(self, node: str) -> str | None:
         if not self.lab.running(node):
@@ -76,15 +76,15 @@ class Sampler(threading.Thread):
         return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             roles = self.lab.parallel(self.role, NODES)
             self.samples += 1
             if roles.count("Primary") > 1:
                 self.both_primary.append(time.monotonic())
-            self._stop.wait(0.5)
+            self._halt.wait(0.5)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(30)
 
 
