@@ -189,8 +189,14 @@ class Chains:
         for name in sorted(wanted - held):
             self.metrics.inhibited.labels(inst.name, name).set(1)
             self.log.info("takeover.inhibited", instance=inst.name, reason=name)
-            resign = name not in guard.NO_RESIGN
-            self.apply(inst, inst.machine.set_inhibit(name, True, now, resign=resign), now)
+            effects = inst.machine.set_inhibit(
+                name,
+                True,
+                now,
+                resign=name not in guard.NO_RESIGN,
+                blocks_preempt=name not in guard.PREEMPT_OK,
+            )
+            self.apply(inst, effects, now)
 
     def clear_latch(self, inst: Instance, kind: str, now: float) -> str | None:
         """Clear one latch; the refusal reason if the cause is not fixed yet."""

@@ -209,16 +209,27 @@ class Daemon:
         events); False if one did not within its stop budget."""
         budget = max((sum(s.stop_timeout for s in i.runner.steps) for i in instances), default=0.0)
         deadline = self.clock.monotonic() + budget + STOP_MARGIN
-        while any(i.runner.plan.settled() is None and i.runner.plan.held for i in instances):
-            if any(i.runner.plan.stuck for i in instances):
-                return False
-            now = self.clock.monotonic()
-            if now >= deadline:
-                return False
-            event = await self.inbox.get(min(deadline, now + 0.1))
-            if event is not None:
-                await self._dispatch(event, self.clock.monotonic())
-        return True
+        later: list[Any] = []  # a reload or stop asked for meanwhile waits for this one
+        try:
+            while any(i.runner.plan.settled() is None and i.runner.plan.held for i in instances):
+                if any(i.runner.plan.stuck for i in instances):
+                    return False
+                now = self.clock.monotonic()
+                if now >= deadline:
+                    return False
+                self.sd.watchdog(now)  # a 30 s demote inside a reload must not look hung
+                # Other instances go on advertising meanwhile: their timers wake us too.
+                wake = min(deadline, now + 0.1, self._next_deadline() or deadline)
+                event = await self.inbox.get(wake)
+                if isinstance(event, Reload | Stop):
+                    later.append(event)
+                elif event is not None:
+                    await self._dispatch(event, self.clock.monotonic())
+                self._run_timers(self.clock.monotonic())
+            return True
+        finally:
+            for event in later:
+                self.inbox.put(event)
 
     async def _snapshots(self, instances: list[Instance]) -> dict[tuple[str, int], AddressSnapshot]:
         """The addresses on each (interface, IP version) these instances use; an interface

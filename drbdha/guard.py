@@ -21,6 +21,9 @@ from drbdha.resources.drbd_gates import REASONS, disk_lost, good_copy_elsewhere,
 # keeps serving, since nothing says its storage went away.
 MANAGED = frozenset({*REASONS, "disk_latched", "split_brain_latched", "drbd_unknown"})
 NO_RESIGN = frozenset({"drbd_unknown"})
+# A Primary peer that we hear advertising a lower priority is alive: when we preempt it, it
+# steps down and demotes, and our DRBD step waits for that. Only a silent one holds us back.
+PREEMPT_OK = frozenset({"peer_primary"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,3 +150,23 @@ def test_inhibition_with_expiry_shows_in_get_timer() -> None:
     assert m.get_timer() == 2.0
     m.handle_timer(2.0)
     assert m.snapshot().inhibitions == ()
+
+
+def test_preemption_goes_ahead_past_an_inhibition_that_allows_it() -> None:
+    m = backup(priority=200)
+    m.set_inhibit("peer_primary", True, 0.0, blocks_preempt=False)
+    m.set_inhibit("promote_backoff", True, 0.0, until=1.0)
+    for t in (0.5, 1.5, 2.5):
+        m.receive(advert(100), address(1), t)  # a live lower-priority master
+    m.handle_timer(1.0)  # the back-off ends
+    at = m.get_timer()
+    assert at is not None
+    effects = m.handle_timer(at)
+    assert effects[0] == Transition(State.BACKUP, State.MASTER, "preempt")
+
+
+def test_a_silent_primary_peer_still_holds_back_master_down() -> None:
+    m = backup(priority=200)
+    m.set_inhibit("peer_primary", True, 0.0, blocks_preempt=False)
+    assert m.handle_timer(3.3) == []  # master_down, not preempt: wait for DRBD
+    assert m.snapshot().takeover_deferred

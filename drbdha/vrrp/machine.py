@@ -126,6 +126,7 @@ class Machine:
         # Reasons not to take over that are no fault of this node (the DRBD peer is Primary,
         # a promote back-off, a latch): name -> expiry (inf = until cleared).
         self.inhibitions: dict[str, float] = {}
+        self._preempt_ok: set[str] = set()  # inhibitions that do not hold back a preemption
         self._chain_busy = False  # Activate/Deactivate sent, the chain has not settled yet
         self._takeover_deferred = False  # Master_Down_Interval ended while we could not serve
 
@@ -228,7 +229,7 @@ class Machine:
                 self._resume_deferred(now, self.skew_time)
         if self.state is State.BACKUP:
             if self._master_down_timer is not None and now >= self._master_down_timer:
-                if self.inhibitions or self._chain_busy:
+                if self._blocking() or self._chain_busy:
                     # §6.4.2 says take over; we cannot serve yet. Wait for the reason to
                     # clear (set_inhibit/chain_settled re-arm the timer) instead of
                     # holding the VIP without storage.
@@ -278,14 +279,21 @@ class Machine:
         until: float = float("inf"),
         *,
         resign: bool = True,
+        blocks_preempt: bool = True,
     ) -> list[Effect]:
         """A reason not to take over (no fault of ours) began or ended. A master that
         becomes inhibited resigns (priority 0) so the peer, which can serve, takes over,
-        unless `resign` is False (the reason only says we could not take over anew)."""
+        unless `resign` is False (the reason only says we could not take over anew).
+        `blocks_preempt` False: a preemption goes ahead anyway (the DRBD peer being Primary:
+        the master we preempt is alive, hears us and hands over)."""
         had = bool(self.inhibitions)
         if active:
             known = name in self.inhibitions
             self.inhibitions[name] = until
+            if blocks_preempt:
+                self._preempt_ok.discard(name)
+            else:
+                self._preempt_ok.add(name)
             if known:
                 return []
         elif self.inhibitions.pop(name, None) is None:
@@ -319,6 +327,12 @@ class Machine:
         """A takeover failed and was rolled back: resign and stay out of the election for
         `backoff` seconds (never retry a refused promote in a tight loop)."""
         return self.set_inhibit("promote_backoff", True, now, until=now + backoff)
+
+    def _blocking(self) -> set[str]:
+        """The inhibitions that hold back the takeover now due."""
+        if self._takeover_reason == "preempt":
+            return set(self.inhibitions) - self._preempt_ok
+        return set(self.inhibitions)
 
     def _resume_deferred(self, now: float, delay: float) -> None:
         if self.state is State.BACKUP and self._takeover_deferred and not self._chain_busy:

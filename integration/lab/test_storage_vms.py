@@ -13,6 +13,8 @@ at no sample may both be Primary.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -131,6 +133,21 @@ def test_disk_failure_hands_over_and_latches(storage: Storage, lab: Lab) -> None
         ".urlopen('http://127.0.0.1:9943/metrics').read().decode())\"",
     ).stdout
     assert 'drbdha_latch{kind="disk",vrrp_instance="lab"} 1.0' in metrics
+    assert (
+        'drbd_device_state{drbd_device_state="Diskless",minor="0",name="r0",volume="0"} 1.0'
+        in metrics
+    )
+    promtool = shutil.which("promtool")
+    if promtool:  # setup-host installs it (the prometheus package)
+        r = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=metrics,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
     r = lab.exec("node1", "drbdha status", check=False)
     assert r.returncode == 1, r.stdout  # degraded: latched
     # Higher priority and preempt, yet it stays out.
