@@ -319,7 +319,11 @@ async def power_action(action: str, log: Any) -> None:
     except (TimeoutError, OSError) as e:
         log.critical("node.power_action_failed", action=action, error=str(e))
     log.critical("node.power_action", action=action, via="sysrq")
-    _sysrq(SYSRQ[action])
+    try:
+        _sysrq(SYSRQ[action])
+    except OSError as e:
+        # Nothing more we can do from here: the node stays in FAULT (never advertises).
+        log.critical("node.power_action_failed", action=action, via="sysrq", error=str(e))
 
 
 def _sysrq(key: str) -> None:

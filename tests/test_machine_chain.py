@@ -170,3 +170,37 @@ def test_a_silent_primary_peer_still_holds_back_master_down() -> None:
     m.set_inhibit("peer_primary", True, 0.0, blocks_preempt=False)
     assert m.handle_timer(3.3) == []  # master_down, not preempt: wait for DRBD
     assert m.snapshot().takeover_deferred
+
+
+def test_latched_node_preempts_once_cleared_while_the_peer_is_primary() -> None:
+    """The lab case: node1 (200, preempt) handed over on a disk latch; node2 (100) serves
+    and is Primary; the latch is cleared: node1 preempts, peer_primary notwithstanding."""
+    m = Machine(params(priority=200), address(0))
+    m.start(0.0)
+    m.handle_timer(m.get_timer() or 0.0)
+    m.chain_settled(True, 4.0)
+    m.set_inhibit("disk_latched", True, 5.0)  # resigns
+    m.chain_settled(False, 6.0)
+    m.set_inhibit("peer_primary", True, 6.5, blocks_preempt=False)  # node2 promoted
+    t = 7.0
+    while t < 12.0:
+        m.receive(advert(100), address(1), t)
+        m.handle_timer(t)
+        t += 1.0
+    assert m.state is State.BACKUP  # latched: stays out
+    m.set_inhibit("disk_latched", False, 12.0)
+    m.receive(advert(100), address(1), 12.5)
+    while (deadline := m.get_timer()) is not None and deadline < 20 and m.state is State.BACKUP:
+        m.handle_timer(deadline)
+    assert m.state is State.MASTER
+    assert m.last_transition is not None
+    assert m.last_transition.reason == "preempt"
+
+
+def test_a_live_master_heard_cancels_a_deferred_takeover() -> None:
+    m = backup()
+    m.set_inhibit("no_uptodate_disk", True, 0.0)
+    m.handle_timer(MDI)  # deferred
+    m.receive(advert(150), address(1), 5.0)  # a master is back
+    m.set_inhibit("no_uptodate_disk", False, 5.5)
+    assert m.get_timer() == pytest.approx(5.0 + MDI)  # not 5.5 + Skew_Time

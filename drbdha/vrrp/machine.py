@@ -225,7 +225,7 @@ class Machine:
         if expired:
             for name in expired:
                 del self.inhibitions[name]
-            if not self.inhibitions:
+            if not self._blocking():
                 self._resume_deferred(now, self.skew_time)
         if self.state is State.BACKUP:
             if self._master_down_timer is not None and now >= self._master_down_timer:
@@ -300,7 +300,7 @@ class Machine:
             return []
         if active and resign and self.state is State.MASTER:
             return self._become_backup(now, "inhibited")
-        if had and not self.inhibitions:
+        if had and not self._blocking():
             # The peer we waited for (DRBD Primary until now) is gone: take over after
             # Skew_Time, so of two such backups the higher priority goes first (§6.4.2).
             self._resume_deferred(now, self.skew_time)
@@ -406,10 +406,15 @@ class Machine:
                 self.master_adver_interval = advert.interval_seconds
             self._master_down_timer = now + self.master_down_interval
             self._takeover_reason = "master_down"
+            self._takeover_deferred = False  # a live master: nothing is waiting any more
             self.master_address = src
             return []
         # Preempt a lower-priority master: discard its adverts and let the timer run out.
         self._takeover_reason = "preempt"
+        if self._takeover_deferred and not self._blocking():
+            # The timer ran out while we could not serve; what held us back does not hold
+            # back a preemption (the master we hear is alive and will hand over).
+            self._resume_deferred(now, self.skew_time)
         return []
 
     def _accepts_master(self, priority: int, now: float) -> bool:
