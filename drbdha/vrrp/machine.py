@@ -317,7 +317,7 @@ class Machine:
             if self.params.garp_master_refresh > 0:
                 self._garp_refresh_timer = now + self.params.garp_master_refresh
             return []
-        if not up and not self.inhibitions:
+        if not up and not self._blocking():
             # We stepped down and our storage is released only now: give the peer a whole
             # Master_Down_Interval from here to take over before we take it back.
             self._resume_deferred(now, self.master_down_interval)
