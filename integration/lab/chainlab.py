@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from cluster import NODES, RESOURCE, VIP, Lab, LabError
+from cluster import NODES, RESOURCE, VIP, Lab, LabError, wait_until
 
-T = TypeVar("T")
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
 OTHER = {"node1": "node2", "node2": "node1"}
@@ -43,17 +41,6 @@ drbd_resource = "{RESOURCE}"
 promote_backoff = 5.0
 demote_timeout = {demote_timeout}
 """
-
-
-def wait_until(what: str, fn: Callable[[], T], timeout: float = 30.0, every: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {value!r}")
-        time.sleep(every)
 
 
 class Sampler(threading.Thread):

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chainlab import CONFIG, TUNED, Sampler, Storage, wait_until
-from cluster import NODES, RESOURCE, VIP, Lab
+from chainlab import CONFIG, TUNED, Sampler, Storage
+from cluster import NODES, RESOURCE, VIP, Lab, wait_until
 
 pytestmark = pytest.mark.slow
 

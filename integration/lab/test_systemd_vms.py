@@ -18,15 +18,14 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from cluster import NODES, VIP, VMS, Lab
+from cluster import NODES, VIP, VMS, Lab, wait_until
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 
 VRID = 61
 ADVERT = float(os.environ.get("DRBDHA_LAB_ADVERT", "0.1"))
@@ -53,18 +52,6 @@ advert_interval = {ADVERT}
 virtual_ipaddress = ["{VIP}/24"]
 preempt = {str(preempt).lower()}
 """
-
-
-def wait_until(what: str, fn: Callable[[], T], timeout: float = 30.0, every: float = 0.2) -> T:
-    """fn() until it returns something truthy; AssertionError with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {value!r}")
-        time.sleep(every)
 
 
 class Cluster:
