@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.chain.step import Step
 from drbdha.clock import Clock
 from drbdha.instance import Instance
-from drbdha.latches import LatchStore
+from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
 from drbdha.net.vip import VipStep
@@ -74,6 +75,11 @@ class Chains:
                 )
             )
             inst.latches = self.latches.of(inst.name)
+            if self.latches.load_error:
+                # Latches we cannot read must not read as "none": stay out until the
+                # operator has looked (clear-latch rewrites the file).
+                reason = f"latch file unreadable: {self.latches.load_error}"
+                inst.latches["disk"] = Latch("disk", reason, time.time())
         steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
         inst.runner = Runner(inst.name, steps, self.put, self.clock)
 

@@ -60,6 +60,11 @@ class LatchStore:
         return latch
 
     def clear(self, instance: str, kind: str) -> bool:
+        if self.load_error is not None:
+            # The operator clears what an unreadable file stood for: start it afresh.
+            self.load_error = None
+            self._save()
+            return True
         if kind not in self._data.get(instance, {}):
             return False
         del self._data[instance][kind]

@@ -1,0 +1,119 @@
+"""The daemon's storage glue that runs without a loop or a kernel: the force-failover
+storage pre-check, the power action's fallback to sysrq, and the latch store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from test_drbd_step import res
+
+from drbdha import chains
+from drbdha.handover import _storage_refusal
+from drbdha.latches import LatchStore
+from drbdha.resources.proc import Result
+from drbdha.vrrp.events import State
+
+
+def inst(drbd: Any, state: State = State.MASTER) -> Any:
+    return SimpleNamespace(storage=object(), drbd=drbd, machine=SimpleNamespace(state=state))
+
+
+@pytest.mark.parametrize(
+    ("facts", "state", "refused"),
+    [
+        (res(), State.MASTER, None),
+        (res(), State.BACKUP, None),
+        (None, State.MASTER, "DRBD state unknown"),
+        (res(connection="Connecting", peer_disk="DUnknown"), State.MASTER, "not connected"),
+        (res(peer_disk="Inconsistent"), State.MASTER, "not connected and UpToDate"),
+        (res(disk="Outdated"), State.BACKUP, "this node's disk is Outdated"),
+    ],
+)
+def test_force_failover_storage_precheck(facts: Any, state: State, refused: str | None) -> None:
+    why = _storage_refusal(inst(facts, state))
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert refused in why
+
+
+def test_vrrp_only_instances_have_no_storage_precheck() -> None:
+    assert _storage_refusal(SimpleNamespace(storage=None)) is None  # type: ignore[arg-type]
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def critical(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))
+
+
+def test_power_action_falls_back_to_sysrq(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    async def systemctl_fails(argv: Any) -> Result:
+        calls.append(tuple(argv))
+        return Result(tuple(argv), 1, "", "Failed to connect to bus")
+
+    monkeypatch.setattr(chains.proc, "run", systemctl_fails)
+    monkeypatch.setattr(chains, "_sysrq", calls.append)
+    log = Log()
+    asyncio.run(chains.power_action("reboot", log))
+    assert calls == [("systemctl", "reboot", "--no-block"), "b"]
+    assert [e for e, _ in log.events] == ["node.power_action", "node.power_action"]
+
+
+def test_power_action_survives_a_failing_sysrq(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def timeout(_argv: Any) -> Result:
+        raise TimeoutError
+
+    def denied(key: str) -> None:
+        raise PermissionError(key)
+
+    monkeypatch.setattr(chains.proc, "run", timeout)
+    monkeypatch.setattr(chains, "_sysrq", denied)
+    log = Log()
+    asyncio.run(chains.power_action("poweroff", log))
+    assert log.events[-1][0] == "node.power_action_failed"
+
+
+def test_latches_survive_a_restart_and_clear(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "latches.json"
+    store = LatchStore(path)
+    store.load()
+    store.set("nfs", "disk", "disk Failed while Primary")
+    again = LatchStore(path)
+    again.load()
+    assert set(again.of("nfs")) == {"disk"}
+    assert again.of("nfs")["disk"].reason == "disk Failed while Primary"
+    assert again.clear("nfs", "disk")
+    assert not again.clear("nfs", "disk")
+    third = LatchStore(path)
+    third.load()
+    assert third.of("nfs") == {}
+
+
+def test_unreadable_latches_are_reported_not_forgotten_silently(tmp_path: Path) -> None:
+    path = tmp_path / "latches.json"
+    path.write_text("{not json")
+    store = LatchStore(path)
+    store.load()
+    assert store.load_error is not None
+
+
+def test_clearing_after_an_unreadable_file_starts_it_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "latches.json"
+    path.write_text("{not json")
+    store = LatchStore(path)
+    store.load()
+    assert store.clear("nfs", "disk")
+    again = LatchStore(path)
+    again.load()
+    assert again.load_error is None
+    assert again.of("nfs") == {}
