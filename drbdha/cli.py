@@ -97,7 +97,7 @@ def _check_config(path: Path) -> int:
     config = _load_or_report(path)
     if config is None:
         return EXIT_CONFIG
-    print(f"{path}: ok")
+    print(f"{path}: valid")
     for inst in config.vrrp_instances:
         vips = ", ".join(str(v) for v in inst.virtual_ipaddress)
         print(
@@ -108,6 +108,7 @@ def _check_config(path: Path) -> int:
     if errors:
         print(f"drbdha: {errors} error(s) in the DRBD configuration", file=sys.stderr)
         return EXIT_CONFIG
+    print("ok")
     return EXIT_OK
 
 

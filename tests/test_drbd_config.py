@@ -708,7 +708,7 @@ def test_check_config_without_storage_runs_no_drbdadm(
     toml = tmp_path / "drbdha.toml"
     toml.write_text(TOML.split("storage =", maxsplit=1)[0])
     assert cli.main(["-c", str(toml), "check-config"]) == cli.EXIT_OK
-    assert capsys.readouterr().out.splitlines()[1:] == [INSTANCE_LINE]
+    assert capsys.readouterr().out.splitlines()[1:] == [INSTANCE_LINE, "ok"]
 
 
 @needs_drbdadm
