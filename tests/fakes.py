@@ -16,8 +16,8 @@ from ipaddress import IPv4Address, IPv4Interface, ip_address
 from drbdha.config import VrrpInstanceConfig
 from drbdha.vrrp.events import (
     Activate,
-    Effect,
     Deactivate,
+    Effect,
     SendAdvert,
     SendGarp,
     State,

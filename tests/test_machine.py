@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from drbdha.vrrp.events import (
     Activate,
+    Deactivate,
     Effect,
     InvalidAdvert,
-    Deactivate,
     SendAdvert,
     SendGarp,
     State,
