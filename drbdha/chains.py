@@ -34,6 +34,7 @@ from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
 Apply = Callable[[Instance, list[Any], float], None]
 POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
 SYSRQ = {"reboot": "b", "poweroff": "o"}
+ALERTS = ("disk_lost", "no_uptodate_copy")  # guard.assess's alert kinds
 
 
 class Chains:
@@ -183,8 +184,8 @@ class Chains:
         self.sync_inhibitions(inst, verdict.inhibitions, now)
         for kind in ("disk", "split-brain"):
             self.metrics.latch.labels(inst.name, kind).set(1 if kind in inst.latches else 0)
-        for kind in inst.alerts:
-            self.metrics.alert.labels(inst.name, kind).set(1)
+        for kind in ALERTS:
+            self.metrics.alert.labels(inst.name, kind).set(1 if kind in inst.alerts else 0)
 
     def sync_inhibitions(self, inst: Instance, wanted: frozenset[str], now: float) -> None:
         held = set(inst.machine.inhibitions) & guard.MANAGED
