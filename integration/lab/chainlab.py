@@ -5,6 +5,7 @@ benchmark drive it: the config they write, and views of each node through `drbdh
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from typing import Any
@@ -58,8 +59,8 @@ class Sampler(threading.Thread):
             return None
         try:
             r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=10)
-        except (LabError, TimeoutError, OSError):
-            return None
+        except (LabError, TimeoutError, subprocess.TimeoutExpired, OSError):
+            return None  # a node that does not answer (powered off, booting) is not Primary
         return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
 
     def run(self) -> None:
