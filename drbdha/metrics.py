@@ -73,12 +73,6 @@ class Metrics:
             ["vrrp_instance", "reason"],
             registry=r,
         )
-        self.vip_errors = Counter(
-            "drbdha_vip_errors",
-            "Failed virtual address adds or removes",
-            ["vrrp_instance", "op"],
-            registry=r,
-        )
         # Failover and the resource chain. Filled by the storage chain when it lands; the
         # VRRP-only daemon already times its own takeover steps.
         self.takeover_duration = Histogram(
