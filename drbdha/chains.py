@@ -24,6 +24,7 @@ from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.chain.step import Step
 from drbdha.clock import Clock
 from drbdha.instance import Instance
+from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
@@ -34,7 +35,6 @@ from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
 Apply = Callable[[Instance, list[Any], float], None]
 POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
 SYSRQ = {"reboot": "b", "poweroff": "o"}
-ALERTS = ("disk_lost", "no_uptodate_copy")  # guard.assess's alert kinds
 
 
 class Chains:
@@ -182,9 +182,9 @@ class Chains:
                 inst.alerts[kind] = message
                 self.log.critical("alert", instance=inst.name, kind=kind, message=message)
         self.sync_inhibitions(inst, verdict.inhibitions, now)
-        for kind in ("disk", "split-brain"):
+        for kind in LATCH_KINDS:
             self.metrics.latch.labels(inst.name, kind).set(1 if kind in inst.latches else 0)
-        for kind in ALERTS:
+        for kind in guard.ALERT_KINDS:
             self.metrics.alert.labels(inst.name, kind).set(1 if kind in inst.alerts else 0)
 
     def sync_inhibitions(self, inst: Instance, wanted: frozenset[str], now: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from drbdha import __version__, control, status
 from drbdha.config import DEFAULT_PATH, Config, DaemonConfig, load
 from drbdha.errors import ConfigError
+from drbdha.latches import KINDS as LATCH_KINDS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "UpToDate)",
     )
     cl.add_argument("--instance", help="only this VRRP instance (default: all)")
-    cl.add_argument("--kind", choices=("disk", "split-brain"), help="only this kind of latch")
+    cl.add_argument("--kind", choices=LATCH_KINDS, help="only this kind of latch")
     for cmd in (st, ff, sub.choices["clear-latch"]):
         cmd.add_argument(
             "--socket", type=Path, help="control socket (default: from the configuration)"

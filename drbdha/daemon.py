@@ -31,6 +31,7 @@ from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
 from drbdha.handover import Handover
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
+from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net import NetError
@@ -207,8 +208,7 @@ class Daemon:
     async def _wait_released(self, instances: list[Instance]) -> bool:
         """Wait for these chains to rest, serving the inbox meanwhile (step reports, DRBD
         events); False if one did not within its stop budget."""
-        budget = max((sum(s.stop_timeout for s in i.runner.steps) for i in instances), default=0.0)
-        deadline = self.clock.monotonic() + budget + STOP_MARGIN
+        deadline = self.clock.monotonic() + _release_budget(instances)
         later: list[Any] = []  # a reload or stop asked for meanwhile waits for this one
         try:
             while any(i.runner.plan.settled() is None and i.runner.plan.held for i in instances):
@@ -609,9 +609,8 @@ class Daemon:
         now = self.clock.monotonic()
         self.handover.abort("the daemon is stopping")
         instances = list(self.instances.values())
-        budget = sum(s.stop_timeout for i in instances for s in i.runner.steps) + STOP_MARGIN
         self.sd.stopping("stopping: resigning and releasing storage")
-        self.sd.extend_timeout(budget)
+        self.sd.extend_timeout(_release_budget(instances))
         for inst in instances:
             try:
                 self.apply(inst, inst.machine.shutdown(now), now)
@@ -643,7 +642,7 @@ class Daemon:
 
     def _clear_latch(self, req: dict[str, Any], now: float) -> dict[str, Any]:
         name, kind = req.get("instance"), req.get("kind")
-        if kind is not None and kind not in ("disk", "split-brain"):
+        if kind is not None and kind not in LATCH_KINDS:
             raise control.CommandError("kind must be disk or split-brain", "malformed")
         targets = [i for i in self.instances.values() if name in (None, i.name)]
         if name is not None and not targets:
@@ -661,6 +660,12 @@ class Daemon:
         if not cleared:
             raise control.CommandError("no latch is set", "refused")
         return {"cleared": cleared}
+
+
+def _release_budget(instances: list[Instance]) -> float:
+    """How long releasing these chains may take: they stop side by side, each within its
+    own budget."""
+    return max((i.runner.stop_budget for i in instances), default=0.0) + STOP_MARGIN
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -26,6 +26,9 @@ NO_RESIGN = frozenset({"drbd_unknown"})
 PREEMPT_OK = frozenset({"peer_primary"})
 
 
+ALERT_KINDS = ("disk_lost", "no_uptodate_copy")
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     inhibitions: frozenset[str]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from drbdha import control
+from drbdha import control, guard
 from drbdha.resources.drbd_gates import good_copy_elsewhere
 from drbdha.vrrp.constants import PRIORITY_OWNER
 from drbdha.vrrp.events import State
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from drbdha.instance import Instance
 
 TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
-# The master being the DRBD Primary is what a backup taking over expects: its DRBD step
-# waits for the master to demote.
-TAKEOVER_IGNORES = frozenset({"peer_primary"})
+# The master being the DRBD Primary is what a backup taking over expects (the same as for a
+# preemption): its DRBD step waits for the master to demote.
+TAKEOVER_IGNORES = guard.PREEMPT_OK
 DEFAULT_WAIT = 10.0
 DEFAULT_HOLD_OFF = 300.0
 MARGIN = 0.05  # seconds of slack for delivery and scheduling
@@ -121,7 +121,7 @@ class Handover:
             # Primary until then), so the probe window counts from the release.
             window = 2 * machine.params.advert_interval + MARGIN
             if inst.storage is not None:
-                window += sum(s.stop_timeout for s in inst.runner.steps)
+                window += inst.runner.stop_budget
             self.daemon.apply(inst, machine.resign(now, hold_off), now)
             self._log("resigned", inst, hold_off=hold_off)
             return _Target(inst, "master", now, now + window)

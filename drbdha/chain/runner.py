@@ -72,6 +72,11 @@ class Runner:
     def generation(self) -> int:
         return self.plan.generation
 
+    @property
+    def stop_budget(self) -> float:
+        """Seconds the whole chain may take to stop (its steps one after another)."""
+        return sum(s.stop_timeout for s in self.steps)
+
     async def run(self) -> None:
         while True:
             nxt = self.plan.next()
@@ -93,10 +98,8 @@ class Runner:
                 self._idle.set()
             return
         self._idle.set()
-        if self._reported_generation == self.plan.generation and settled.ok:
-            return
-        if self._reported_generation == self.plan.generation and self.plan.stuck:
-            return
+        if self._reported_generation == self.plan.generation:
+            return  # one report per wish: a resting chain only wakes for a new one
         self._reported_generation = self.plan.generation
         self._report(ChainSettled(self.instance, self.plan.generation, settled))
 

@@ -222,5 +222,6 @@ class DrbdWatcher:
             self.report(DrbdChanged(self.resource, None, self.facts()))
             return
         for old, new in changes:
-            if (new or old) is not None and (new or old).name == self.resource:  # type: ignore[union-attr]
+            res = new or old
+            if res is not None and res.name == self.resource:
                 self.report(DrbdChanged(self.resource, old, new))
