@@ -7,6 +7,11 @@ Rules:
 - A failed takeover resigns with a back-off; a failed stop is never swallowed: it becomes
   the chain's `on_demote_failure` policy (FAULT until restarted, or reboot/poweroff).
 - DRBD facts become inhibitions, latches and alerts through guard.assess() (pure).
+- The observation rule: a Secondary whose DRBD link to a Primary peer is lost, and that
+  then still hears that peer's adverts, knows the Primary is alive and writing what it
+  lacks; it outdates its own copy at once, so it cannot be promoted on stale data later.
+  This is all an unfenced setup has; with `drbdha fence-peer` the Primary's handler
+  outdates us first (and DRBD holds its I/O until then).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +35,13 @@ from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
 from drbdha.net.vip import VipStep
-from drbdha.resources import proc
+from drbdha.resources import drbd, proc
 from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
+from drbdha.resources.drbd_events import Resource
+from drbdha.vrrp.events import State
 
 Apply = Callable[[Instance, list[Any], float], None]
+OUTDATE_TIMEOUT = 20.0  # seconds for outdating our own copy (a few drbdadm runs)
 POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
 SYSRQ = {"reboot": "b", "poweroff": "o"}
 
@@ -168,6 +177,68 @@ class Chains:
         inst.drbd = ev.new
         self._judge(inst, ev.old, ev.new, now)
         self._export_drbd(inst)
+        self._note_link(inst, ev.old, ev.new, now)
+
+    def _note_link(
+        self, inst: Instance, old: Resource | None, new: Resource | None, now: float
+    ) -> None:
+        """Remember when DRBD lost a Primary peer while we are a Secondary with good data."""
+        if (
+            new is None
+            or new.role != "Secondary"
+            or any(c.connection == "Connected" for c in new.connections)
+            or new.worst_disk not in ("UpToDate", "Consistent")  # 9 passes through Consistent
+        ):
+            inst.link_lost_at = None
+        elif old is not None and old.peer_primary and inst.link_lost_at is None:
+            inst.link_lost_at = now
+            self.log.warning(
+                "drbd.peer_link_lost",
+                instance=inst.name,
+                resource=new.name,
+                action="outdating this copy at the next advert from the Primary",
+            )
+
+    def heard(self, inst: Instance, now: float) -> None:
+        """After an advert: if it came after the DRBD link to the Primary was lost, the
+        Primary is alive (a dead one sends nothing), so our copy is going stale."""
+        lost, peer = inst.link_lost_at, inst.machine.last_peer
+        if lost is None or peer is None or peer.seen_at <= lost or inst.storage is None:
+            return
+        if inst.machine.state is State.MASTER:
+            return
+        inst.link_lost_at = None
+        self.log.warning(
+            "drbd.outdating_self",
+            instance=inst.name,
+            resource=inst.storage.drbd_resource,
+            reason="replication_lost_primary_alive",
+            primary=str(peer.address),
+            after_ms=round((now - lost) * 1000, 1),
+        )
+        self.put(OutdateSelf(inst.name, inst.storage.drbd_resource))
+
+    async def outdate_self(self, ev: OutdateSelf) -> None:
+        """Run beside the loop; the result reaches the machine as DRBD events (Outdated ->
+        the no_uptodate_disk inhibition). Never raises: it runs in the daemon's task group."""
+        try:
+            async with asyncio.timeout(OUTDATE_TIMEOUT):
+                r = await drbd.outdate(
+                    ev.resource, self.watchers[ev.resource].facts, drop_link=False
+                )
+        except TimeoutError:
+            r = drbd.Outdated("failed", None, f"not done in {OUTDATE_TIMEOUT:g} s")
+        except Exception as e:  # logged; the daemon must go on
+            r = drbd.Outdated("failed", None, repr(e))
+        level = "warning" if r.outcome in ("outdated", "inconsistent") else "error"
+        getattr(self.log, level)(
+            "drbd.outdated_self",
+            instance=ev.instance,
+            resource=ev.resource,
+            outcome=r.outcome,
+            disk=r.disk,
+            detail=r.detail,
+        )
 
     def _judge(self, inst: Instance, old: Any, new: Any, now: float) -> None:
         assert inst.storage is not None
@@ -277,6 +348,7 @@ def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], lis
     storage["chain"] = chain
     if inst.storage is not None:
         storage["drbd"] = _drbd_status(inst.storage.drbd_resource, inst.drbd)
+        storage["fencing"] = inst.fencing  # type: ignore[typeddict-item]
     latches = [
         {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
         for k, v in sorted(inst.latches.items())
@@ -305,6 +377,14 @@ def _drbd_status(name: str, res: Any) -> Any:
         "peer_disk": "/".join(sorted(peer_disks)) or None,
         "connection": conn.connection if conn else None,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OutdateSelf:
+    """Inbox event: outdate our copy of `resource` (the observation rule)."""
+
+    instance: str
+    resource: str
 
 
 class PowerAction:

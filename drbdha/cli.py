@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     cl.add_argument("--instance", help="only this VRRP instance (default: all)")
     cl.add_argument("--kind", choices=LATCH_KINDS, help="only this kind of latch")
+    fp = sub.add_parser(
+        "fence-peer",
+        help="DRBD's fence-peer handler: outdate the peer's copy through its drbdha "
+        "(exit 4 outdated, 3 inconsistent, 5 unreachable, 6 peer is Primary, 1 failed)",
+    )
+    fp.add_argument("--resource", help="DRBD resource (default: $DRBD_RESOURCE, set by drbdadm)")
     for cmd in (st, ff, sub.choices["clear-latch"]):
         cmd.add_argument(
             "--socket", type=Path, help="control socket (default: from the configuration)"
@@ -123,7 +129,7 @@ def _check_storage(config: Config, index: int) -> int:
     """
     import os  # noqa: PLC0415  (only check-config with storage needs drbdadm)
 
-    from drbdha.resources import drbd_config  # noqa: PLC0415
+    from drbdha.resources import drbd_advice, drbd_config  # noqa: PLC0415
     from drbdha.vrrp.timers import master_down_interval  # noqa: PLC0415
 
     inst = config.vrrp_instances[index]
@@ -139,14 +145,16 @@ def _check_storage(config: Config, index: int) -> int:
     except drbd_config.DrbdConfigError as e:
         print(f"  ERROR storage.{storage.name}.drbd_resource: {e}")
         return 1
-    found = drbd_config.findings(
+    found = drbd_advice.findings(
         opts,
         master_down_interval=master_down_interval(
             inst.version, inst.priority, inst.advert_interval
         ),
         advert_interval=inst.advert_interval,
         promote_timeout=storage.promote_timeout,
+        fence_timeout=config.peer.fence_timeout if config.peer else None,
     )
+    found += _check_peer(config, opts)
     for f in found:
         print(f"  {f.level.upper()} {f.key}: {f.message}")
         if f.advice:
@@ -154,6 +162,38 @@ def _check_storage(config: Config, index: int) -> int:
     if not found:
         print("  no findings")
     return sum(f.level == "error" for f in found)
+
+
+def _check_peer(config: Config, opts: Any) -> list[Any]:
+    """The [peer] section against this resource: the secret must be usable and the channel
+    must not run over DRBD's own link (a cut link would cut the fence with it)."""
+    from drbdha.fencing.secret import SecretError, read_secret  # noqa: PLC0415
+    from drbdha.resources.drbd_advice import Finding  # noqa: PLC0415
+
+    peer = config.peer
+    if peer is None:
+        return []
+    import os  # noqa: PLC0415
+
+    out = []
+    try:
+        read_secret(peer.secret_file)
+    except SecretError as e:
+        if os.geteuid() != 0 and peer.secret_file.exists():
+            out.append(Finding("info", "peer.secret_file", f"{e} (root checks it)"))
+        else:
+            out.append(Finding("error", "peer.secret_file", str(e), "see README: Fencing"))
+    if str(peer.address) in opts.addresses:
+        out.append(
+            Finding(
+                "error",
+                "peer.address",
+                f"{peer.address} is a DRBD replication address of {opts.resource}: the fence "
+                "request would take the link whose failure it is for",
+                "use the peer's address on the service network (where VRRP runs)",
+            )
+        )
+    return out
 
 
 def _run(path: Path) -> int:
@@ -261,6 +301,46 @@ def _clear_latch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fence_peer(args: argparse.Namespace) -> int:
+    """Exit codes are DRBD's (fencing/handler.py); everything that goes wrong is 1, which
+    DRBD treats as "fencing failed": the safe side."""
+    import os  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from drbdha import logs  # noqa: PLC0415
+    from drbdha.fencing import handler, wire  # noqa: PLC0415
+
+    # The kernel's helper path may start us without fds 0-2 (sys.stderr is then None).
+    stream = sys.stderr or Path(os.devnull).open("w")  # noqa: SIM115 (lives as long as we do)
+    logs.configure("info", journal=True, stream=stream)
+    log = logs.get()
+    resource = args.resource or os.environ.get("DRBD_RESOURCE")
+    if not resource:
+        print("drbdha fence-peer: no resource (--resource or DRBD_RESOURCE)", file=sys.stderr)
+        return wire.EXIT_FAILED
+    config = _load_or_report(args.config)
+    if config is None:
+        log.error("fence.peer", resource=resource, outcome="failed", detail="invalid config")
+        return wire.EXIT_FAILED
+    started = time.monotonic()
+    answer = handler.fence_peer(config, resource)
+    code = answer.exit_code
+    fields = {
+        "resource": resource,
+        "peer": str(config.peer.address) if config.peer else None,
+        "outcome": answer.outcome,
+        "exit_code": code,
+        "detail": answer.detail,
+        "peer_disk": answer.reply.get("disk"),
+        "peer_role": answer.reply.get("role"),
+        "took_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    level = "warning" if answer.outcome in (wire.OUTDATED, wire.INCONSISTENT) else "error"
+    getattr(log, level)("fence.peer", **fields)
+    print(f"drbdha fence-peer {resource}: {answer.outcome} ({answer.detail}), exit {code}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
@@ -269,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: _status(args),
         "force-failover": lambda: _force_failover(args),
         "clear-latch": lambda: _clear_latch(args),
+        "fence-peer": lambda: _fence_peer(args),
     }
     try:
         return commands[args.command]()

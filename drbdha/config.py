@@ -41,6 +41,22 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class PeerConfig:
+    """The other node's drbdha, for DRBD's fence-peer handler (`[peer]`): reached on the
+    service network, where VRRP runs, never over DRBD's own replication link."""
+
+    address: IPv4Address | IPv6Address
+    """The peer's address on the service network."""
+    secret_file: Path
+    """Shared secret (the same file on both nodes), root-only; the HMAC key of the channel."""
+    port: int = 9944
+    """TCP port both daemons listen on (9942 is drbd-reactor's metrics, 9943 ours)."""
+    fence_timeout: float = 1.0
+    """Seconds `drbdha fence-peer` tries to reach the peer before it reports it unreachable
+    (DRBD then takes it as dead): a Primary's I/O is frozen that long when the peer died."""
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """One storage chain: what a master brings up below its VIP (`[storage.NAME]`)."""
 
@@ -90,6 +106,7 @@ class Config:
     vrrp_instances: tuple[VrrpInstanceConfig, ...]
     source: Path | None = field(default=None, compare=False)
     storage: dict[str, StorageConfig] = field(default_factory=dict)
+    peer: PeerConfig | None = None
 
     def storage_of(self, inst: VrrpInstanceConfig) -> StorageConfig | None:
         return None if inst.storage is None else self.storage[inst.storage]
@@ -280,6 +297,14 @@ STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
 }
 
 
+PEER_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "address": (_peer, _REQUIRED),
+    "secret_file": (_path, _REQUIRED),
+    "port": (_int(1, 65535), PeerConfig.port),
+    "fence_timeout": (_seconds(0.1, 60), PeerConfig.fence_timeout),
+}
+
+
 def _read_table(
     raw: Any,
     options: dict[str, tuple[Callable[[Any], Any], Any]],
@@ -339,7 +364,7 @@ def _check_instance(inst: dict[str, Any], path: str, problems: list[tuple[str, s
 
 
 def parse(data: dict[str, Any], source: Path | None = None) -> Config:
-    sections = {"daemon", "vrrp_instance", "storage"}
+    sections = {"daemon", "vrrp_instance", "storage", "peer"}
     problems = [(key, "unknown section") for key in data.keys() - sections]
     daemon = _read_table(data.get("daemon", {}), DAEMON_OPTIONS, "daemon", problems)
     raw_instances = data.get("vrrp_instance", [])
@@ -355,6 +380,7 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
     _check_unique(instances, problems)
     storage = _read_storage(data.get("storage", {}), problems)
     _check_storage_refs(instances, storage, problems)
+    peer = _read_table(data["peer"], PEER_OPTIONS, "peer", problems) if "peer" in data else None
     if problems:
         raise ConfigError(sorted(problems))
     return Config(
@@ -362,6 +388,7 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
         vrrp_instances=tuple(VrrpInstanceConfig(**i) for i in instances),
         source=source,
         storage={name: StorageConfig(name=name, **s) for name, s in storage.items()},
+        peer=PeerConfig(**peer) if peer is not None else None,
     )
 
 

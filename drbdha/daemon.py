@@ -24,10 +24,13 @@ from prometheus_client import start_http_server
 
 from drbdha import __version__, control, logs, status
 from drbdha.chain.runner import ChainSettled, StepReport
-from drbdha.chains import Chains, PowerAction, power_action, storage_status
+from drbdha.chains import Chains, OutdateSelf, PowerAction, power_action, storage_status
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config, VrrpInstanceConfig, load
 from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
+from drbdha.fencing import status as fencing_status
+from drbdha.fencing.secret import read_secret
+from drbdha.fencing.server import PeerServer
 from drbdha.handover import Handover
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
@@ -113,6 +116,7 @@ class Daemon:
         self._seq = itertools.count()  # heap tie-breaker: instances do not compare
         self._links: LinkWatcher | None = None
         self._control: control.ControlServer | None = None
+        self._peer_server: PeerServer | None = None
         self._metrics_server: Any = None
         self._stopping = False
         self._status_dirty = False  # a state changed since systemd's STATUS= was last sent
@@ -295,6 +299,21 @@ class Daemon:
         )
         await self._control.start()
 
+    async def _serve_peer(self) -> None:
+        """The fence channel (a [peer] section), and each resource's fencing for status."""
+        peer = self.config.peer
+        if peer is not None:
+            self._peer_server = PeerServer(
+                peer,
+                read_secret(peer.secret_file),
+                lambda: frozenset(self.chains.watchers),
+                lambda res: w.facts() if (w := self.chains.watchers.get(res)) else None,
+                self.log,
+            )
+            await self._peer_server.start()
+        if self._tasks is not None and self.chains.watchers:
+            self._tasks.create_task(fencing_status.fill(list(self.instances.values()), peer))
+
     # ---- main loop -----------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -333,6 +352,7 @@ class Daemon:
             self.log.warning("drbd.no_initial_state", wait_s=FACTS_WAIT)
         self._serve_metrics()
         await self._serve_control()
+        await self._serve_peer()
         now = self.clock.monotonic()
         for inst in self.instances.values():
             self.chains.initial_verdict(inst, now)
@@ -391,6 +411,8 @@ class Daemon:
                 self.chains.on_drbd(event, now)
             case PowerAction(action=action) if self._tasks is not None:
                 self._tasks.create_task(power_action(action, self.log))
+            case OutdateSelf() if self._tasks is not None:
+                self._tasks.create_task(self.chains.outdate_self(event))
 
     async def _read_socket(self, key: SocketKey, now: float) -> None:
         self._pending.discard(key)
@@ -411,6 +433,8 @@ class Daemon:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
             self.apply(inst, inst.receive(rx, now), now)
+            if inst.link_lost_at is not None:
+                self.chains.heard(inst, now)
 
     async def _read_netlink(self, now: float) -> None:
         assert self._links is not None
@@ -558,9 +582,10 @@ class Daemon:
         self.sd.ready(self._status_line())
 
     async def _apply_config(self, new: Config, now: float) -> dict[str, list[str]]:
-        if new.daemon != self.config.daemon:
+        if new.daemon != self.config.daemon or new.peer != self.config.peer:
             self.log.warning(
-                "config.daemon_section_changed", hint="[daemon] settings apply at the next restart"
+                "config.daemon_section_changed",
+                hint="[daemon] and [peer] settings apply at the next restart",
             )
         old = self.instances
         wanted = {c.name: c for c in new.vrrp_instances}
@@ -580,6 +605,7 @@ class Daemon:
             vrrp_instances=new.vrrp_instances,
             source=new.source,
             storage=new.storage,
+            peer=self.config.peer,
         )
         for name, cfg in wanted.items():
             if name in self.instances:
@@ -622,6 +648,8 @@ class Daemon:
             self.log.critical("daemon.stopped_holding", held=held)
         if self._control is not None:
             await self._control.close()
+        if self._peer_server is not None:
+            await self._peer_server.close()
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets.values():

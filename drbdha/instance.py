@@ -58,6 +58,8 @@ class Instance:
     alerts: dict[str, str] = field(default_factory=dict)  # kind -> message
     takeover_started: float | None = None  # when the machine last asked for the chain
     deferred_logged: bool = False  # machine.takeover_deferred as last logged
+    link_lost_at: float | None = None  # DRBD lost its Primary peer while we were Secondary
+    fencing: dict[str, Any] | None = None  # status: how this resource is fenced
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

@@ -82,9 +82,17 @@ class AlertStatus(TypedDict):
     message: str
 
 
+class FencingStatus(TypedDict):
+    mode: str  # handler | other_handler | quorum | unfenced | unknown
+    policy: str | None  # DRBD's fencing option (dont-care, resource-only, resource-and-stonith)
+    handler: str | None  # DRBD's fence-peer handler
+    note: str  # what that means when the replication link fails
+
+
 class StorageStatus(TypedDict):
     chain: list[StepStatus]
     drbd: DrbdStatus | None
+    fencing: FencingStatus | None  # None until the DRBD configuration has been read
     # Shapes for the storage chain; rendered generically as key=value until then:
     # mount {"device", "mountpoint", "fstype", "mounted": bool}, nfsd {"running": bool},
     # exports {"configured": int, "exported": int}.
@@ -135,7 +143,14 @@ class StatusDocument(TypedDict):
 
 
 def empty_storage() -> StorageStatus:
-    return {"chain": [], "drbd": None, "mount": None, "nfsd": None, "exports": None}
+    return {
+        "chain": [],
+        "drbd": None,
+        "fencing": None,
+        "mount": None,
+        "nfsd": None,
+        "exports": None,
+    }
 
 
 # Inhibitions that are the normal life of a healthy backup, not a problem to report.
@@ -412,9 +427,12 @@ def _counters(c: Mapping[str, Any] | None) -> str:
 def _storage_rows(storage: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     drbd = storage.get("drbd")
     chain = [_step(st) for st in storage.get("chain") or ()]
-    return [("chain", [", ".join(chain) or DASH]), ("drbd", [_drbd(drbd) if drbd else DASH])] + [
-        (key, [_generic(storage.get(key))]) for key in ("mount", "nfsd", "exports")
-    ]
+    fencing = storage.get("fencing")
+    return [
+        ("chain", [", ".join(chain) or DASH]),
+        ("drbd", [_drbd(drbd) if drbd else DASH]),
+        *([("fencing", [_fencing(fencing)])] if fencing else []),
+    ] + [(key, [_generic(storage.get(key))]) for key in ("mount", "nfsd", "exports")]
 
 
 def _drbd(d: Mapping[str, Any]) -> str:
@@ -426,6 +444,11 @@ def _drbd(d: Mapping[str, Any]) -> str:
         f"peer {pair(d.get('peer_role'), d.get('peer_disk'))}, "
         f"{d.get('connection') or DASH}"
     )
+
+
+def _fencing(f: Mapping[str, Any]) -> str:
+    how = f"{f.get('policy') or DASH}, {f.get('handler') or 'no handler'}"
+    return f"{f.get('mode', DASH)} ({how}): {f.get('note') or DASH}"
 
 
 def _step(st: Mapping[str, Any]) -> str:

@@ -24,12 +24,12 @@ import pytest
 
 from drbdha import cli
 from drbdha.resources import drbd_config
+from drbdha.resources.drbd_advice import findings
 from drbdha.resources.drbd_config import (
     DEFAULTS,
     FIELDS,
     DrbdConfigError,
     DrbdOptions,
-    findings,
     parse_dump,
     read_effective,
 )
@@ -384,39 +384,49 @@ def test_drbdadm_84_error_text(tmp_path: Path) -> None:
 
 MDI = 3 * 1.0 + (256 - 100) / 256  # VRRPv3, priority 100, 1 s adverts
 # What drbdha asks for (README "DRBD settings to pair with it", with a timeout below ping-int
-# and a handler that needs no Pacemaker): only the peer-loss note is left.
+# and drbdha's own fence-peer handler): only the peer-loss and fencing notes are left.
 CLEAN: dict[str, str | None] = {
     "on_io_error": "detach",
-    "fencing": "resource-only",
-    "fence_peer_handler": "/usr/local/sbin/fence-over-ssh",
+    "fencing": "resource-and-stonith",
+    "fence_peer_handler": "/usr/bin/drbdha fence-peer",
     "ping_int": "1",
     "ping_timeout": "5",
     "timeout": "9",
 }
 CRM = "/usr/lib/drbd/crm-fence-peer.9.sh"
 CASES: list[Any] = [
-    pytest.param({}, MDI, [("info", "ping-int")], id="clean"),
+    pytest.param({}, MDI, [("info", "ping-int"), ("info", "fencing")], id="clean"),
     pytest.param(
         dict.fromkeys(CLEAN),
         MDI,
         [("warning", "fencing"), ("warning", "ping-int")],
         id="all-defaults",
     ),
-    pytest.param({"on_io_error": "pass_on"}, MDI, [("warning", "on-io-error")], id="pass_on"),
+    pytest.param(
+        {"on_io_error": "pass_on"},
+        MDI,
+        [("warning", "on-io-error"), ("info", "fencing")],
+        id="pass_on",
+    ),
     pytest.param(
         {"on_io_error": "call-local-io-error", "local_io_error_handler": "/sbin/halt -f"},
         MDI,
-        [("info", "on-io-error")],
+        [("info", "on-io-error"), ("info", "fencing")],
         id="call-local-io-error",
     ),
     pytest.param(
         {"on_io_error": "call-local-io-error"},
         MDI,
-        [("info", "on-io-error")],
+        [("info", "on-io-error"), ("info", "fencing")],
         id="call-local-io-error-no-handler",
     ),
-    pytest.param({"disk_timeout": "100"}, MDI, [("warning", "disk-timeout")], id="disk-timeout"),
-    pytest.param({"disk_timeout": "0"}, MDI, [], id="disk-timeout-0"),
+    pytest.param(
+        {"disk_timeout": "100"},
+        MDI,
+        [("warning", "disk-timeout"), ("info", "fencing")],
+        id="disk-timeout",
+    ),
+    pytest.param({"disk_timeout": "0"}, MDI, [("info", "fencing")], id="disk-timeout-0"),
     pytest.param({"fencing": "dont-care"}, MDI, [("warning", "fencing")], id="dont-care"),
     pytest.param(
         {
@@ -431,91 +441,126 @@ CASES: list[Any] = [
         id="dont-care-with-quorum",
     ),
     pytest.param(
-        {"fence_peer_handler": None},
+        {"fencing": "resource-only", "fence_peer_handler": None},
         MDI,
-        [("warning", "fence-peer")],
+        [("warning", "fence-peer"), ("warning", "fencing")],
         id="resource-only-no-handler",
     ),
     pytest.param(
-        {"fencing": "resource-and-stonith", "fence_peer_handler": None},
-        MDI,
-        [("error", "fence-peer")],
-        id="stonith-no-handler",
+        {"fence_peer_handler": None}, MDI, [("error", "fence-peer")], id="stonith-no-handler"
     ),
     pytest.param(
-        {"fence_peer_handler": CRM}, MDI, [("warning", "fence-peer")], id="crm-fence-peer"
+        {"fencing": "resource-only", "fence_peer_handler": CRM},
+        MDI,
+        [("warning", "fence-peer"), ("warning", "fencing")],
+        id="crm-fence-peer",
     ),
     pytest.param(
-        {"fencing": "resource-and-stonith", "fence_peer_handler": CRM},
-        MDI,
-        [("error", "fence-peer")],
-        id="crm-fence-peer-stonith",
+        {"fence_peer_handler": CRM}, MDI, [("error", "fence-peer")], id="crm-fence-peer-stonith"
     ),
     pytest.param(
         {"fence_peer_handler": "/usr/lib/drbd/stonith_admin-fence-peer.sh"},
         MDI,
-        [("warning", "fence-peer")],
+        [("error", "fence-peer")],
         id="stonith_admin-fence-peer",
     ),
     pytest.param(
-        {"fencing": "resource-and-stonith"}, MDI, [("info", "fencing")], id="stonith-own-handler"
+        {"fencing": "resource-only"}, MDI, [("warning", "fencing")], id="drbdha-resource-only"
     ),
-    pytest.param({"ping_int": "10"}, MDI, [("warning", "ping-int")], id="ping-int-default"),
-    pytest.param({"ping_timeout": "10"}, MDI, [("info", "ping-int")], id="ping-timeout-1s"),
-    pytest.param({}, 0.3 + 156 / 256 * 0.1, [("info", "ping-int")], id="fast-adverts-floor"),
+    pytest.param(
+        {"fence_peer_handler": "/usr/local/sbin/fence-over-ssh"},
+        MDI,
+        [("info", "fencing")],
+        id="stonith-own-handler",
+    ),
+    pytest.param(
+        {"ping_int": "10"},
+        MDI,
+        [("warning", "ping-int"), ("info", "fencing")],
+        id="ping-int-default",
+    ),
+    pytest.param(
+        {"ping_timeout": "10"},
+        MDI,
+        [("info", "ping-int"), ("info", "fencing")],
+        id="ping-timeout-1s",
+    ),
+    pytest.param(
+        {},
+        0.3 + 156 / 256 * 0.1,
+        [("info", "ping-int"), ("info", "fencing")],
+        id="fast-adverts-floor",
+    ),
     pytest.param(
         {"ping_int": "120", "ping_timeout": "300"},
         MDI,
-        [("warning", "ping-int"), ("warning", "ping-int")],
+        [("warning", "ping-int"), ("warning", "ping-int"), ("info", "fencing")],
         id="peer-loss-beyond-promote-timeout",
     ),
-    pytest.param({"timeout": "60"}, MDI, [("warning", "timeout")], id="timeout-above-ping-int"),
     pytest.param(
-        {"timeout": "10", "connect_int": "1"}, MDI, [("warning", "timeout")], id="timeout-eq"
+        {"timeout": "60"},
+        MDI,
+        [("warning", "timeout"), ("info", "fencing")],
+        id="timeout-above-ping-int",
+    ),
+    pytest.param(
+        {"timeout": "10", "connect_int": "1"},
+        MDI,
+        [("warning", "timeout"), ("info", "fencing")],
+        id="timeout-eq",
     ),
     pytest.param(
         {"after_sb_0pri": "discard-least-changes"},
         MDI,
-        [("error", "after-sb-0pri")],
+        [("error", "after-sb-0pri"), ("info", "fencing")],
         id="0pri-discard-least-changes",
     ),
     pytest.param(
-        {"after_sb_0pri": "discard-node-b"}, MDI, [("error", "after-sb-0pri")], id="0pri-node"
+        {"after_sb_0pri": "discard-node-b"},
+        MDI,
+        [("error", "after-sb-0pri"), ("info", "fencing")],
+        id="0pri-node",
     ),
     pytest.param(
         {"after_sb_0pri": "discard-zero-changes"},
         MDI,
-        [("info", "after-sb-0pri")],
+        [("info", "after-sb-0pri"), ("info", "fencing")],
         id="0pri-discard-zero-changes",
     ),
     pytest.param(
         {"after_sb_1pri": "discard-secondary"},
         MDI,
-        [("error", "after-sb-1pri")],
+        [("error", "after-sb-1pri"), ("info", "fencing")],
         id="1pri-discard-secondary",
     ),
     pytest.param(
-        {"after_sb_1pri": "consensus"}, MDI, [("info", "after-sb-1pri")], id="1pri-consensus"
+        {"after_sb_1pri": "consensus"},
+        MDI,
+        [("info", "after-sb-1pri"), ("info", "fencing")],
+        id="1pri-consensus",
     ),
     pytest.param(
         {"after_sb_0pri": "discard-younger-primary", "after_sb_1pri": "consensus"},
         MDI,
-        [("error", "after-sb-0pri"), ("error", "after-sb-1pri")],
+        [("error", "after-sb-0pri"), ("error", "after-sb-1pri"), ("info", "fencing")],
         id="1pri-consensus-on-discard",
     ),
     pytest.param(
-        {"after_sb_2pri": "violently-as0p"}, MDI, [("error", "after-sb-2pri")], id="2pri-violently"
+        {"after_sb_2pri": "violently-as0p"},
+        MDI,
+        [("error", "after-sb-2pri"), ("info", "fencing")],
+        id="2pri-violently",
     ),
     pytest.param(
         {"after_sb_2pri": "call-pri-lost-after-sb"},
         MDI,
-        [("info", "after-sb-2pri")],
+        [("info", "after-sb-2pri"), ("info", "fencing")],
         id="2pri-call-pri-lost",
     ),
     pytest.param(
         {"quorum": "majority"},
         MDI,
-        [("warning", "quorum"), ("warning", "on-no-data-accessible")],
+        [("warning", "quorum"), ("warning", "on-no-data-accessible"), ("info", "fencing")],
         id="quorum-two-nodes",
     ),
     pytest.param(
@@ -526,15 +571,25 @@ CASES: list[Any] = [
             "hosts": ("a", "b", "c"),
         },
         MDI,
-        [],
+        [("info", "fencing")],
         id="quorum-three-nodes",
     ),
     pytest.param(
-        {"allow_two_primaries": "yes"}, MDI, [("error", "allow-two-primaries")], id="dual-primary"
+        {"allow_two_primaries": "yes"},
+        MDI,
+        [("error", "allow-two-primaries"), ("info", "fencing")],
+        id="dual-primary",
     ),
-    pytest.param({"allow_two_primaries": "no"}, MDI, [], id="single-primary"),
-    pytest.param({"protocol": "A"}, MDI, [("warning", "protocol")], id="protocol-A"),
-    pytest.param({"protocol": "B"}, MDI, [("warning", "protocol")], id="protocol-B"),
+    pytest.param({"allow_two_primaries": "no"}, MDI, [("info", "fencing")], id="single-primary"),
+    pytest.param(
+        {"protocol": "A"},
+        MDI,
+        [("error", "protocol"), ("warning", "protocol"), ("info", "fencing")],
+        id="protocol-A",
+    ),
+    pytest.param(
+        {"protocol": "B"}, MDI, [("warning", "protocol"), ("info", "fencing")], id="protocol-B"
+    ),
     pytest.param(
         {"protocol": "A", "fencing": "resource-and-stonith"},
         MDI,
@@ -554,7 +609,11 @@ def test_findings_table(
     changes: dict[str, Any], mdi: float, expected: list[tuple[str, str]]
 ) -> None:
     found = findings(
-        _opts(**changes), master_down_interval=mdi, advert_interval=1.0, promote_timeout=30
+        _opts(**changes),
+        master_down_interval=mdi,
+        advert_interval=1.0,
+        promote_timeout=30,
+        fence_timeout=1.0,
     )
     # Every case also has the peer-loss note unless it says something else about ping-int.
     if not any(key == "ping-int" for _, key in expected):
@@ -607,8 +666,12 @@ def test_findings_name_the_connection_or_volume_they_hold_for() -> None:
 
 def test_findings_shared_by_every_variant_carry_no_scope() -> None:
     found = findings(fixture("9-two-nodes"), master_down_interval=MDI, advert_interval=1.0)
-    assert [(f.level, f.key) for f in found] == [("info", "ping-int"), ("info", "after-sb-0pri")]
-    assert found[0].message.startswith("DRBD notices a dead peer within 1.5 s")
+    assert [(f.level, f.key) for f in found] == [
+        ("warning", "fencing"),  # resource-only
+        ("info", "ping-int"),
+        ("info", "after-sb-0pri"),
+    ]
+    assert found[1].message.startswith("DRBD notices a dead peer within 1.5 s")
 
 
 def test_drbd84_fixture_findings() -> None:
@@ -668,7 +731,11 @@ def test_check_config_good_resource_prints_findings_and_passes(
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == INSTANCE_LINE  # the existing lines are unchanged
     assert lines[2] == "storage.nfs: DRBD resource r0 (for nfs)"
-    assert lines[3].startswith("  INFO ping-int: DRBD notices a dead peer within 1.5 s")
+    # The fixture fences resource-only (I/O goes on while its handler runs): a warning only.
+    assert lines[3].startswith("  WARNING fencing: resource-only: the Primary goes on writing")
+    assert any(
+        ln.startswith("  INFO ping-int: DRBD notices a dead peer within 1.5 s") for ln in lines
+    )
 
 
 @needs_drbdadm

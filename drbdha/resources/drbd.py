@@ -26,7 +26,7 @@ from typing import Any
 from drbdha.chain.step import StepFailed
 from drbdha.config import StorageConfig
 from drbdha.resources import proc
-from drbdha.resources.drbd_events import Resource, Tracker, parse_events2_line
+from drbdha.resources.drbd_events import DISK_STATES, Resource, Tracker, parse_events2_line
 from drbdha.resources.drbd_gates import promotion_refusal
 
 Run = Callable[[Sequence[str]], Awaitable[proc.Result]]
@@ -225,3 +225,78 @@ class DrbdWatcher:
             res = new or old
             if res is not None and res.name == self.resource:
                 self.report(DrbdChanged(self.resource, old, new))
+
+
+# ---- outdating this node's copy (fencing) --------------------------------------------------
+
+BELOW_OUTDATED = frozenset(DISK_STATES[: DISK_STATES.index("Outdated")])
+
+
+@dataclass(frozen=True, slots=True)
+class Outdated:
+    """What `outdate` did: outcome is one of fencing.wire.OUTCOMES. `reconnect`: the link
+    was dropped to outdate, and `drbdadm connect` is due (after answering the peer)."""
+
+    outcome: str
+    disk: str | None
+    detail: str
+    reconnect: bool = False
+
+
+async def outdate(
+    resource: str,
+    facts: Callable[[], Resource | None] = lambda: None,
+    run: Run = proc.run,
+    *,
+    drop_link: bool = True,
+) -> Outdated:
+    """Mark this node's copy Outdated, so DRBD refuses to promote it until a resync from the
+    peer; DRBD refuses on a Primary (exit 17). Checked with `drbdadm dstate` afterwards.
+
+    DRBD 8.4's outdate on a Connected Secondary answers 0 and changes nothing. With
+    `drop_link` (the Primary asking us has lost the link already; ours has not timed out
+    yet) the connection is dropped first; the caller reconnects once it has answered, so
+    the copy resyncs as soon as the link is back. Without it, a copy that is connected
+    again is left as it is."""
+    res = facts()
+    connected = res is not None and _connected(res)
+    if connected and not drop_link:
+        return Outdated("failed", res.worst_disk if res else None, "connected again: left as is")
+    result = await _outdate_once(resource, run, drop=connected)
+    if result.disk == "UpToDate" and not connected and drop_link:
+        # The facts were behind (or there were none): it was still connected.
+        result = await _outdate_once(resource, run, drop=True)
+    return result
+
+
+async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
+    if drop and not (d := await run(["drbdadm", "disconnect", resource])).ok:
+        return Outdated("failed", None, d.summary(), reconnect=True)
+    r = await run(["drbdadm", "outdate", resource])
+    if r.returncode == 17:
+        return Outdated("primary", None, r.summary(), reconnect=drop)
+    disk = await _disk(resource, run)
+    if r.returncode == 5:  # SS_LOWER_THAN_OUTDATED: already Inconsistent or worse
+        return Outdated("inconsistent", disk, r.summary(), reconnect=drop)
+    if not r.ok:
+        return Outdated("failed", disk, r.summary(), reconnect=drop)
+    if disk == "Outdated" or disk is None:  # None: not up; drbdmeta outdated the metadata
+        return Outdated("outdated", disk, "outdated", reconnect=drop)
+    if disk in BELOW_OUTDATED:
+        return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop)
+    return Outdated("failed", disk, f"disk is still {disk}", reconnect=drop)
+
+
+def _connected(res: Resource) -> bool:
+    return any(c.connection == "Connected" for c in res.connections)
+
+
+async def _disk(resource: str, run: Run) -> str | None:
+    """The worst local disk state from `drbdadm dstate` ("UpToDate/DUnknown" on 8.4, one line
+    per volume); None when the resource is not up."""
+    r = await run(["drbdadm", "dstate", resource])
+    if not r.ok:
+        return None
+    disks = [ln.split("/")[0].strip() for ln in r.stdout.splitlines() if ln.strip()]
+    # An unknown word ranks below Diskless, as in Resource.worst_disk.
+    return min(disks, key=lambda d: DISK_STATES.index(d) if d in DISK_STATES else -1, default=None)

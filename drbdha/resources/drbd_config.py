@@ -1,4 +1,4 @@
-"""The effective DRBD configuration of a resource, and what drbdha makes of it.
+"""The effective DRBD configuration of a resource (what drbdha makes of it: drbd_advice.py).
 
 `drbdha check-config` runs `drbdadm -d dump RES`. With --dry-run, drbdadm dump prints the
 resource *expanded*: the common section's options merged in and resource options carried into
@@ -15,8 +15,6 @@ Rules:
   findings() checks each.
 - DEFAULTS are what DRBD uses for an absent option; they are the same in 8.4 and 9 for every
   option here (quorum and on-no-quorum exist only in 9).
-- findings() is pure: an "error" makes check-config exit 2, and check-config is the unit's
-  ExecStartPre, so errors are kept to settings that lose data or defeat a takeover.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from drbdha.errors import DrbdhaError
 
@@ -113,6 +111,8 @@ class DrbdOptions:
     disk_timeout: str | None = None
     hosts: tuple[str, ...] = ()
     """Names of the `on HOST` (and `floating`) sections."""
+    addresses: tuple[str, ...] = ()
+    """The replication addresses of those sections, without port ("10.0.0.1", "fe80::1")."""
     variants: tuple[tuple[str, str, DrbdOptions], ...] = ()
     """(connection, volume, options) for every connection x volume, when some connection or
     volume sets its own values ("connection vm/peer", "volume 0"); empty when none do."""
@@ -227,9 +227,23 @@ def _connection_scopes(res: Sequence[_Stmt]) -> list[tuple[str, dict[str, str]]]
     return scopes or [("", {})]
 
 
-def _build(resource: str, opts: dict[str, str], hosts: tuple[str, ...]) -> DrbdOptions:
+def _build(
+    resource: str, opts: dict[str, str], hosts: tuple[str, ...], addresses: tuple[str, ...]
+) -> DrbdOptions:
     values: dict[str, Any] = {FIELDS[k]: v for k, v in opts.items()}  # all str | None fields
-    return DrbdOptions(resource=resource, hosts=hosts, **values)
+    return DrbdOptions(resource=resource, hosts=hosts, addresses=addresses, **values)
+
+
+def _addresses(res: Sequence[_Stmt]) -> tuple[str, ...]:
+    """`address [ipv4|ipv6] HOST:PORT` of each host section (9 may also list them in a
+    connection's `host ... address` or `path` blocks: the `on` sections hold them all)."""
+    hosts = [s.block for s in res if s.name in ("on", "floating") and s.block]
+    return tuple(
+        st.args[-1].rsplit(":", 1)[0].strip("[]")
+        for block in hosts
+        for st in block
+        if st.name == "address" and st.args
+    )
 
 
 def parse_dump(text: str, resource: str) -> DrbdOptions:
@@ -249,9 +263,10 @@ def parse_dump(text: str, resource: str) -> DrbdOptions:
         for s in res
         if s.name in ("on", "floating") and s.args
     )
-    opts = _build(resource, base, hosts)
+    addresses = _addresses(res)
+    opts = _build(resource, base, hosts, addresses)
     variants = tuple(
-        (conn_label, vol_label, _build(resource, {**base, **vol, **conn}, hosts))
+        (conn_label, vol_label, _build(resource, {**base, **vol, **conn}, hosts, addresses))
         for conn_label, conn in _connection_scopes(res)
         for vol_label, vol in _volume_scopes(res)
     )
@@ -313,398 +328,3 @@ def read_effective(
     "drbdadm: 'r0' not defined in your config (for this host)."""
     config = ["-c", str(config_file)] if config_file else []
     return parse_dump(_dump(["drbdadm", *config, "-d", "dump", resource], run), resource)
-
-
-# ---- findings ------------------------------------------------------------------------------
-
-Level = Literal["error", "warning", "info"]
-LEVELS: Final[tuple[Level, ...]] = ("error", "warning", "info")
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    level: Level
-    key: str
-    """The DRBD option the finding is about."""
-    message: str
-    advice: str = ""
-
-
-def findings(
-    opts: DrbdOptions,
-    *,
-    master_down_interval: float,
-    advert_interval: float,
-    promote_timeout: float | None = None,
-) -> list[Finding]:
-    """What drbdha makes of `opts`, errors first. Every variant (a connection and volume
-    with values of their own) is checked; a finding that not all of them share names the
-    connections or volumes it holds for."""
-    paths = opts.variants or (("", "", opts),)
-    found = {
-        (c, v): _check(o, master_down_interval, advert_interval, promote_timeout)
-        for c, v, o in paths
-    }
-    unique = list(dict.fromkeys(f for fs in found.values() for f in fs))
-    out = []
-    for f in unique:
-        scope = _scope(found, {path for path, fs in found.items() if f in fs})
-        out.append(dataclasses.replace(f, message=f"{scope}: {f.message}") if scope else f)
-    return sorted(out, key=lambda f: LEVELS.index(f.level))
-
-
-def _scope(paths: dict[tuple[str, str], list[Finding]], where: set[tuple[str, str]]) -> str:
-    """The shortest name for the (connection, volume) grid cells in `where`: nothing when it
-    is all of them, the connections (or volumes) when it is whole rows (or columns)."""
-    if len(where) == len(paths):
-        return ""
-    conns = list(dict.fromkeys(c for c, _ in paths))
-    vols = list(dict.fromkeys(v for _, v in paths))
-    rows = [c for c in conns if all((c, v) in where for v in vols)]
-    if where == {(c, v) for c in rows for v in vols}:
-        return ", ".join(rows)
-    cols = [v for v in vols if all((c, v) in where for c in conns)]
-    if where == {(c, v) for c in conns for v in cols}:
-        return ", ".join(v or "other volumes" for v in cols)
-    return "; ".join(", ".join(x for x in p if x) for p in paths if p in where)
-
-
-def _check(
-    o: DrbdOptions, mdi: float, advert: float, promote_timeout: float | None
-) -> list[Finding]:
-    return [
-        *_on_io_error(o),
-        *_fencing(o),
-        *_peer_loss(o, mdi, advert, promote_timeout),
-        *_timeout(o),
-        *_after_sb(o),
-        *_quorum(o),
-        *_replication(o),
-    ]
-
-
-def _number(o: DrbdOptions, option: str) -> float | None:
-    try:
-        return float(o.get(option) or "")
-    except ValueError:
-        return None  # drbdadm validated it; a unit suffix we do not know is left alone
-
-
-def _on_io_error(o: DrbdOptions) -> list[Finding]:
-    out: list[Finding] = []
-    policy = o.get("on-io-error")
-    if policy == "pass_on":
-        out.append(
-            Finding(
-                "warning",
-                "on-io-error",
-                "pass_on: a failing disk goes Inconsistent and I/O is retried on the peer; the "
-                "disk never goes Failed/Diskless, so drbdha's disk-loss guard (which watches for "
-                "the detach) does not see it and the Primary goes on serving from the peer's "
-                "disk alone (metadata errors still detach)",
-                "set on-io-error detach; (the default since 8.4): drbdha then hands over to the "
-                "UpToDate peer and latches the failed disk",
-            )
-        )
-    elif policy == "call-local-io-error":
-        handler = o.local_io_error_handler
-        out.append(
-            Finding(
-                "info",
-                "on-io-error",
-                f"call-local-io-error: runs the local-io-error handler ({handler}) first, then "
-                "detaches as detach does, and drbdha sees the detach; a handler that reboots or "
-                "halts the node makes it a node failure, which VRRP handles"
-                if handler
-                else "call-local-io-error without a local-io-error handler: it detaches as "
-                "detach does, and drbdha sees the detach",
-                "" if handler else "say on-io-error detach; if that is what you mean",
-            )
-        )
-    disk_timeout = _number(o, "disk-timeout")
-    if disk_timeout:
-        out.append(
-            Finding(
-                "warning",
-                "disk-timeout",
-                f"disk-timeout {o.disk_timeout} force-detaches a hung disk after "
-                f"{disk_timeout / 10:g} s; the DRBD manual calls this dangerous: it may lead to "
-                "a kernel panic (late DMA into re-used pages)",
-                "leave disk-timeout at 0 (the default)",
-            )
-        )
-    return out
-
-
-_PACEMAKER_HANDLERS: Final = re.compile(r"crm-fence-peer|stonith_admin-fence-peer")
-
-
-def _fencing(o: DrbdOptions) -> list[Finding]:
-    policy = o.get("fencing")
-    handler = o.fence_peer_handler
-    if policy == "dont-care":
-        if o.get("quorum") != "off":
-            return []  # DRBD 9 quorum keeps a minority partition from writing
-        return [
-            Finding(
-                "warning",
-                "fencing",
-                "dont-care (the default): when the replication link and VRRP's link fail "
-                "together, both nodes become master and Primary and their data diverge (split "
-                "brain); nothing outdates the peer first"
-                + ("; the fence-peer handler is never called" if handler else ""),
-                "set fencing resource-only; with a fence-peer handler that reaches the peer by "
-                "another path, or (DRBD 9) quorum with a third, tiebreaker node",
-            )
-        ]
-    if policy not in ("resource-only", "resource-and-stonith"):
-        return []
-    stonith = policy == "resource-and-stonith"
-    level: Level = "error" if stonith else "warning"
-    consequence = (
-        "a Primary that loses the peer freezes its I/O until the handler succeeds, so every "
-        "replication link failure hangs NFS until `drbdadm resume-io`"
-        if stonith
-        else "promoting a Consistent disk (after both nodes restarted) with the peer unreachable "
-        "is refused"
-    )
-    if handler is None:
-        return [
-            Finding(
-                level,
-                "fence-peer",
-                f"fencing {policy} without a fence-peer handler: drbdadm then answers 0, which "
-                f"DRBD logs as 'fence-peer helper broken' and counts as fencing failed: "
-                f"{consequence}",
-                'add handlers { fence-peer "/path/to/your-fence-peer"; } (exit 4: peer outdated, '
-                "5: peer down, 7: peer stonithed), or set fencing dont-care;",
-            )
-        ]
-    if _PACEMAKER_HANDLERS.search(handler):
-        return [
-            Finding(
-                level,
-                "fence-peer",
-                f"{handler} works through Pacemaker (cibadmin, crm_mon, stonith_admin), which "
-                f"drbdha replaces: without Pacemaker it cannot fence and fails: {consequence}",
-                "use a fence-peer handler that outdates the peer without Pacemaker (for example "
-                "over ssh: `drbdadm outdate RES` on the peer; exit 4 when done, 5 when the peer "
-                "is down)",
-            )
-        ]
-    if stonith:
-        return [
-            Finding(
-                "info",
-                "fencing",
-                f"resource-and-stonith: a Primary that loses the peer freezes its I/O until "
-                f"{handler} returns; if it fails, I/O stays frozen until `drbdadm resume-io`",
-            )
-        ]
-    return []
-
-
-def _peer_loss(
-    o: DrbdOptions, mdi: float, advert: float, promote_timeout: float | None
-) -> list[Finding]:
-    ping_int, ping_timeout = _number(o, "ping-int"), _number(o, "ping-timeout")
-    if ping_int is None or ping_timeout is None:
-        return []
-    # The control stream is idle for ping-int, then a ping waits ping-timeout for its ack
-    # ("PingAck did not arrive in time", LINBIT/drbd drbd/drbd_receiver.c set_rcvtimeo()).
-    detect = ping_int + ping_timeout / 10
-    extra = detect - mdi
-    said = (
-        f"DRBD notices a dead peer within {detect:g} s (ping-int {ping_int:g} s + "
-        f"ping-timeout {ping_timeout / 10:g} s); VRRP declares the master down after "
-        f"{mdi:.2f} s (Master_Down_Interval at {advert:g} s adverts)"
-    )
-    out: list[Finding] = []
-    if extra <= 0:
-        out.append(Finding("info", "ping-int", f"{said}: DRBD adds nothing to a takeover"))
-    elif ping_int > 1 or ping_timeout > 5:
-        out.append(
-            Finding(
-                "warning",
-                "ping-int",
-                f"{said}; drbdha promotes only once DRBD sees the peer gone, so a takeover "
-                f"takes up to {extra:.2f} s longer than VRRP alone",
-                "set ping-int 1; and ping-timeout 5; (0.5 s) in the net section: DRBD then "
-                "notices within 1.5 s",
-            )
-        )
-    else:
-        out.append(
-            Finding(
-                "info",
-                "ping-int",
-                f"{said}: a takeover waits up to {extra:.2f} s for DRBD; ping-int cannot go "
-                "below 1 s",
-            )
-        )
-    if promote_timeout is not None and extra >= promote_timeout:
-        out.append(
-            Finding(
-                "warning",
-                "ping-int",
-                f"DRBD may see the dead peer {extra:.2f} s after VRRP does, but promote_timeout "
-                f"is {promote_timeout:g} s: drbdha stops waiting for the peer to leave Primary "
-                "and the takeover fails",
-                "lower ping-int and ping-timeout, or raise promote_timeout in [storage]",
-            )
-        )
-    return out
-
-
-def _timeout(o: DrbdOptions) -> list[Finding]:
-    timeout = _number(o, "timeout")
-    limits = {name: _number(o, name) for name in ("ping-int", "connect-int")}
-    if timeout is None:
-        return []
-    over = [f"{n} {v:g} s" for n, v in limits.items() if v is not None and timeout / 10 >= v]
-    if not over:
-        return []
-    lowest = min(v for v in limits.values() if v is not None)
-    return [
-        Finding(
-            "warning",
-            "timeout",
-            f"timeout {timeout:g} ({timeout / 10:g} s) is not lower than {' and '.join(over)}; "
-            "the DRBD manual says it must be lower than connect-int and ping-int (DRBD itself "
-            "does not check)",
-            f"set timeout {max(1, int(lowest * 10) - 1)}; or lower (tenths of a second) in the "
-            "net section",
-        )
-    ]
-
-
-# after-sb-0pri policies that resolve a split brain without losing a write, and those that
-# throw away the writes of one node (drbdsetup-options.xml, after-sb-0pri).
-_SAFE_0PRI: Final = frozenset({"disconnect", "discard-zero-changes"})
-_DISCARD_WHY: Final = (
-    "a split brain in drbdha's setup means both nodes were master and Primary and NFS clients "
-    "were told their writes on each were done; resolving it automatically throws one node's "
-    "writes away, where drbdha latches the split brain for an operator to decide"
-)
-
-
-def _after_sb(o: DrbdOptions) -> list[Finding]:
-    p0 = o.get("after-sb-0pri") or "disconnect"
-    out: list[Finding] = []
-    if p0 == "discard-zero-changes":
-        out.append(
-            Finding(
-                "info",
-                "after-sb-0pri",
-                "discard-zero-changes resolves a split brain only when one node wrote nothing "
-                "since; no write is lost, otherwise it disconnects",
-            )
-        )
-    elif p0 not in _SAFE_0PRI:
-        out.append(
-            Finding(
-                "error", "after-sb-0pri", f"{p0}: {_DISCARD_WHY}", "set after-sb-0pri disconnect;"
-            )
-        )
-    for key in ("after-sb-1pri", "after-sb-2pri"):
-        policy = o.get(key) or "disconnect"
-        if policy == "disconnect":
-            continue
-        if policy in ("discard-secondary", "violently-as0p") or p0 not in _SAFE_0PRI:
-            why = (
-                "the DRBD manual says violently-as0p can crash the Primary and should not be used"
-                if policy == "violently-as0p"
-                else _DISCARD_WHY
-            )
-            out.append(Finding("error", key, f"{policy}: {why}", f"set {key} disconnect;"))
-        else:  # consensus / call-pri-lost-after-sb follow a safe after-sb-0pri
-            out.append(
-                Finding(
-                    "info",
-                    key,
-                    f"{policy} takes after-sb-0pri's decision ({p0}), which loses no write",
-                    f"say {key} disconnect; if that is what you mean" if p0 == "disconnect" else "",
-                )
-            )
-    return out
-
-
-def _quorum(o: DrbdOptions) -> list[Finding]:
-    quorum = o.get("quorum") or "off"
-    if quorum == "off":
-        return []
-    out: list[Finding] = []
-    needs_both = quorum in ("majority", "all") or (quorum.isdigit() and int(quorum) >= 2)
-    if len(o.hosts) == 2 and needs_both:
-        out.append(
-            Finding(
-                "warning",
-                "quorum",
-                f"quorum {quorum} with two nodes: the survivor of a crash is alone, has no "
-                "quorum, and drbdha will not promote it (no_quorum), so a dead master is never "
-                "taken over",
-                "add a diskless tiebreaker node, or use fencing instead of quorum with two nodes",
-            )
-        )
-    onq, ond = o.get("on-no-quorum"), o.get("on-no-data-accessible")
-    if onq != ond:
-        out.append(
-            Finding(
-                "warning",
-                "on-no-data-accessible",
-                f"quorum {quorum} with on-no-quorum {onq} but on-no-data-accessible {ond}; the "
-                "DRBD manual says to set them to the same value (on-no-data-accessible takes "
-                "precedence)",
-                f"set on-no-data-accessible {onq}; (or both to io-error)",
-            )
-        )
-    return out
-
-
-def _replication(o: DrbdOptions) -> list[Finding]:
-    out: list[Finding] = []
-    if o.get("allow-two-primaries") == "yes":
-        out.append(
-            Finding(
-                "error",
-                "allow-two-primaries",
-                "drbdha runs DRBD single-primary: with two primaries allowed, a promotion while "
-                "the peer is still Primary succeeds and two nodes mount one non-cluster file "
-                "system (corruption)",
-                "remove allow-two-primaries (the default is no)",
-            )
-        )
-    protocol = o.get("protocol")
-    if protocol == "A":
-        out.append(
-            Finding(
-                "warning",
-                "protocol",
-                "A: a write completes once it is on the local disk and in the TCP send buffer; "
-                "writes NFS clients were told are done can be lost when the Primary dies and the "
-                "peer takes over",
-                "set protocol C; (the default)",
-            )
-        )
-        if o.get("fencing") == "resource-and-stonith":
-            out.append(
-                Finding(
-                    "error",
-                    "protocol",
-                    "protocol A with fencing resource-and-stonith: the DRBD kernel refuses this "
-                    "pair (ERR_STONITH_AND_PROT_A)",
-                    "set protocol C;",
-                )
-            )
-    elif protocol == "B":
-        out.append(
-            Finding(
-                "warning",
-                "protocol",
-                "B: a write completes once the peer has received it, before it is on the peer's "
-                "disk; when both nodes fail together (a power cut), acknowledged writes may be "
-                "lost",
-                "set protocol C; (the default)",
-            )
-        )
-    return out

@@ -10,16 +10,36 @@ import threading
 import time
 from typing import Any
 
-from cluster import NODES, RESOURCE, VIP, Lab, LabError, wait_until
+from cluster import NODES, RESOURCE, VIP, VMS, Lab, LabError, wait_until
 
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
 OTHER = {"node1": "node2", "node2": "node1"}
 CONFIG = "/etc/drbdha/drbdha.toml"
 TUNED = "ping-int 1; ping-timeout 5; timeout 9;"  # as the README recommends
+# DRBD fencing through drbdha as the README recommends (8.4 keeps `fencing` in disk {}).
+FENCING = {
+    "disk": "fencing resource-and-stonith;",
+    "handlers": 'fence-peer "/usr/bin/drbdha fence-peer";',
+}
+SECRET_FILE = "/etc/drbdha/peer.key"
+SECRET = "lab-only-secret-0123456789abcdefghijklmnop"  # >= 32 bytes, the same on both nodes
 
 
-def config(node: str, *, preempt: bool = False, demote_timeout: float = 10.0) -> str:
+def config(
+    node: str, *, preempt: bool = False, demote_timeout: float = 10.0, peer: bool = True
+) -> str:
+    """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs."""
+    peer_section = (
+        f"""
+[peer]
+address = "{VMS[OTHER[node]].addrs["svc"]}"
+secret_file = "{SECRET_FILE}"
+fence_timeout = 1.0
+"""
+        if peer
+        else ""
+    )
     return f"""\
 # Written by integration/lab/test_storage_vms.py
 [daemon]
@@ -41,7 +61,7 @@ storage = "data"
 drbd_resource = "{RESOURCE}"
 promote_backoff = 5.0
 demote_timeout = {demote_timeout}
-"""
+{peer_section}"""
 
 
 class Sampler(threading.Thread):
@@ -81,7 +101,11 @@ class Storage:
         self.lab = lab
 
     def configure(self, **kw: Any) -> None:
-        self.lab.parallel(lambda n: self.lab.put(n, CONFIG, config(n, **kw), 0o600), NODES)
+        def write(n: str) -> None:
+            self.lab.put(n, SECRET_FILE, SECRET + "\n", 0o600)
+            self.lab.put(n, CONFIG, config(n, **kw), 0o600)
+
+        self.lab.parallel(write, NODES)
 
     def start(self, *nodes: str) -> None:
         for node in nodes or NODES:  # in order: the first started is the first master

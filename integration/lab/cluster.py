@@ -569,18 +569,23 @@ sync
         self.log(f"drbdha installed from {REPO} ({what}, {unit}) on {', '.join(vms)}")
 
     # ---------------------------------------------------------------------------- DRBD
-    def drbd_config(self, net: str = "") -> str:
-        """r0 between the nodes; `net` adds options to its net section (e.g. the peer-loss
-        timers "ping-int 1; ping-timeout 5;"), empty for DRBD's defaults."""
+    def drbd_config(self, net: str = "", disk: str = "", handlers: str = "") -> str:
+        """r0 between the nodes; `net`, `disk` and `handlers` add options to those sections
+        (e.g. the peer-loss timers "ping-int 1; ping-timeout 5;"; 8.4 keeps `fencing` in
+        disk), empty for DRBD's defaults."""
         ons = "\n".join(
             f"    on {n} {{\n        address {VMS[n].addrs['repl']}:{DRBD_PORT};\n    }}"
             for n in NODES
         )
-        nets = f"    net {{ {net} }}\n" if net else ""
+        sections = "".join(
+            f"    {name} {{ {body} }}\n"
+            for name, body in (("net", net), ("disk", disk), ("handlers", handlers))
+            if body
+        )
         return (
             f"# Written by the drbdha lab (`lab up`).\nresource {RESOURCE} {{\n"
             f"    device /dev/drbd0;\n    disk {DISK_DEV};\n    meta-disk internal;\n"
-            f"{nets}{ons}\n}}\n"
+            f"{sections}{ons}\n}}\n"
         )
 
     def drbd_state(self, vm: str) -> dict:
@@ -601,13 +606,16 @@ sync
             }
         return dict(zip(("role", "cstate", "dstate"), lines, strict=False))
 
-    def drbd_up(self, timeout: float = 180.0, net: str = "") -> None:
+    def drbd_up(
+        self, timeout: float = 180.0, net: str = "", disk: str = "", handlers: str = ""
+    ) -> None:
         """Configure r0 on both nodes if needed, and wait for Connected + UpToDate/UpToDate.
 
         On fresh metadata the initial sync is skipped (new-current-uuid --clear-bitmap).
-        `net`: options for r0's net section (drbd_config), applied with `drbdadm adjust`.
+        `net`, `disk`, `handlers`: options for r0's sections (drbd_config), applied with
+        `drbdadm adjust` (which also removes options no longer written).
         """
-        conf = self.drbd_config(net)
+        conf = self.drbd_config(net, disk, handlers)
         script = f"""
 set -e
 modprobe drbd

@@ -1,0 +1,113 @@
+"""The peer channel's messages (pure): one exchange per TCP connection, one JSON object per
+line, each authenticated with HMAC-SHA256 under the shared secret.
+
+    server: {"type": "challenge", "nonce": S}
+    client: {"type": "outdate", "resource": R, "nonce": S, "client_nonce": C, "mac": ...}
+    server: {"type": "result", "resource": R, "nonce": S, "client_nonce": C,
+             "outcome": O, "role": ..., "disk": ..., "connection": ..., "detail": ..., "mac": ...}
+
+Why a challenge rather than a timestamp: the server's fresh nonce makes a recorded request
+worthless on any later connection without trusting the two nodes' clocks, which matter
+least when the cluster is failing. The client's nonce binds the result to its request, so a
+recorded result cannot answer a later one. An unauthenticated {"type": "refused"} tells a
+client with the wrong secret why nothing happened; it carries no outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any, Final
+
+VERSION: Final = 1
+MAX_LINE: Final = 4096  # bytes; every message is far shorter
+
+# Outcomes and the exit codes DRBD defines for a fence-peer handler (drbd.conf(5) 8.4 and 9,
+# the kernel's conn_try_outdate_peer): 3 peer Inconsistent or worse, 4 peer Outdated,
+# 5 peer unreachable (assumed dead), 6 peer is Primary (the caller outdates itself).
+OUTDATED: Final = "outdated"
+INCONSISTENT: Final = "inconsistent"
+PRIMARY: Final = "primary"
+FAILED: Final = "failed"
+UNREACHABLE: Final = "unreachable"
+OUTCOMES: Final = (OUTDATED, INCONSISTENT, PRIMARY, FAILED)
+EXIT_CODES: Final = {INCONSISTENT: 3, OUTDATED: 4, UNREACHABLE: 5, PRIMARY: 6}
+# Any other code is "fence-peer helper broken" to DRBD: a Primary's I/O stays frozen
+# (resource-and-stonith) and a promotion is refused. That is the answer when the peer is
+# reachable but its copy could not be outdated: it may still be promoted later.
+EXIT_FAILED: Final = 1
+
+
+class Refused(Exception):
+    """A message that is not accepted; `reason` is logged and sent back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def sign(key: bytes, msg: dict[str, Any]) -> dict[str, Any]:
+    body = {**msg, "v": VERSION}
+    return {**body, "mac": _mac(key, body)}
+
+
+def challenge(server_nonce: str) -> dict[str, Any]:
+    return {"type": "challenge", "v": VERSION, "nonce": server_nonce}
+
+
+def outdate_request(key: bytes, resource: str, server_nonce: str, client_nonce: str) -> bytes:
+    msg = {
+        "type": "outdate",
+        "resource": resource,
+        "nonce": server_nonce,
+        "client_nonce": client_nonce,
+    }
+    return encode(sign(key, msg))
+
+
+def refused(reason: str) -> bytes:
+    return encode({"type": "refused", "v": VERSION, "reason": reason})
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_LINE or not line.endswith(b"\n"):
+        raise Refused("too_long_or_truncated")
+    try:
+        msg = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused("not_json") from None
+    if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
+        raise Refused("bad_message")
+    return msg
+
+
+def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[str, Any]:
+    """`msg` if it is a `kind` message with a valid MAC and the expected fields (the nonces
+    of this exchange); Refused otherwise. The MAC is checked before anything it covers is
+    trusted, in constant time."""
+    mac = msg.get("mac")
+    body = {k: v for k, v in msg.items() if k != "mac"}
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, body)):
+        raise Refused("bad_mac")
+    if msg.get("type") != kind:
+        raise Refused("unexpected_message")
+    for field, value in expect.items():
+        if msg.get(field) != value:
+            # A valid MAC on an old nonce: a recorded message played again.
+            raise Refused("replayed" if field == "nonce" else f"wrong_{field}")
+    return msg
+
+
+def _mac(key: bytes, body: dict[str, Any]) -> str:
+    data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()

@@ -1,0 +1,165 @@
+"""Checksummed, synchronously written records on the Primary's DRBD device, acknowledged to the
+host as each write returns, and checked afterwards on each node's backing disk.
+
+The writer (WRITER, run in a node) writes record N at N * 512 bytes of /dev/drbd0 with O_DSYNC:
+when pwrite returns, the record is on stable storage (DRBD protocol C: on both disks while
+connected). It then sends "N start_s took_s" over TCP to the collector, which runs in the lab's
+network namespace on the host (10.77.1.1), so the count of acknowledged records survives the
+node being powered off. An acknowledged record the host never heard of (in flight at the kill)
+is not counted: the check can only undercount what was promised, never invent a loss.
+
+check() reads the backing disk of a node (the data area starts at sector 0 with internal
+metadata) and reports which of records 0..N-1 are present and intact.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster import DISK_DEV, NETNS, Lab
+
+PORT = 7900
+HOST = "10.77.1.1"  # the host's address on the service network, inside NETNS
+RECORD = 512
+
+WRITER = r"""
+import hashlib, os, socket, struct, sys, time
+host, port, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+fd = os.open("/dev/drbd0", os.O_WRONLY | os.O_DSYNC)
+ack = socket.create_connection((host, port), timeout=10)
+ack.settimeout(None)
+n = 0
+while True:
+    body = struct.pack("<8sQd", b"DRBDHA01", n, time.time()).ljust(480, b"\0")
+    rec = body + hashlib.sha256(body).digest()[:32]
+    t0 = time.monotonic()
+    try:
+        os.pwrite(fd, rec, n * 512)
+    except OSError as e:
+        ack.sendall(f"error {n} {e.errno}\n".encode())
+        time.sleep(0.5)
+        continue
+    took = time.monotonic() - t0
+    ack.sendall(f"{n} {time.time() - took:.6f} {took:.6f}\n".encode())
+    n += 1
+    if interval:
+        time.sleep(interval)
+"""
+
+CHECK = r"""
+import hashlib, json, mmap, os, struct, sys
+dev, count = sys.argv[1], int(sys.argv[2])
+# O_DIRECT: what is on the disk, not what a page cache kept (needs an aligned buffer: mmap's).
+fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, max(4096, -(-count * 512 // 4096) * 4096))
+os.preadv(fd, [buf], 0)
+data = bytes(buf)
+missing = []
+for n in range(count):
+    rec = data[n * 512:(n + 1) * 512]
+    body, digest = rec[:480], rec[480:]
+    ok = len(rec) == 512 and hashlib.sha256(body).digest()[:32] == digest
+    if ok:
+        magic, seq, _ = struct.unpack_from("<8sQd", body)
+        ok = magic == b"DRBDHA01" and seq == n
+    if not ok:
+        missing.append(n)
+print(json.dumps({"count": count, "missing": missing}))
+"""
+
+
+@dataclass
+class Acks:
+    """What the collector heard: acknowledged records, each write's start and latency."""
+
+    starts: list[float] = field(default_factory=list)  # wall clock (the node's) per record
+    took: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def acknowledged(self) -> int:
+        return len(self.took)
+
+    def longest_write(self, after: float = 0.0) -> float:
+        """The longest single write (s) started at or after `after` (the node's wall clock)."""
+        return max((t for s, t in zip(self.starts, self.took, strict=True) if s >= after), default=0)
+
+
+class Writer:
+    """Start with start(node); stop() ends the writer (if its node still runs) and the collector."""
+
+    def __init__(self, lab: Lab, interval: float = 0.0) -> None:
+        self.lab = lab
+        self.interval = interval
+        self.acks = Acks()
+        self.node: str | None = None
+        self._collector: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, node: str) -> None:
+        self._collector = subprocess.Popen(
+            ["ip", "netns", "exec", NETNS, "python3", "-u", "-c", _COLLECTOR, HOST, str(PORT)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._collector.stdout is not None
+        assert self._collector.stdout.readline().strip() == "listening"
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.node = node
+        self.lab.put(node, "/root/writer.py", WRITER)
+        self.lab.exec(
+            node,
+            f"setsid -f python3 /root/writer.py {HOST} {PORT} {self.interval} "
+            ">/root/writer.log 2>&1 </dev/null",
+        )
+
+    def _read(self) -> None:
+        assert self._collector is not None and self._collector.stdout is not None
+        for line in self._collector.stdout:
+            parts = line.split()
+            if parts and parts[0] == "error":
+                self.acks.errors += 1
+            elif len(parts) == 3:
+                self.acks.starts.append(float(parts[1]))
+                self.acks.took.append(float(parts[2]))
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acks.acknowledged < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.acks.acknowledged} records in {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.node is not None and self.lab.running(self.node):
+            self.lab.exec(self.node, "pkill -f /root/writer.py", check=False, timeout=20)
+        if self._collector is not None:
+            self._collector.terminate()
+            self._collector.wait(10)
+        if self._reader is not None:
+            self._reader.join(10)
+
+
+_COLLECTOR = r"""
+import socket, sys
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])), reuse_port=True)
+print("listening", flush=True)
+while True:
+    conn, _ = srv.accept()
+    for line in conn.makefile("r"):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+"""
+
+
+def check(lab: Lab, node: str, count: int) -> dict[str, Any]:
+    """{"count": N, "missing": [...]} for records 0..count-1 on `node`'s backing disk."""
+    lab.put(node, "/root/check.py", CHECK)
+    r = lab.exec(node, f"python3 /root/check.py {DISK_DEV} {count}", timeout=60)
+    return json.loads(r.stdout)
