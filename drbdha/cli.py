@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from drbdha import __version__, control, status
+from drbdha import __version__
 from drbdha.config import DEFAULT_PATH, Config, DaemonConfig, load
 from drbdha.errors import ConfigError
 from drbdha.latches import KINDS as LATCH_KINDS
@@ -24,7 +24,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 FAILOVER_EXIT = {"done": 0, "refused": 1, "timed_out": 2}
-EXIT_UNREACHABLE = status.EXIT_UNREACHABLE
+EXIT_UNREACHABLE = 3  # status.EXIT_UNREACHABLE (status and control are imported when used:
+# `fence-peer` runs in DRBD's helper path, where start-up time holds a promotion or I/O)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,6 +235,8 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def _ask(
     args: argparse.Namespace, payload: dict[str, Any], timeout: float
 ) -> dict[str, Any] | None:
+    from drbdha import control  # noqa: PLC0415
+
     try:
         reply = control.request(_socket_path(args), payload, timeout=timeout)
     except control.ControlError as e:
@@ -243,6 +246,8 @@ def _ask(
 
 
 def _status(args: argparse.Namespace) -> int:
+    from drbdha import control, status  # noqa: PLC0415
+
     reply = _ask(args, {"command": control.STATUS}, timeout=5.0)
     if reply is None:
         return EXIT_UNREACHABLE
@@ -258,6 +263,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _force_failover(args: argparse.Namespace) -> int:
+    from drbdha import control  # noqa: PLC0415
+
     payload = {
         "command": control.FORCE_FAILOVER,
         "wait": args.wait,
@@ -285,6 +292,8 @@ def _force_failover(args: argparse.Namespace) -> int:
 
 
 def _clear_latch(args: argparse.Namespace) -> int:
+    from drbdha import control  # noqa: PLC0415
+
     payload: dict[str, Any] = {"command": control.CLEAR_LATCH}
     if args.instance:
         payload["instance"] = args.instance
@@ -303,40 +312,37 @@ def _clear_latch(args: argparse.Namespace) -> int:
 
 def _fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's (fencing/handler.py); everything that goes wrong is 1, which
-    DRBD treats as "fencing failed": the safe side."""
+    DRBD treats as "fencing failed": the safe side. No structlog here: DRBD's promotion (and
+    a frozen Primary's I/O) waits for this process, and importing it costs more than all of
+    the handler's work on a slow machine."""
     import os  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from drbdha import logs  # noqa: PLC0415
     from drbdha.fencing import handler, wire  # noqa: PLC0415
 
-    # The kernel's helper path may start us without fds 0-2 (sys.stderr is then None).
-    stream = sys.stderr or Path(os.devnull).open("w")  # noqa: SIM115 (lives as long as we do)
-    logs.configure("info", journal=True, stream=stream)
-    log = logs.get()
+    started = time.monotonic()
     resource = args.resource or os.environ.get("DRBD_RESOURCE")
     if not resource:
         print("drbdha fence-peer: no resource (--resource or DRBD_RESOURCE)", file=sys.stderr)
         return wire.EXIT_FAILED
     config = _load_or_report(args.config)
     if config is None:
-        log.error("fence.peer", resource=resource, outcome="failed", detail="invalid config")
+        handler.log("fence.peer", resource=resource, outcome="failed", detail="invalid config")
         return wire.EXIT_FAILED
-    started = time.monotonic()
     answer = handler.fence_peer(config, resource)
     code = answer.exit_code
-    fields = {
-        "resource": resource,
-        "peer": str(config.peer.address) if config.peer else None,
-        "outcome": answer.outcome,
-        "exit_code": code,
-        "detail": answer.detail,
-        "peer_disk": answer.reply.get("disk"),
-        "peer_role": answer.reply.get("role"),
-        "took_ms": round((time.monotonic() - started) * 1000, 1),
-    }
-    level = "warning" if answer.outcome in (wire.OUTDATED, wire.INCONSISTENT) else "error"
-    getattr(log, level)("fence.peer", **fields)
+    handler.log(
+        "fence.peer",
+        resource=resource,
+        peer=str(config.peer.address) if config.peer else None,
+        outcome=answer.outcome,
+        exit_code=code,
+        detail=answer.detail,
+        peer_disk=answer.reply.get("disk"),
+        peer_role=answer.reply.get("role"),
+        took_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    # The kernel's helper path may start us without fds 0-2 (sys.stdout is then None).
     print(f"drbdha fence-peer {resource}: {answer.outcome} ({answer.detail}), exit {code}")
     return code
 

@@ -29,21 +29,14 @@ _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "ex
 _FIELD = re.compile(r"[^A-Z0-9_]")
 
 
-def configure(
-    level: str = "info", *, json: bool | None = None, stream: Any = None, journal: bool = False
-) -> None:
-    """journal=True: straight to journald when it can be reached (for `fence-peer`, which
-    the kernel's helper path runs with no stdout at all), else as without it."""
+def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
     stream = stream or sys.stdout
-    sender = _journal_module() if journal else None
-    journal_send = sender.send if sender is not None else None
-    if journal_send is None and json is None:
-        journal_send = _journal_sender(stream)
+    journal = _journal_sender(stream) if json is None else None
     if json is None:
         json = not stream.isatty()
     renderer: Any
-    if journal_send is not None:
-        renderer = _JournalRenderer(journal_send)
+    if journal is not None:
+        renderer = _JournalRenderer(journal)
     elif json:
         renderer = structlog.processors.JSONRenderer()
     else:
@@ -71,21 +64,12 @@ def _journal_sender(stream: Any) -> Any:
     want = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        return None
-    journal = _journal_module()
-    if journal is None:
-        return None
-    return journal.send if want == f"{st.st_dev}:{st.st_ino}" else None
-
-
-def _journal_module() -> Any:
-    try:
         # Optional dependency, by name: the repository's systemd/ directory (the unit file)
         # would shadow the package for static analysis.
-        return importlib.import_module("systemd.journal")
-    except ImportError:
+        journal = importlib.import_module("systemd.journal")
+    except (OSError, ValueError, AttributeError, ImportError):
         return None
+    return journal.send if want == f"{st.st_dev}:{st.st_ino}" else None
 
 
 class _JournalRenderer:

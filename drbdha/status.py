@@ -83,7 +83,7 @@ class AlertStatus(TypedDict):
 
 
 class FencingStatus(TypedDict):
-    mode: str  # handler | other_handler | quorum | unfenced | unknown
+    mode: str  # handler | failing | other_handler | quorum | unfenced | unknown
     policy: str | None  # DRBD's fencing option (dont-care, resource-only, resource-and-stonith)
     handler: str | None  # DRBD's fence-peer handler
     note: str  # what that means when the replication link fails

@@ -18,7 +18,10 @@ Synchronous and standard-library only: it runs in the kernel's helper path, once
 
 from __future__ import annotations
 
+import importlib
+import json
 import socket
+import sys
 import time
 from typing import Any
 
@@ -27,7 +30,7 @@ from drbdha.fencing import wire
 from drbdha.fencing.secret import SecretError, read_secret
 
 RESULT_TIMEOUT = 25.0  # seconds for the peer's answer once it has challenged us (> ACTION)
-RETRY = 0.1  # seconds between connection attempts that failed at once (refused, no route)
+ATTEMPT = 0.1  # seconds per connection attempt: a lost SYN costs this, not the kernel's 1 s RTO
 
 
 class Answer:
@@ -90,16 +93,38 @@ def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
 
 
 def _connect(peer: PeerConfig) -> socket.socket | None:
-    """A connection within fence_timeout, retrying what fails at once (the peer's drbdha
-    restarting refuses for a moment); None when the time is up."""
+    """A connection within fence_timeout, in short attempts (one lost SYN must not make a
+    live peer look dead; the peer's drbdha restarting refuses for a moment); None when the
+    time is up."""
     deadline = time.monotonic() + peer.fence_timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
+    while (left := deadline - time.monotonic()) > 0:
+        started = time.monotonic()
         try:
-            return socket.create_connection((str(peer.address), peer.port), timeout=left)
-        except TimeoutError:
-            return None
-        except OSError:
-            time.sleep(min(RETRY, max(0.0, deadline - time.monotonic())))
+            return socket.create_connection(
+                (str(peer.address), peer.port), timeout=min(ATTEMPT, left)
+            )
+        except OSError:  # timed out, refused, no route
+            time.sleep(max(0.0, min(ATTEMPT - (time.monotonic() - started), left)))
+    return None
+
+
+def log(event: str, **fields: Any) -> None:
+    """One journal entry with every field (as the daemon's structlog events have), or one
+    JSON line on stderr without journald."""
+    # A dead peer (unreachable) and a Primary peer are expected answers; a failure is not.
+    level = {wire.OUTDATED: 6, wire.INCONSISTENT: 6, wire.UNREACHABLE: 4, wire.PRIMARY: 4}.get(
+        fields.get("outcome", ""), 3
+    )
+    try:
+        journal = importlib.import_module("systemd.journal")
+        text = " ".join(f"{k}={v}" for k, v in fields.items())
+        journal.send(
+            f"{event} {text}",
+            PRIORITY=str(level),
+            EVENT=event,
+            SYSLOG_IDENTIFIER="drbdha",
+            **{k.upper(): str(v) for k, v in fields.items()},
+        )
+    except (ImportError, OSError):
+        if sys.stderr is not None:
+            print(json.dumps({"event": event, "priority": level, **fields}), file=sys.stderr)

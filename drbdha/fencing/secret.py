@@ -19,13 +19,14 @@ def read_secret(path: Path) -> bytes:
     """The key, refusing a file anyone but root (or us) could read or replace: whoever holds
     it can outdate this node's copy."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO must not block us before the checks below refuse it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SecretError(f"{path}: not found") from None
     except OSError as e:
         raise SecretError(f"{path}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SecretError(f"{path}: not a regular file")
         if st.st_uid not in (0, os.geteuid()):
@@ -34,7 +35,11 @@ def read_secret(path: Path) -> bytes:
             raise SecretError(
                 f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; chmod 600"
             )
-        key = f.read(4096).strip()
+        key = os.read(fd, 4096).strip()
+    except OSError as e:
+        raise SecretError(f"{path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     if len(key) < MIN_LENGTH:
         raise SecretError(
             f"{path}: {len(key)} bytes, at least {MIN_LENGTH} needed "

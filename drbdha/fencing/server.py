@@ -72,7 +72,7 @@ class PeerServer:
         except wire.Refused as e:
             self.log.error("fence.refused", reason=e.reason, took_ms=_ms(started), **fields)
             writer.write(wire.refused(e.reason))
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (TimeoutError, asyncio.IncompleteReadError):
             self.log.error("fence.refused", reason="no_request", took_ms=_ms(started), **fields)
         except (ConnectionError, OSError) as e:
             self.log.error("fence.refused", reason="connection_lost", error=str(e), **fields)
@@ -92,8 +92,11 @@ class PeerServer:
         server_nonce = wire.nonce()
         writer.write(wire.encode(wire.challenge(server_nonce)))
         await writer.drain()
-        async with asyncio.timeout(REQUEST_TIMEOUT):
-            line = await reader.readuntil(b"\n")
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise wire.Refused("too_long") from None
         msg = wire.verify(self.key, wire.decode(line), "outdate", nonce=server_nonce)
         resource, client_nonce = msg.get("resource"), msg.get("client_nonce")
         if not isinstance(resource, str) or not isinstance(client_nonce, str):

@@ -97,7 +97,8 @@ def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[st
     trusted, in constant time."""
     mac = msg.get("mac")
     body = {k: v for k, v in msg.items() if k != "mac"}
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, body)):
+    # Bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+    if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), _mac(key, body).encode()):
         raise Refused("bad_mac")
     if msg.get("type") != kind:
         raise Refused("unexpected_message")

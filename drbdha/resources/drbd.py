@@ -230,6 +230,7 @@ class DrbdWatcher:
 # ---- outdating this node's copy (fencing) --------------------------------------------------
 
 BELOW_OUTDATED = frozenset(DISK_STATES[: DISK_STATES.index("Outdated")])
+STILL_UPTODATE = "outdate answered 0, the disk is still UpToDate"  # 8.4 while connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +264,7 @@ async def outdate(
     if connected and not drop_link:
         return Outdated("failed", res.worst_disk if res else None, "connected again: left as is")
     result = await _outdate_once(resource, run, drop=connected)
-    if result.disk == "UpToDate" and not connected and drop_link:
+    if result.detail == STILL_UPTODATE and not connected and drop_link:
         # The facts were behind (or there were none): it was still connected.
         result = await _outdate_once(resource, run, drop=True)
     return result
@@ -284,7 +285,8 @@ async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
         return Outdated("outdated", disk, "outdated", reconnect=drop)
     if disk in BELOW_OUTDATED:
         return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop)
-    return Outdated("failed", disk, f"disk is still {disk}", reconnect=drop)
+    still = STILL_UPTODATE if disk == "UpToDate" else f"disk is still {disk}"
+    return Outdated("failed", disk, still, reconnect=drop)
 
 
 def _connected(res: Resource) -> bool:

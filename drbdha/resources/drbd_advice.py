@@ -167,7 +167,10 @@ def fencing_summary(
     fenced = policy in ("resource-only", "resource-and-stonith") and handler is not None
     if policy == "dont-care" and o.get("quorum") != "off":
         mode, note = "quorum", "DRBD quorum keeps a minority partition from writing"
-    elif fenced and handler and DRBDHA_HANDLER.search(handler) and fence_timeout is not None:
+    elif fenced and handler and DRBDHA_HANDLER.search(handler) and fence_timeout is None:
+        mode = "failing"
+        note = "drbdha fence-peer without a [peer] section: every call fails (check-config)"
+    elif fenced and handler and DRBDHA_HANDLER.search(handler):
         mode = "handler"
         note = (
             "I/O is held at a replication link failure until the peer is outdated"

@@ -4,10 +4,12 @@ benchmark drive it: the config they write, and views of each node through `drbdh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from cluster import NODES, RESOURCE, VIP, VMS, Lab, LabError, wait_until
@@ -22,8 +24,8 @@ FENCING = {
     "disk": "fencing resource-and-stonith;",
     "handlers": 'fence-peer "/usr/bin/drbdha fence-peer";',
 }
-SECRET_FILE = "/etc/drbdha/peer.key"
-SECRET = "lab-only-secret-0123456789abcdefghijklmnop"  # >= 32 bytes, the same on both nodes
+SECRET_FILE = "/etc/drbdha/peer.key"  # noqa: S105 (a path)
+SECRET = "lab-only-secret-0123456789abcdefghijklmnop"  # noqa: S105 (the lab's own VMs only)
 
 
 def config(
@@ -93,7 +95,8 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(30)
+        if self.is_alive():
+            self.join(30)
 
 
 class Storage:
@@ -171,3 +174,44 @@ class Storage:
 
     def events(self, node: str, name: str) -> list[dict[str, Any]]:
         return [e for e in self.journal(node) if e.get("MESSAGE", "").startswith(name)]
+
+
+@contextlib.contextmanager
+def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
+    """Both nodes running, links healed, drbdha stopped, DRBD r0 Connected UpToDate with the
+    given sections (drbd_up's net/disk/handlers), both Secondary, no drbdha state; a Sampler
+    for the whole block. Afterwards: drbdha stopped, no VIP left behind, never two Primaries,
+    and the config and state removed."""
+    s = Storage(lab)
+    s.stop()
+    for node in NODES:
+        if not lab.running(node):
+            lab.start(node)
+    lab.heal()
+    lab.up(install=False, drbd=False)
+    lab.drbd_up(**drbd)
+    lab.parallel(
+        lambda n: lab.exec(n, f"drbdadm secondary {RESOURCE}; rm -rf /var/lib/drbdha", check=False),
+        NODES,
+    )
+    sampler = Sampler(lab)
+    sampler.start()
+    try:
+        yield s
+        sampler.stop()
+        s.stop()
+        assert not sampler.both_primary, f"two Primaries at {sampler.both_primary}"
+        assert sampler.samples > 0
+        for node in [n for n in NODES if lab.running(n)]:
+            assert not s.holds_vip(node), f"{node} kept the VIP after systemctl stop"
+    finally:
+        sampler.stop()
+        lab.parallel(
+            lambda n: lab.exec(
+                n,
+                f"rm -f {CONFIG} {SECRET_FILE}; rm -rf /var/lib/drbdha; "
+                f"ip -4 addr del {VIP}/24 dev eth0 2>/dev/null; true",
+                check=False,
+            ),
+            [n for n in NODES if lab.running(n)],
+        )

@@ -272,8 +272,16 @@ class Lab:
                     _ipn("link", "set", tap, "master", NETS[net].bridge)
                 _ipn("link", "set", tap, "up")
 
-    def start(self, vm: str, img: image_mod.Image | None = None, wait: bool = True) -> None:
-        """Power a VM on (again, after kill: same disks, like a reboot after a power cut)."""
+    def start(
+        self,
+        vm: str,
+        img: image_mod.Image | None = None,
+        wait: bool = True,
+        cut: Sequence[str] = (),
+    ) -> None:
+        """Power a VM on (again, after kill: same disks, like a reboot after a power cut).
+        `cut`: networks whose link stays cut from the first instant (starting a VM sets every
+        lab link up otherwise)."""
         if self.running(vm):
             return
         img = img or self.build()
@@ -281,6 +289,8 @@ class Lab:
         self.run.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self._net_up()
+        for net in cut:
+            self.cut(vm, net)
         overlay = self.work / f"{vm}.qcow2"
         if not overlay.exists():
             _sh(

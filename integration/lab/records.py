@@ -87,7 +87,8 @@ class Acks:
 
     def longest_write(self, after: float = 0.0) -> float:
         """The longest single write (s) started at or after `after` (the node's wall clock)."""
-        return max((t for s, t in zip(self.starts, self.took, strict=True) if s >= after), default=0)
+        pairs = zip(self.starts, self.took, strict=True)
+        return max((t for s, t in pairs if s >= after), default=0.0)
 
 
 class Writer:
@@ -120,7 +121,8 @@ class Writer:
         )
 
     def _read(self) -> None:
-        assert self._collector is not None and self._collector.stdout is not None
+        assert self._collector is not None
+        assert self._collector.stdout is not None
         for line in self._collector.stdout:
             parts = line.split()
             if parts and parts[0] == "error":

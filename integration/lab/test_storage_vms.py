@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chainlab import CONFIG, TUNED, Sampler, Storage
-from cluster import NODES, RESOURCE, VIP, Lab, wait_until
+from chainlab import TUNED, Storage, fresh_cluster
+from cluster import RESOURCE, Lab, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,39 +35,8 @@ def tuned(lab: Lab) -> Iterator[Lab]:
 
 @pytest.fixture
 def storage(tuned: Lab) -> Iterator[Storage]:
-    lab = tuned
-    s = Storage(lab)
-    s.stop()
-    for node in NODES:
-        if not lab.running(node):
-            lab.start(node)
-    lab.heal()
-    lab.up(install=False, drbd=False)
-    lab.drbd_up(net=TUNED)
-    lab.parallel(
-        lambda n: lab.exec(n, f"drbdadm secondary {RESOURCE}; rm -rf /var/lib/drbdha", check=False),
-        NODES,
-    )
-    sampler = Sampler(lab)
-    sampler.start()
-    yield s
-    sampler.stop()
-    s.stop()
-    try:
-        assert not sampler.both_primary, f"two Primaries at {sampler.both_primary}"
-        assert sampler.samples > 0
-        for node in [n for n in NODES if lab.running(n)]:
-            assert not s.holds_vip(node), f"{node} kept the VIP after systemctl stop"
-    finally:
-        lab.parallel(
-            lambda n: lab.exec(
-                n,
-                f"rm -f {CONFIG}; rm -rf /var/lib/drbdha; "
-                f"ip -4 addr del {VIP}/24 dev eth0 2>/dev/null; true",
-                check=False,
-            ),
-            [n for n in NODES if lab.running(n)],
-        )
+    with fresh_cluster(tuned, net=TUNED) as s:
+        yield s
 
 
 def test_power_off_master_peer_promotes_and_serves(storage: Storage, lab: Lab) -> None:

@@ -1,0 +1,358 @@
+"""The peer channel end to end on loopback: a real PeerServer (fencing/server.py) in the
+test's event loop, asked by the real handler (fencing/handler.ask) in a thread, over TCP on
+127.0.0.1 with an ephemeral port.
+
+Fakes: FakeDrbdadm stands in for drbdadm (it records every argv and answers scripted
+Results; DRBD cannot run here), FakeLog collects the server's log events, and the DRBD
+facts are fixed Resource snapshots (test_drbd_step.res). The peers that misbehave (one
+that never challenges, one that forges or alters its result) are small listeners written
+here; raw-socket tests play the client to replay a recorded request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_drbd_step import res
+
+from drbdha.config import PeerConfig
+from drbdha.fencing import handler, wire
+from drbdha.fencing.server import PeerServer
+from drbdha.resources.drbd_events import Resource
+from drbdha.resources.proc import Result
+
+KEY = b"s" * 44
+LOOPBACK = "127.0.0.1"
+FENCE_TIMEOUT = 0.5
+
+OUTDATE: tuple[str, ...] = ("drbdadm", "outdate", "r0")
+DSTATE: tuple[str, ...] = ("drbdadm", "dstate", "r0")
+DISCONNECT: tuple[str, ...] = ("drbdadm", "disconnect", "r0")
+CONNECT: tuple[str, ...] = ("drbdadm", "connect", "r0")
+
+DISCONNECTED = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnknown")
+
+
+def in_loop(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (the suite has no asyncio plugin); the
+    arguments (parametrize) are passed through."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return run
+
+
+class FakeDrbdadm:
+    """Records every argv; answers each from its script (argv -> [(rc, stdout)], taken in
+    order, the last one repeating); an unscripted command answers rc 0 and no output."""
+
+    def __init__(self, script: dict[tuple[str, ...], list[tuple[int, str]]] | None = None) -> None:
+        self.script = {argv: list(answers) for argv, answers in (script or {}).items()}
+        self.calls: list[tuple[str, ...]] = []
+
+    async def __call__(self, argv: Sequence[str]) -> Result:
+        key = tuple(argv)
+        self.calls.append(key)
+        answers = self.script.get(key)
+        rc, out = (answers.pop(0) if len(answers) > 1 else answers[0]) if answers else (0, "")
+        return Result(key, rc, out, "" if rc == 0 else "State change failed")
+
+
+class FakeLog:
+    """Collects (level, event, fields) for each log call."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.changed = asyncio.Event()
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        if level not in ("debug", "info", "warning", "error", "critical"):
+            raise AttributeError(level)
+        return functools.partial(self._record, level)
+
+    def _record(self, level: str, event: str, **fields: Any) -> None:
+        self.events.append((level, event, fields))
+        self.changed.set()
+
+    @property
+    def requests(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [e for e in self.events if e[1] != "fence.listening"]
+
+    async def wait_requests(self, n: int = 1, limit: float = 5.0) -> None:
+        """Until the server has logged `n` requests (it logs once its work is done, the
+        reconnect after the reply included)."""
+        async with asyncio.timeout(limit):
+            while len(self.requests) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Served:
+    client: PeerConfig  # what the asking side is configured with: the server's address
+    cmds: FakeDrbdadm
+    log: FakeLog
+
+    async def ask(self, key: bytes = KEY, resource: str = "r0") -> handler.Answer:
+        return await asyncio.to_thread(handler.ask, self.client, key, resource)
+
+
+def peer_cfg(address: str, port: int) -> PeerConfig:
+    return PeerConfig(
+        address=ip_address(address),
+        secret_file=Path("/nonexistent/fence.key"),
+        port=port,
+        fence_timeout=FENCE_TIMEOUT,
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    facts: Resource | None,
+    cmds: FakeDrbdadm | None = None,
+    *,
+    peer: str = LOOPBACK,
+    managed: frozenset[str] = frozenset({"r0"}),
+    host: str = LOOPBACK,
+) -> AsyncIterator[Served]:
+    """A PeerServer on `host` that serves `peer`; port 0 lets the kernel pick one."""
+    cmds = cmds or FakeDrbdadm()
+    log = FakeLog()
+    server = PeerServer(
+        peer_cfg(peer, 0),
+        KEY,
+        lambda: managed,
+        lambda r: facts if r == "r0" else None,
+        log,
+        run=cmds,
+    )
+    await server.start(host=host)
+    assert server._server is not None
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        yield Served(peer_cfg(host, port), cmds, log)
+    finally:
+        await server.close()
+
+
+def one_request(log: FakeLog) -> tuple[str, str, dict[str, Any]]:
+    assert len(log.requests) == 1, log.requests
+    return log.requests[0]
+
+
+# ---- outcomes --------------------------------------------------------------------------
+
+
+OUTDATED = [(0, "Outdated/DUnknown\n")]  # what `drbdadm dstate` answers
+UPTODATE = (0, "UpToDate/DUnknown\n")
+INCONSISTENT = [(0, "Inconsistent/DUnknown\n")]
+DISKLESS = [(0, "Diskless\n")]
+RC10 = [(10, "")]  # an exit code DRBD gives no meaning here
+PRIMARY = res(role="Primary", connection="Connecting")
+ASKED = [OUTDATE, DSTATE]
+DROPPED = [DISCONNECT, OUTDATE, DSTATE, CONNECT]
+RETRIED = [*ASKED, *DROPPED]  # 8.4's silent no-op, then again without the link
+CASES = {  # facts, drbdadm's answers, outcome, exit code, the commands run
+    "disconnected-secondary": (DISCONNECTED, {DSTATE: OUTDATED}, "outdated", 4, ASKED),
+    "connected-drops-the-link": (res(), {DSTATE: OUTDATED}, "outdated", 4, DROPPED),
+    "facts-behind-retried": (DISCONNECTED, {DSTATE: [UPTODATE, *OUTDATED]}, "outdated", 4, RETRIED),
+    "primary-asks-nothing": (PRIMARY, {}, "primary", 6, []),
+    "drbd-refuses-primary": (DISCONNECTED, {OUTDATE: [(17, "")]}, "primary", 6, [OUTDATE]),
+    "rc5": (DISCONNECTED, {OUTDATE: [(5, "")], DSTATE: INCONSISTENT}, "inconsistent", 3, ASKED),
+    "dstate-inconsistent": (DISCONNECTED, {DSTATE: INCONSISTENT}, "inconsistent", 3, ASKED),
+    # A real failure is not taken for 8.4's silent no-op: no second try without the link.
+    "rc10": (DISCONNECTED, {OUTDATE: RC10, DSTATE: [UPTODATE]}, "failed", 1, ASKED),
+    "rc10-diskless": (DISCONNECTED, {OUTDATE: RC10, DSTATE: DISKLESS}, "failed", 1, ASKED),
+}
+
+
+@pytest.mark.parametrize(("facts", "script", "outcome", "code", "calls"), CASES.values(), ids=CASES)
+@in_loop
+async def test_outdate_outcomes(
+    facts: Resource,
+    script: dict[tuple[str, ...], list[tuple[int, str]]],
+    outcome: str,
+    code: int,
+    calls: list[tuple[str, ...]],
+) -> None:
+    async with serving(facts, FakeDrbdadm(script)) as s:
+        answer = await s.ask()
+        await s.log.wait_requests()
+    assert (answer.outcome, answer.exit_code) == (outcome, code)
+    assert s.cmds.calls == calls
+    level, event, fields = one_request(s.log)
+    assert (level, event) == ("warning", "fence.request")
+    assert (fields["resource"], fields["outcome"], fields["source"]) == ("r0", outcome, LOOPBACK)
+
+
+@in_loop
+async def test_a_failed_reconnect_is_logged_after_the_answer_with_state() -> None:
+    script = {DSTATE: OUTDATED, CONNECT: [(10, "")]}
+    async with serving(res(), FakeDrbdadm(script)) as s:
+        answer = await s.ask()
+        await s.log.wait_requests(2)
+    assert answer.exit_code == 4
+    assert [e for _, e, _ in s.log.requests] == ["fence.reconnect_failed", "fence.request"]
+    reply = answer.reply  # this node's DRBD state as the server saw it
+    assert (reply["resource"], reply["disk"], reply["role"]) == ("r0", "Outdated", "Secondary")
+    assert reply["connection"] == "Connected"
+
+
+@in_loop
+async def test_an_ipv6_peer_is_served() -> None:
+    async with serving(DISCONNECTED, FakeDrbdadm({DSTATE: OUTDATED}), peer="::1", host="::1") as s:
+        answer = await s.ask()
+        await s.log.wait_requests()
+    assert answer.exit_code == 4
+    assert s.cmds.calls == ASKED
+    assert one_request(s.log)[2]["source"] == "::1"
+
+
+# ---- refusals --------------------------------------------------------------------------
+
+
+REFUSED = {  # how the server is set up, what the client sends, what the server logs
+    "wrong-secret": ({}, b"w" * 44, ("fence.refused", "reason", "bad_mac")),
+    "unknown-source": ({"peer": "127.0.0.2"}, KEY, ("fence.refused", "reason", "unknown_source")),
+    "not-managed": ({"managed": frozenset({"other"})}, KEY, ("fence.request", "outcome", "failed")),
+}
+
+
+@pytest.mark.parametrize(("setup", "key", "logged"), REFUSED.values(), ids=REFUSED)
+@in_loop
+async def test_refused_requests_run_nothing(
+    setup: dict[str, Any], key: bytes, logged: tuple[str, str, str]
+) -> None:
+    async with serving(DISCONNECTED, **setup) as s:
+        answer = await s.ask(key=key)
+        await s.log.wait_requests()
+    assert (answer.outcome, answer.exit_code) == ("failed", 1)
+    assert s.cmds.calls == []
+    event, field, value = logged
+    _, got, fields = one_request(s.log)
+    assert (got, fields[field], fields["source"]) == (event, value, LOOPBACK)
+    assert (value if field == "reason" else "not managed") in answer.detail
+
+
+@in_loop
+async def test_a_recorded_request_is_refused_on_a_new_connection() -> None:
+    script = {DSTATE: OUTDATED}
+    async with serving(DISCONNECTED, FakeDrbdadm(script)) as s:
+        port = s.client.port
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        challenge = wire.decode(await reader.readline())
+        recorded = wire.outdate_request(KEY, "r0", challenge["nonce"], "c1")
+        writer.write(recorded)
+        first = wire.decode(await reader.readline())
+        assert await reader.read() == b""  # one request per connection
+        writer.close()
+        await s.log.wait_requests()
+        assert (first["type"], first["outcome"]) == ("result", "outdated")
+        assert s.cmds.calls == [OUTDATE, DSTATE]
+
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        assert wire.decode(await reader.readline())["type"] == "challenge"
+        writer.write(recorded)
+        second = wire.decode(await reader.readline())
+        writer.close()
+        await s.log.wait_requests(2)
+    assert second == {"type": "refused", "v": 1, "reason": "replayed"}
+    assert s.cmds.calls == [OUTDATE, DSTATE]  # nothing more ran
+    _, event, fields = s.log.requests[1]
+    assert (event, fields["reason"]) == ("fence.refused", "replayed")
+
+
+@in_loop
+async def test_a_non_ascii_mac_is_refused_and_logged() -> None:
+    async with serving(DISCONNECTED) as s:
+        reader, writer = await asyncio.open_connection(LOOPBACK, s.client.port)
+        challenge = wire.decode(await reader.readline())
+        msg = wire.decode(wire.outdate_request(KEY, "r0", challenge["nonce"], "c1"))
+        writer.write(wire.encode({**msg, "mac": "\u00e9" * 64}))
+        reply = await reader.readline()
+        writer.close()
+        with contextlib.suppress(TimeoutError):
+            await s.log.wait_requests(limit=0.5)
+    assert reply == wire.refused("bad_mac")
+    assert s.cmds.calls == []
+    assert [e for _, e, _ in s.log.requests] == ["fence.refused"]
+
+
+# ---- peers that are gone or misbehave ----------------------------------------------------
+
+
+def test_nothing_listening_is_unreachable_after_fence_timeout() -> None:
+    with socket.socket() as held:  # bound, never listening: connections are refused
+        held.bind((LOOPBACK, 0))
+        cfg = peer_cfg(LOOPBACK, held.getsockname()[1])
+        started = time.monotonic()
+        answer = handler.ask(cfg, KEY, "r0")
+        took = time.monotonic() - started
+    assert (answer.outcome, answer.exit_code) == ("unreachable", 5)
+    assert took >= FENCE_TIMEOUT * 0.8  # it kept trying until the deadline
+
+
+def test_a_peer_that_accepts_but_never_challenges_is_not_dead() -> None:
+    with socket.socket() as listener:  # the kernel completes the handshake; nobody answers
+        listener.bind((LOOPBACK, 0))
+        listener.listen(4)
+        answer = handler.ask(peer_cfg(LOOPBACK, listener.getsockname()[1]), KEY, "r0")
+    assert answer.outcome == "failed"
+    assert answer.exit_code == 1  # not 5: a reachable peer must not be reported dead
+
+
+FORGED = {  # the key the fake peer signs with, what it changes in its result, what we make of it
+    "believed": (KEY, {}, 4, "outdated"),
+    "wrong-key": (b"w" * 44, {}, 1, "bad_mac"),
+    "old-challenge": (KEY, {"nonce": "s-old"}, 1, "replayed"),
+    "other-request": (KEY, {"client_nonce": "c-old"}, 1, "wrong_client_nonce"),
+    "other-resource": (KEY, {"resource": "r1"}, 1, "wrong_resource"),
+    "unknown-outcome": (KEY, {"outcome": "dead"}, 1, "unknown outcome 'dead'"),
+}
+
+
+@pytest.mark.parametrize(("key", "change", "code", "detail"), FORGED.values(), ids=FORGED)
+@in_loop
+async def test_only_a_result_for_this_request_is_believed(
+    key: bytes, change: dict[str, str], code: int, detail: str
+) -> None:
+    """A fake peer that follows the protocol, but signs its result with `key` after
+    applying `change` to it."""
+
+    async def fake_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(wire.encode(wire.challenge("s-fake")))
+        req = wire.decode(await reader.readline())
+        reply = {
+            "type": "result",
+            "resource": req["resource"],
+            "nonce": "s-fake",
+            "client_nonce": req["client_nonce"],
+            "outcome": "outdated",
+            "disk": "Outdated",
+            "detail": "outdated",
+        }
+        writer.write(wire.encode(wire.sign(key, reply | change)))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(fake_peer, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answer = await asyncio.to_thread(handler.ask, peer_cfg(LOOPBACK, port), KEY, "r0")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer.exit_code == code
+    assert detail in answer.detail
