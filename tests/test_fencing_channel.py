@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import socket
 import time
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,7 +39,7 @@ FENCE_TIMEOUT = 0.5
 
 OUTDATE: tuple[str, ...] = ("drbdadm", "outdate", "r0")
 DSTATE: tuple[str, ...] = ("drbdadm", "dstate", "r0")
-DISCONNECT: tuple[str, ...] = ("drbdadm", "disconnect", "r0")
+DISCONNECT: tuple[str, ...] = ("drbdadm", "disconnect", "--force", "r0")
 CONNECT: tuple[str, ...] = ("drbdadm", "connect", "r0")
 
 DISCONNECTED = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnknown")
@@ -356,3 +358,27 @@ async def test_only_a_result_for_this_request_is_believed(
         await server.wait_closed()
     assert answer.exit_code == code
     assert detail in answer.detail
+
+
+@in_loop
+async def test_fence_peer_retries_a_peer_that_failed_until_it_outdates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first outdate fails (rc 10); the second succeeds: the handler keeps asking.
+    monkeypatch.setattr(handler, "RETRY_PAUSE", 0.01)
+    secret = tmp_path / "fence.key"
+    secret.write_bytes(KEY)
+    secret.chmod(0o600)
+    cmds = FakeDrbdadm(
+        {
+            OUTDATE: [(10, ""), (0, "")],
+            DSTATE: [(0, "UpToDate/DUnknown\n"), (0, "Outdated/DUnknown\n")],
+        }
+    )
+    async with serving(DISCONNECTED, cmds) as served:
+        peer = dataclasses.replace(served.client, secret_file=secret)
+        storage = {"data": SimpleNamespace(drbd_resource="r0")}
+        config = SimpleNamespace(storage=storage, peer=peer)
+        answer = await asyncio.to_thread(handler.fence_peer, config, "r0")  # type: ignore[arg-type]
+    assert (answer.outcome, answer.exit_code) == ("outdated", 4)
+    assert cmds.calls == [OUTDATE, DSTATE, OUTDATE, DSTATE]

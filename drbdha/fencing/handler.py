@@ -29,15 +29,25 @@ from drbdha.config import Config, PeerConfig
 from drbdha.fencing import wire
 from drbdha.fencing.secret import SecretError, read_secret
 
-RESULT_TIMEOUT = 25.0  # seconds for the peer's answer once it has challenged us (> ACTION)
+RESULT_TIMEOUT = 15.0  # seconds for the peer's answer once it has challenged us (> ACTION)
+DEADLINE = 30.0  # seconds for retries of a reachable peer that failed to outdate
+RETRY_PAUSE = 1.0
 ATTEMPT = 0.1  # seconds per connection attempt: a lost SYN costs this, not the kernel's 1 s RTO
 
 
 class Answer:
-    def __init__(self, outcome: str, detail: str, reply: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        outcome: str,
+        detail: str,
+        reply: dict[str, Any] | None = None,
+        *,
+        retry: bool = False,
+    ) -> None:
         self.outcome = outcome
         self.detail = detail
         self.reply = reply or {}
+        self.retry = retry  # a failure that may pass (the peer tried and failed, or went silent)
 
     @property
     def exit_code(self) -> int:
@@ -53,7 +63,14 @@ def fence_peer(config: Config, resource: str) -> Answer:
         key = read_secret(config.peer.secret_file)
     except SecretError as e:
         return Answer(wire.FAILED, str(e))
-    return ask(config.peer, key, resource)
+    # A reachable peer that failed to outdate may succeed a moment later (its DRBD noticed
+    # the failed link itself meanwhile); until then DRBD holds our I/O, so keep trying.
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        answer = ask(config.peer, key, resource)
+        if not answer.retry or time.monotonic() + RETRY_PAUSE >= deadline:
+            return answer
+        time.sleep(RETRY_PAUSE)
 
 
 def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
@@ -85,11 +102,11 @@ def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
         except wire.Refused as e:
             return Answer(wire.FAILED, f"bad answer from the peer: {e.reason}")
         except OSError as e:  # TimeoutError included: reached, but no (complete) answer
-            return Answer(wire.FAILED, f"no answer from the peer: {e}")
+            return Answer(wire.FAILED, f"no answer from the peer: {e}", retry=True)
     outcome = reply.get("outcome")
     if outcome not in wire.OUTCOMES:
         return Answer(wire.FAILED, f"unknown outcome {outcome!r}", reply)
-    return Answer(str(outcome), str(reply.get("detail", "")), reply)
+    return Answer(str(outcome), str(reply.get("detail", "")), reply, retry=outcome == wire.FAILED)
 
 
 def _connect(peer: PeerConfig) -> socket.socket | None:

@@ -23,7 +23,7 @@ from drbdha.resources import drbd, proc
 from drbdha.resources.drbd_events import Resource
 
 REQUEST_TIMEOUT = 5.0  # seconds for the client's request after our challenge
-ACTION_TIMEOUT = 20.0  # seconds for outdating (four drbdadm runs at most)
+ACTION_TIMEOUT = 10.0  # seconds for outdating (five drbdadm runs at most, each quick)
 
 Facts = Callable[[str], Resource | None]
 

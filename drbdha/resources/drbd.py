@@ -271,7 +271,9 @@ async def outdate(
 
 
 async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
-    if drop and not (d := await run(["drbdadm", "disconnect", resource])).ok:
+    # --force: drop it at once. A graceful disconnect waits for the peer over the very link
+    # that failed (8.4: "did not terminate within 5 seconds", exit 20, retried for 16 s).
+    if drop and not (d := await run(["drbdadm", "disconnect", "--force", resource])).ok:
         return Outdated("failed", None, d.summary(), reconnect=True)
     r = await run(["drbdadm", "outdate", resource])
     if r.returncode == 17:
