@@ -51,7 +51,7 @@ class PeerConfig:
     """Shared secret (the same file on both nodes), root-only; the HMAC key of the channel."""
     port: int = 9944
     """TCP port both daemons listen on (9942 is drbd-reactor's metrics, 9943 ours)."""
-    fence_timeout: float = 1.0
+    fence_timeout: float = 0.5
     """Seconds `drbdha fence-peer` tries to reach the peer before it reports it unreachable
     (DRBD then takes it as dead): a Primary's I/O is frozen that long when the peer died."""
 

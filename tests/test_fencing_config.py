@@ -60,7 +60,7 @@ def test_peer_defaults() -> None:
         address=ip_address("192.0.2.2"),
         secret_file=Path("/etc/drbdha/fence.key"),
         port=9944,
-        fence_timeout=1.0,
+        fence_timeout=0.5,
     )
 
 

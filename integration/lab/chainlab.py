@@ -191,7 +191,13 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
     lab.up(install=False, drbd=False)
     lab.drbd_up(**drbd)
     lab.parallel(
-        lambda n: lab.exec(n, f"drbdadm secondary {RESOURCE}; rm -rf /var/lib/drbdha", check=False),
+        lambda n: lab.exec(
+            n,
+            # A writer a failed test left behind would hold the device open.
+            f"pkill -f /root/writer.py; sleep 0.5; drbdadm secondary {RESOURCE}; "
+            "rm -rf /var/lib/drbdha",
+            check=False,
+        ),
         NODES,
     )
     sampler = Sampler(lab)

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import records
 from chainlab import FENCING, SECRET_FILE, TUNED, Storage, config, fresh_cluster
-from cluster import RESOURCE, Lab, wait_until
+from cluster import NODES, RESOURCE, Lab, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,30 @@ def disk(lab: Lab, node: str) -> str:
 
 
 def kernel_log(lab: Lab, node: str) -> str:
-    return lab.exec(node, "journalctl -k -q -o cat", check=False, timeout=30).stdout
+    since = f"--since @{SINCE[node]}" if node in SINCE else ""
+    return lab.exec(node, f"journalctl -k -q -o cat {since}", check=False, timeout=30).stdout
+
+
+@pytest.fixture(autouse=True)
+def since(lab: Lab) -> None:
+    """Each node's clock at the start of the test: journal queries look only after it (the
+    nodes' journals outlive a test)."""
+    global SINCE  # noqa: PLW0603 (per test, read by the helpers below)
+    SINCE = {n: lab.exec(n, "date +%s").stdout.strip() for n in NODES if lab.running(n)}
+
+
+SINCE: dict[str, str] = {}
 
 
 def drbdha_events(lab: Lab, node: str, event: str) -> list[dict[str, Any]]:
-    """Journal entries with EVENT=event from the daemon and from the fence-peer handler."""
-    r = lab.exec(node, f"journalctl -q -o json SYSLOG_IDENTIFIER=drbdha EVENT={event}", check=False)
+    """This test's journal entries with EVENT=event, from the daemon and from the fence-peer
+    handler."""
+    since = f"--since @{SINCE[node]}" if node in SINCE else ""
+    r = lab.exec(
+        node,
+        f"journalctl -q -o json {since} SYSLOG_IDENTIFIER=drbdha EVENT={event}",
+        check=False,
+    )
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
@@ -102,6 +120,7 @@ def no_stale_promotion_then_node1_back(lab: Lab, s: Storage, acked: int) -> None
     print(f"node2 lacks {len(stale['missing'])} of {acked} acknowledged records (not promoted)")
 
     lab.start("node1", cut=("replication",))
+    lab.exec("node1", f"drbdadm up {RESOURCE}")  # drbd.service's job at boot; not enabled here
     s.start("node1")
     s.wait_serving("node1", timeout=90)
     assert s.role("node2") == "Secondary"
@@ -116,6 +135,7 @@ def test_cut_then_power_off_the_handler_keeps_the_stale_copy_out(fenced: Storage
     acked, w, klog = cut_write_kill(lab, fenced)
     fences = drbdha_events(lab, "node2", "fence.request")
     assert [e["OUTCOME"] for e in fences] == ["outdated"], fences
+    print(f"node2 answered the fence request in {fences[0]['TOOK_MS']} ms")
     # node1's DRBD froze I/O and ran the handler, which had node2 outdated (exit 4).
     assert re.search(r"fence-peer helper returned 4 \(peer was fenced\)", klog), klog[-2000:]
     print(f"longest write on node1 after the cut: {w.acks.longest_write():.2f} s")
@@ -199,10 +219,16 @@ def test_peer_channel_refuses_wrong_secret_and_replay_never_outdates_a_primary(
     assert disk(lab, "node2") == "UpToDate"
     assert [e["REASON"] for e in drbdha_events(lab, "node2", "fence.refused")] == ["bad_mac"]
 
-    # A real request outdates node2; played again once node2 has resynced, it does nothing.
+    # A real request, recorded while node1's replication link is cut (node1's own handler
+    # has outdated node2 by then); played again once the link is back and node2 has
+    # resynced, it does nothing. (Recorded with the link up, the outdate would drop the link
+    # and node1's DRBD would run its own handler on top.)
+    lab.cut("node1", "replication")
+    wait_until("node2 Outdated", lambda: disk(lab, "node2") == "Outdated", 30)
     lab.put("node1", "/root/client.py", CLIENT)
     first = lab.exec("node1", f"python3 /root/client.py 10.77.1.12 {SECRET_FILE} record").stdout
     assert json.loads(first)["outcome"] == "outdated", first
+    lab.heal()
     wait_until("node2 UpToDate again", lambda: disk(lab, "node2") == "UpToDate", 60)
     again = lab.exec("node1", f"python3 /root/client.py 10.77.1.12 {SECRET_FILE} replay").stdout
     assert json.loads(again) == {"type": "refused", "v": 1, "reason": "replayed"}, again
