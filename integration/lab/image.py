@@ -46,6 +46,7 @@ PACKAGES = [
     "udev",
     "kmod",
     "drbd-utils",
+    "keepalived",  # the classic stack the benchmarks compare drbdha with (bench/classic)
     "nfs-kernel-server",
     "nfs-common",
     "e2fsprogs",
