@@ -14,10 +14,12 @@ and for force-failover also the old master's demote. Times come from the survivo
 (its clock, offset to the host's measured through the guest agent, +-RTT/2).
 
     integration/lab/lab up
-    .venv/bin/python bench/storage_bench.py --runs 5 [--defaults] [--json out.json]
+    .venv/bin/python bench/storage_bench.py --runs 5 [--defaults] [--fenced] [--json out.json]
 
 --defaults runs DRBD with its default peer-loss timers (ping-int 10 s, ping-timeout 0.5 s)
-instead of the tuned ones (ping-int 1 s).
+instead of the tuned ones (ping-int 1 s). --fenced adds DRBD fencing through drbdha: on a
+power-off the survivor's promote then runs `drbdha fence-peer`, which waits fence_timeout for
+the dead peer (the `promote` phase shows what that costs).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / "lab"))
 
-from chainlab import CONFIG, OTHER, TUNED, Storage, config
+from chainlab import CONFIG, FENCING, OTHER, SECRET_FILE, TUNED, Storage
 from cluster import NODES, RESOURCE, Lab
 
 
@@ -93,7 +95,7 @@ def phases(events: list[dict[str, Any]], t_fault: float) -> dict[str, float | No
     }
 
 
-def one_run(lab: Lab, s: Storage, master: str, kind: str, net: str) -> dict[str, Any]:
+def one_run(lab: Lab, s: Storage, master: str, kind: str, drbd: dict[str, str]) -> dict[str, Any]:
     survivor = OTHER[master]
     offset = clock_offset(lab, survivor)
     cur = cursor(lab, survivor)
@@ -111,7 +113,7 @@ def one_run(lab: Lab, s: Storage, master: str, kind: str, net: str) -> dict[str,
     }
     if kind == "poweroff":
         lab.start(master)
-        lab.drbd_up(net=net)
+        lab.drbd_up(**drbd)
         s.start(master)
     else:
         old = events_after(lab, master, cur_old)
@@ -137,16 +139,22 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--defaults", action="store_true", help="DRBD's default ping timers")
+    p.add_argument(
+        "--fenced",
+        action="store_true",
+        help="DRBD fencing through drbdha (resource-and-stonith, drbdha fence-peer)",
+    )
     p.add_argument("--kinds", default="poweroff,force-failover")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     net = "" if a.defaults else TUNED
+    fencing = FENCING if a.fenced else {}
     lab = Lab()
     lab.up()
-    lab.drbd_up(net=net)
+    lab.drbd_up(net=net, **fencing)
     s = Storage(lab)
     s.stop()
-    lab.parallel(lambda n: lab.put(n, CONFIG, config(n), 0o600), NODES)
+    s.configure()  # with the [peer] section and its secret
     lab.parallel(
         lambda n: lab.exec(n, f"drbdadm secondary {RESOURCE}; rm -rf /var/lib/drbdha", check=False),
         NODES,
@@ -154,12 +162,12 @@ def main() -> int:
     s.start("node1", "node2")
     s.wait_serving("node1")
     master = "node1"
-    results: dict[str, Any] = {"drbd_net": net or "defaults", "runs": {}}
+    results: dict[str, Any] = {"drbd_net": net or "defaults", "fenced": a.fenced, "runs": {}}
     try:
         for kind in a.kinds.split(","):
             runs = []
             for i in range(a.runs):
-                r = one_run(lab, s, master, kind, net)
+                r = one_run(lab, s, master, kind, {"net": net, **fencing})
                 print(f"{kind} #{i + 1}: {json.dumps(r)}", flush=True)
                 runs.append(r)
                 master = OTHER[master]
@@ -168,11 +176,12 @@ def main() -> int:
     finally:
         s.stop()
         lab.parallel(
-            lambda n: lab.exec(n, f"rm -f {CONFIG}", check=False),
+            lambda n: lab.exec(n, f"rm -f {CONFIG} {SECRET_FILE}", check=False),
             [n for n in NODES if lab.running(n)],
         )
     for kind, r in results["runs"].items():
-        print(f"\n{kind} (DRBD net: {results['drbd_net']}), seconds after the fault:")
+        fenced = ", fenced through drbdha" if a.fenced else ""
+        print(f"\n{kind} (DRBD net: {results['drbd_net']}{fenced}), seconds after the fault:")
         for phase, v in r["summary"].items():
             if v["n"]:
                 print(

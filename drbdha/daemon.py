@@ -311,8 +311,12 @@ class Daemon:
                 self.log,
             )
             await self._peer_server.start()
-        if self._tasks is not None and self.chains.watchers:
-            self._tasks.create_task(fencing_status.fill(list(self.instances.values()), peer))
+        self._read_fencing(list(self.instances.values()))
+
+    def _read_fencing(self, instances: list[Instance]) -> None:
+        """How each chain's DRBD resource is fenced, for status (drbdadm dump, in a task)."""
+        if self._tasks is not None and any(i.storage for i in instances):
+            self._tasks.create_task(fencing_status.fill(instances, self.config.peer))
 
     # ---- main loop -----------------------------------------------------------------------
 
@@ -345,6 +349,8 @@ class Daemon:
         resume = await self._reconcile(list(self.instances.values()), now)
         for inst in self.instances.values():
             self._start_tasks(inst)
+        # The peer may be fencing us right now (its replication link failed as we started).
+        await self._serve_peer()
         try:
             async with asyncio.timeout(FACTS_WAIT):
                 await self.chains.wait_for_facts()
@@ -352,7 +358,6 @@ class Daemon:
             self.log.warning("drbd.no_initial_state", wait_s=FACTS_WAIT)
         self._serve_metrics()
         await self._serve_control()
-        await self._serve_peer()
         now = self.clock.monotonic()
         for inst in self.instances.values():
             self.chains.initial_verdict(inst, now)
@@ -615,6 +620,7 @@ class Daemon:
                     changes["updated"].append(name)
                 continue
             inst = self._add_instance(cfg)
+            self._read_fencing([inst])
             resume = await self._reconcile([inst], now)
             self.chains.initial_verdict(inst, now)
             self.apply(inst, inst.machine.start(now, resume=inst.name in resume), now)
