@@ -230,6 +230,7 @@ class Chains:
             r = drbd.Outdated("failed", None, f"not done in {OUTDATE_TIMEOUT:g} s")
         except Exception as e:  # logged; the daemon must go on
             r = drbd.Outdated("failed", None, repr(e))
+        self.metrics.self_outdates.labels(ev.instance, r.outcome).inc()
         level = "warning" if r.outcome in ("outdated", "inconsistent") else "error"
         getattr(self.log, level)(
             "drbd.outdated_self",

@@ -309,6 +309,9 @@ class Daemon:
                 lambda: frozenset(self.chains.watchers),
                 lambda res: w.facts() if (w := self.chains.watchers.get(res)) else None,
                 self.log,
+                count=lambda result, reason: self.metrics.fence_requests.labels(
+                    result, reason
+                ).inc(),
             )
             await self._peer_server.start()
         self._read_fencing(list(self.instances.values()))

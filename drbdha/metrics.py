@@ -107,6 +107,20 @@ class Metrics:
             ["vrrp_instance", "reason"],
             registry=r,
         )
+        self.fence_requests = Counter(
+            "drbdha_fence_requests",
+            "Outdate requests from the peer's fence-peer handler, by result (outdated, "
+            "inconsistent, primary, failed, refused) and the reason of a refusal",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.self_outdates = Counter(
+            "drbdha_self_outdates",
+            "Own copy outdated because the DRBD link to a Primary that still advertises was "
+            "lost (the observation rule), by outcome",
+            ["vrrp_instance", "outcome"],
+            registry=r,
+        )
         self.inhibited = Gauge(
             "drbdha_takeover_inhibited",
             "1 while this reason keeps the node from taking over (peer_primary, "

@@ -382,3 +382,28 @@ async def test_fence_peer_retries_a_peer_that_failed_until_it_outdates(
         answer = await asyncio.to_thread(handler.fence_peer, config, "r0")  # type: ignore[arg-type]
     assert (answer.outcome, answer.exit_code) == ("outdated", 4)
     assert cmds.calls == [OUTDATE, DSTATE, OUTDATE, DSTATE]
+
+
+@in_loop
+async def test_each_request_is_counted_once_by_result_and_reason() -> None:
+    counted: list[tuple[str, str]] = []
+    cmds = FakeDrbdadm({DSTATE: OUTDATED})
+    server = PeerServer(
+        peer_cfg(LOOPBACK, 0),
+        KEY,
+        lambda: frozenset({"r0"}),
+        lambda r: DISCONNECTED,
+        FakeLog(),
+        run=cmds,
+        count=lambda result, reason: counted.append((result, reason)),
+    )
+    await server.start(host=LOOPBACK)
+    assert server._server is not None
+    client = peer_cfg(LOOPBACK, server._server.sockets[0].getsockname()[1])
+    try:
+        good = await asyncio.to_thread(handler.ask, client, KEY, "r0")
+        bad = await asyncio.to_thread(handler.ask, client, b"w" * 44, "r0")
+    finally:
+        await server.close()
+    assert (good.exit_code, bad.exit_code) == (4, 1)
+    assert counted == [("outdated", ""), ("refused", "bad_mac")]

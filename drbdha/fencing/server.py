@@ -38,6 +38,7 @@ class PeerServer:
         log: Any,
         *,
         run: drbd.Run | None = None,
+        count: Callable[[str, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.key = key
@@ -45,6 +46,7 @@ class PeerServer:
         self.facts = facts
         self.log = log
         self._run = run or proc.run
+        self._count = count  # (result, reason) per request: the daemon's Prometheus counter
         self._locks: dict[str, asyncio.Lock] = {}
         self._server: asyncio.Server | None = None
 
@@ -69,13 +71,17 @@ class PeerServer:
         try:
             fields |= await self._exchange(reader, writer, source)
             self.log.warning("fence.request", took_ms=_ms(started), **fields)
+            self._counted(fields["outcome"], "")
         except wire.Refused as e:
             self.log.error("fence.refused", reason=e.reason, took_ms=_ms(started), **fields)
+            self._counted("refused", e.reason)
             writer.write(wire.refused(e.reason))
         except (TimeoutError, asyncio.IncompleteReadError):
             self.log.error("fence.refused", reason="no_request", took_ms=_ms(started), **fields)
+            self._counted("refused", "no_request")
         except (ConnectionError, OSError) as e:
             self.log.error("fence.refused", reason="connection_lost", error=str(e), **fields)
+            self._counted("refused", "connection_lost")
         finally:
             try:
                 await writer.drain()
@@ -83,6 +89,10 @@ class PeerServer:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+    def _counted(self, result: str, reason: str) -> None:
+        if self._count is not None:
+            self._count(result, reason)
 
     async def _exchange(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
