@@ -392,7 +392,7 @@ async def test_each_request_is_counted_once_by_result_and_reason() -> None:
         peer_cfg(LOOPBACK, 0),
         KEY,
         lambda: frozenset({"r0"}),
-        lambda r: DISCONNECTED,
+        lambda _r: DISCONNECTED,
         FakeLog(),
         run=cmds,
         count=lambda result, reason: counted.append((result, reason)),
