@@ -65,7 +65,7 @@ def io_hold(klog: str) -> tuple[float | None, str | None]:
     return (end - start if start is not None and end is not None else None), code
 
 
-def cut_write_kill(lab: Lab) -> tuple[int, records.Writer, str, float]:
+def cut_write_kill(lab: Lab) -> tuple[records.Writer, str, float]:
     w = records.Writer(lab)
     w.start("node1")
     w.wait_for(20)
@@ -74,9 +74,8 @@ def cut_write_kill(lab: Lab) -> tuple[int, records.Writer, str, float]:
     time.sleep(WRITE_AFTER_CUT)
     klog = lab.exec("node1", "journalctl -k -q -o short-monotonic -n 200", check=False).stdout
     lab.kill("node1")
-    acked = w.acks.acknowledged
     w.stop()
-    return acked, w, klog, t_cut
+    return w, klog, t_cut
 
 
 def run_classic(lab: Lab) -> dict[str, Any]:
@@ -100,16 +99,16 @@ def run_classic(lab: Lab) -> dict[str, Any]:
                 lab.exec(node, "systemctl restart keepalived")
                 if node == "node1":
                     wait_until("node1 Primary", lambda: role(lab, "node1") == "Primary", 60)
-            acked, w, _, t_cut = cut_write_kill(lab)
+            w, _, t_cut = cut_write_kill(lab)
             wait_until(
                 "node2 Primary (promoted by keepalived)",
                 lambda: role(lab, "node2") == "Primary",
                 90,
             )
-            missing = records.check(lab, "node2", acked)["missing"]
+            missing = records.check(lab, "node2", w)["missing"]
             return {
                 "stack": "classic",
-                "acknowledged": acked,
+                "acknowledged": w.acks.acknowledged,
                 "served_by": "node2",
                 "lost": len(missing),
                 "longest_write_after_cut_s": round(w.acks.longest_write(t_cut), 3),
@@ -132,7 +131,7 @@ def run_drbdha(lab: Lab) -> dict[str, Any]:
         s.start("node1", "node2")
         s.wait_serving("node1")
         time.sleep(10)  # let both daemons settle: every process competes for the one CPU
-        acked, w, klog, t_cut = cut_write_kill(lab)
+        w, klog, t_cut = cut_write_kill(lab)
         hold, code = io_hold(klog)
         time.sleep(5)
         promoted_stale = role(lab, "node2") == "Primary"
@@ -140,12 +139,12 @@ def run_drbdha(lab: Lab) -> dict[str, Any]:
         lab.exec("node1", f"drbdadm up {RESOURCE}")
         s.start("node1")
         s.wait_serving("node1", timeout=90)
-        missing = records.check(lab, "node1", acked)["missing"]
-        stale = records.check(lab, "node2", acked)["missing"]
+        missing = records.check(lab, "node1", w)["missing"]
+        stale = records.check(lab, "node2", w)["missing"]
         lab.heal()
         return {
             "stack": "drbdha",
-            "acknowledged": acked,
+            "acknowledged": w.acks.acknowledged,
             "served_by": "node1 (restarted)",
             "lost": len(missing),
             "node2_promoted": promoted_stale,

@@ -1,7 +1,8 @@
 """Checksummed, synchronously written records on the Primary's DRBD device, acknowledged to the
 host as each write returns, and checked afterwards on each node's backing disk.
 
-The writer (WRITER, run in a node) writes record N at N * 512 bytes of /dev/drbd0 with O_DSYNC:
+The writer (WRITER, run in a node) writes record N of a run (a random run id is in every record,
+so what an earlier run left on the disk never counts) at N * 512 bytes of /dev/drbd0 with O_DSYNC:
 when pwrite returns, the record is on stable storage (DRBD protocol C: on both disks while
 connected). It then sends "N start_s took_s" over TCP to the collector, which runs in the lab's
 network namespace on the host (10.77.1.1), so the count of acknowledged records survives the
@@ -15,6 +16,7 @@ metadata) and reports which of records 0..N-1 are present and intact.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import threading
 import time
@@ -29,13 +31,13 @@ RECORD = 512
 
 WRITER = r"""
 import hashlib, os, socket, struct, sys, time
-host, port, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+host, port, interval, run = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 fd = os.open("/dev/drbd0", os.O_WRONLY | os.O_DSYNC)
 ack = socket.create_connection((host, port), timeout=10)
 ack.settimeout(None)
-n = 0
+n, rid = 0, bytes.fromhex(run)
 while True:
-    body = struct.pack("<8sQd", b"DRBDHA01", n, time.time()).ljust(480, b"\0")
+    body = struct.pack("<8s16sQd", b"DRBDHA01", rid, n, time.time()).ljust(480, b"\0")
     rec = body + hashlib.sha256(body).digest()[:32]
     t0 = time.monotonic()
     try:
@@ -53,7 +55,7 @@ while True:
 
 CHECK = r"""
 import hashlib, json, mmap, os, struct, sys
-dev, count = sys.argv[1], int(sys.argv[2])
+dev, count, run = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 # O_DIRECT: what is on the disk, not what a page cache kept (needs an aligned buffer: mmap's).
 fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
 buf = mmap.mmap(-1, max(4096, -(-count * 512 // 4096) * 4096))
@@ -65,8 +67,8 @@ for n in range(count):
     body, digest = rec[:480], rec[480:]
     ok = len(rec) == 512 and hashlib.sha256(body).digest()[:32] == digest
     if ok:
-        magic, seq, _ = struct.unpack_from("<8sQd", body)
-        ok = magic == b"DRBDHA01" and seq == n
+        magic, rid, seq, _ = struct.unpack_from("<8s16sQd", body)
+        ok = magic == b"DRBDHA01" and rid == run and seq == n  # this run's, not an older one
     if not ok:
         missing.append(n)
 print(json.dumps({"count": count, "missing": missing}))
@@ -98,6 +100,7 @@ class Writer:
         self.lab = lab
         self.interval = interval
         self.acks = Acks()
+        self.run_id = secrets.token_hex(16)  # in every record: the disk keeps older runs' records
         self.node: str | None = None
         self._collector: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -116,7 +119,7 @@ class Writer:
         self.lab.put(node, "/root/writer.py", WRITER)
         self.lab.exec(
             node,
-            f"setsid -f python3 /root/writer.py {HOST} {PORT} {self.interval} "
+            f"setsid -f python3 /root/writer.py {HOST} {PORT} {self.interval} {self.run_id} "
             ">/root/writer.log 2>&1 </dev/null",
         )
 
@@ -160,8 +163,10 @@ while True:
 """
 
 
-def check(lab: Lab, node: str, count: int) -> dict[str, Any]:
-    """{"count": N, "missing": [...]} for records 0..count-1 on `node`'s backing disk."""
+def check(lab: Lab, node: str, writer: Writer) -> dict[str, Any]:
+    """{"count": N, "missing": [...]} for `writer`'s acknowledged records 0..N-1 on `node`'s
+    backing disk (records of an earlier run at the same place count as missing)."""
+    count = writer.acks.acknowledged
     lab.put(node, "/root/check.py", CHECK)
-    r = lab.exec(node, f"python3 /root/check.py {DISK_DEV} {count}", timeout=60)
+    r = lab.exec(node, f"python3 /root/check.py {DISK_DEV} {count} {writer.run_id}", timeout=60)
     return json.loads(r.stdout)

@@ -80,10 +80,11 @@ def drbdha_events(lab: Lab, node: str, event: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
-def cut_write_kill(lab: Lab, s: Storage) -> tuple[int, records.Writer, str]:
+def cut_write_kill(lab: Lab, s: Storage) -> tuple[records.Writer, str]:
     """node1 serving and writing; cut its replication link; write on; wait for node2 to be
-    Outdated; power node1 off. Returns (records acknowledged, the writer, node1's kernel log
-    just before the power-off: the lab's journal is volatile)."""
+    Outdated; power node1 off. Returns (the writer, stopped, with every acknowledgement the
+    host heard; node1's kernel log just before the power-off: the lab's journal is
+    volatile)."""
     s.start("node1", "node2")
     s.wait_serving("node1")
     w = records.Writer(lab)
@@ -96,12 +97,11 @@ def cut_write_kill(lab: Lab, s: Storage) -> tuple[int, records.Writer, str]:
     assert w.acks.acknowledged > at_outdate + 20, "the Primary must go on writing after the cut"
     klog = kernel_log(lab, "node1")
     lab.kill("node1")
-    acked = w.acks.acknowledged
     w.stop()
-    return acked, w, klog
+    return w, klog
 
 
-def no_stale_promotion_then_node1_back(lab: Lab, s: Storage, acked: int) -> None:
+def no_stale_promotion_then_node1_back(lab: Lab, s: Storage, w: records.Writer) -> None:
     # Long past Master_Down_Interval (0.36 s) and DRBD's peer-loss time (1.5 s).
     time.sleep(5)
     doc = s.doc("node2")
@@ -115,7 +115,8 @@ def no_stale_promotion_then_node1_back(lab: Lab, s: Storage, acked: int) -> None
     status = lab.exec("node2", "drbdha status", check=False)
     assert status.returncode == 1, status.stdout  # degraded: nobody serves
     assert "no_uptodate_disk" in status.stdout
-    stale = records.check(lab, "node2", acked)
+    acked = w.acks.acknowledged
+    stale = records.check(lab, "node2", w)
     assert stale["missing"], "node2 should lack the writes made after the cut"
     print(f"node2 lacks {len(stale['missing'])} of {acked} acknowledged records (not promoted)")
 
@@ -124,29 +125,29 @@ def no_stale_promotion_then_node1_back(lab: Lab, s: Storage, acked: int) -> None
     s.start("node1")
     s.wait_serving("node1", timeout=90)
     assert s.role("node2") == "Secondary"
-    assert records.check(lab, "node1", acked)["missing"] == []
+    assert records.check(lab, "node1", w)["missing"] == []
     lab.heal()  # node2 resyncs from node1 and has every record too
     wait_until("node2 UpToDate", lambda: disk(lab, "node2") == "UpToDate", 120)
-    assert records.check(lab, "node2", acked)["missing"] == []
+    assert records.check(lab, "node2", w)["missing"] == []
 
 
 def test_cut_then_power_off_the_handler_keeps_the_stale_copy_out(fenced: Storage, lab: Lab) -> None:
     fenced.configure()
-    acked, w, klog = cut_write_kill(lab, fenced)
+    w, klog = cut_write_kill(lab, fenced)
     fences = drbdha_events(lab, "node2", "fence.request")
     assert [e["OUTCOME"] for e in fences] == ["outdated"], fences
     print(f"node2 answered the fence request in {fences[0]['TOOK_MS']} ms")
     # node1's DRBD froze I/O and ran the handler, which had node2 outdated (exit 4).
     assert re.search(r"fence-peer helper returned 4 \(peer was fenced\)", klog), klog[-2000:]
     print(f"longest write on node1 after the cut: {w.acks.longest_write():.2f} s")
-    no_stale_promotion_then_node1_back(lab, fenced, acked)
+    no_stale_promotion_then_node1_back(lab, fenced, w)
 
 
 def test_cut_then_power_off_unfenced_the_secondary_outdates_itself(
     unfenced: Storage, lab: Lab
 ) -> None:
     unfenced.configure(peer=False)
-    acked, _, klog = cut_write_kill(lab, unfenced)
+    w, klog = cut_write_kill(lab, unfenced)
     assert "fence-peer" not in klog  # dont-care: DRBD calls no handler
     outdated = drbdha_events(lab, "node2", "drbd.outdated_self")
     assert [e["OUTCOME"] for e in outdated] == ["outdated"], outdated
@@ -155,7 +156,7 @@ def test_cut_then_power_off_unfenced_the_secondary_outdates_itself(
     assert doc is not None
     assert doc["storage"]["fencing"]["mode"] == "unfenced"
     assert "up to 0.1 s" in doc["storage"]["fencing"]["note"]
-    no_stale_promotion_then_node1_back(lab, unfenced, acked)
+    no_stale_promotion_then_node1_back(lab, unfenced, w)
 
 
 def test_power_off_with_links_up_the_handler_finds_the_peer_gone(fenced: Storage, lab: Lab) -> None:
@@ -167,14 +168,13 @@ def test_power_off_with_links_up_the_handler_finds_the_peer_gone(fenced: Storage
     w.wait_for(20)
     lab.kill("node1")
     t0 = time.monotonic()
-    acked = w.acks.acknowledged
     w.stop()
     fenced.wait_serving("node2", timeout=60)
     print(f"node2 serving {time.monotonic() - t0:.1f} s after the power-off (seen by polling)")
     (peer,) = drbdha_events(lab, "node2", "fence.peer")
     assert (peer["OUTCOME"], peer["EXIT_CODE"]) == ("unreachable", "5"), peer
     assert "fence-peer helper returned 5" in kernel_log(lab, "node2")
-    assert records.check(lab, "node2", acked)["missing"] == []
+    assert records.check(lab, "node2", w)["missing"] == []
     # Back: the old master comes back as backup (no preemption), resyncs, does not promote.
     lab.start("node1")
     lab.drbd_up(net=TUNED, **FENCING)
