@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cluster import NODES, RESOURCE, VIP, VMS, Lab, LabError, wait_until
+from cluster import NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError, wait_until
 
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
@@ -25,7 +25,8 @@ FENCING = {
     "handlers": 'fence-peer "/usr/bin/drbdha fence-peer";',
 }
 SECRET_FILE = "/etc/drbdha/peer.key"  # noqa: S105 (a path)
-SECRET = "lab-only-secret-0123456789abcdefghijklmnop"  # noqa: S105 (the lab's own VMs only)
+# The README's command (Fencing), word for word.
+MAKE_SECRET = "umask 077; head -c 32 /dev/urandom | base64 > /etc/drbdha/peer.key"  # noqa: S105
 
 
 def config(
@@ -103,11 +104,14 @@ class Storage:
         self.lab = lab
 
     def configure(self, **kw: Any) -> None:
-        def write(n: str) -> None:
-            self.lab.put(n, SECRET_FILE, SECRET + "\n", 0o600)
-            self.lab.put(n, CONFIG, config(n, **kw), 0o600)
-
-        self.lab.parallel(write, NODES)
+        """drbdha.toml on both nodes, and the peer channel's secret made with the README's
+        command on node1 and copied to node2 (the README's scp, through the guest agent)."""
+        assert f"({MAKE_SECRET})" in (REPO / "README.md").read_text(), "README changed"
+        key = self.lab.exec("node1", f"({MAKE_SECRET}); cat {SECRET_FILE}").stdout
+        mode = self.lab.exec("node1", f"stat -c %a {SECRET_FILE}").stdout.strip()
+        assert mode == "600", f"the README's command made {SECRET_FILE} mode {mode}"
+        self.lab.put("node2", SECRET_FILE, key, 0o600)
+        self.lab.parallel(lambda n: self.lab.put(n, CONFIG, config(n, **kw), 0o600), NODES)
 
     def start(self, *nodes: str) -> None:
         for node in nodes or NODES:  # in order: the first started is the first master
