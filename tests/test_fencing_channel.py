@@ -177,6 +177,10 @@ CASES = {  # facts, drbdadm's answers, outcome, exit code, the commands run
     # A real failure is not taken for 8.4's silent no-op: no second try without the link.
     "rc10": (DISCONNECTED, {OUTDATE: RC10, DSTATE: [UPTODATE]}, "failed", 1, ASKED),
     "rc10-diskless": (DISCONNECTED, {OUTDATE: RC10, DSTATE: DISKLESS}, "failed", 1, ASKED),
+    # Not up: drbdadm outdated the metadata (drbdmeta); dstate says exit 10.
+    "not-up": (DISCONNECTED, {DSTATE: [(10, "")]}, "outdated", 4, ASKED),
+    # dstate failing otherwise proves nothing: never report a copy outdated on a guess.
+    "dstate-fails": (DISCONNECTED, {DSTATE: [(1, "")]}, "failed", 1, ASKED),
 }
 
 

@@ -231,6 +231,7 @@ class DrbdWatcher:
 
 BELOW_OUTDATED = frozenset(DISK_STATES[: DISK_STATES.index("Outdated")])
 STILL_UPTODATE = "outdate answered 0, the disk is still UpToDate"  # 8.4 while connected
+NOT_UP = "not up"  # what _disk says of a resource that is not configured in the kernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +284,10 @@ async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
         return Outdated("inconsistent", disk, r.summary(), reconnect=drop)
     if not r.ok:
         return Outdated("failed", disk, r.summary(), reconnect=drop)
-    if disk == "Outdated" or disk is None:  # None: not up; drbdmeta outdated the metadata
+    if disk in ("Outdated", NOT_UP):  # not up: drbdadm outdated the metadata (drbdmeta)
         return Outdated("outdated", disk, "outdated", reconnect=drop)
+    if disk is None:
+        return Outdated("failed", None, "drbdadm dstate failed: the outcome is unknown", drop)
     if disk in BELOW_OUTDATED:
         return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop)
     still = STILL_UPTODATE if disk == "UpToDate" else f"disk is still {disk}"
@@ -297,8 +300,11 @@ def _connected(res: Resource) -> bool:
 
 async def _disk(resource: str, run: Run) -> str | None:
     """The worst local disk state from `drbdadm dstate` ("UpToDate/DUnknown" on 8.4, one line
-    per volume); None when the resource is not up."""
+    per volume); NOT_UP when the resource is not up (exit 10, "Device minor not allocated" on
+    8.4, "No such resource" on 9); None when dstate failed otherwise."""
     r = await run(["drbdadm", "dstate", resource])
+    if r.returncode == 10:
+        return NOT_UP
     if not r.ok:
         return None
     disks = [ln.split("/")[0].strip() for ln in r.stdout.splitlines() if ln.strip()]
