@@ -33,7 +33,9 @@ from cluster import NODES, RESOURCE, Lab, wait_until
 
 pytestmark = pytest.mark.slow
 
-WRITE_AFTER_CUT = 10.0  # seconds of writes between the cut and the power-off (the 10 s)
+# Seconds of writes after node2 is Outdated and before the power-off: enough for hundreds of
+# records the Secondary lacks (the benchmark writes for 10 s; CI time is kept for the rest).
+WRITE_AFTER_CUT = 3.0
 
 
 @pytest.fixture
@@ -92,9 +94,9 @@ def cut_write_kill(lab: Lab, s: Storage) -> tuple[records.Writer, str]:
     w.wait_for(20)
     lab.cut("node1", "replication")
     wait_until("node2 Outdated", lambda: disk(lab, "node2") == "Outdated", 30)
-    at_outdate = w.acks.acknowledged
+    # The Primary goes on writing once its handler is done (it is slow to start here).
+    w.wait_for(w.acks.acknowledged + 50, timeout=60)
     time.sleep(WRITE_AFTER_CUT)
-    assert w.acks.acknowledged > at_outdate + 20, "the Primary must go on writing after the cut"
     klog = kernel_log(lab, "node1")
     lab.kill("node1")
     w.stop()
