@@ -168,14 +168,14 @@ def _check_storage(config: Config, index: int) -> int:
 def _check_peer(config: Config, opts: Any) -> list[Any]:
     """The [peer] section against this resource: the secret must be usable and the channel
     must not run over DRBD's own link (a cut link would cut the fence with it)."""
+    import os  # noqa: PLC0415
+
     from drbdha.fencing.secret import SecretError, read_secret  # noqa: PLC0415
     from drbdha.resources.drbd_advice import Finding  # noqa: PLC0415
 
     peer = config.peer
     if peer is None:
         return []
-    import os  # noqa: PLC0415
-
     out = []
     try:
         read_secret(peer.secret_file)
