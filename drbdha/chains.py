@@ -186,7 +186,7 @@ class Chains:
         if (
             new is None
             or new.role != "Secondary"
-            or any(c.connection == "Connected" for c in new.connections)
+            or new.connected
             or new.worst_disk not in ("UpToDate", "Consistent")  # 9 passes through Consistent
         ):
             inst.link_lost_at = None
@@ -284,7 +284,7 @@ class Chains:
             return "DRBD state unknown (is the resource up?)"
         if not res.local_uptodate:
             return f"disk is {res.worst_disk}, not UpToDate: re-attach and let the resync finish"
-        if kind == "split-brain" and not any(c.connection == "Connected" for c in res.connections):
+        if kind == "split-brain" and not res.connected:
             return "not connected to the peer: resolve the split brain and reconnect first"
         if self.latches.clear(inst.name, kind):
             inst.latches.pop(kind, None)

@@ -261,7 +261,7 @@ async def outdate(
     the copy resyncs as soon as the link is back. Without it, a copy that is connected
     again is left as it is."""
     res = facts()
-    connected = res is not None and _connected(res)
+    connected = res is not None and res.connected
     if connected and not drop_link:
         return Outdated("failed", res.worst_disk if res else None, "connected again: left as is")
     result = await _outdate_once(resource, run, drop=connected)
@@ -292,10 +292,6 @@ async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
         return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop)
     still = STILL_UPTODATE if disk == "UpToDate" else f"disk is still {disk}"
     return Outdated("failed", disk, still, reconnect=drop)
-
-
-def _connected(res: Resource) -> bool:
-    return any(c.connection == "Connected" for c in res.connections)
 
 
 async def _disk(resource: str, run: Run) -> str | None:

@@ -162,6 +162,11 @@ class Resource:
     split_brain: bool = False
 
     @property
+    def connected(self) -> bool:
+        """Connected to some peer (the replication link is up)."""
+        return any(c.connection == "Connected" for c in self.connections)
+
+    @property
     def peer_primary(self) -> bool:
         return any(c.connection == "Connected" and c.role == "Primary" for c in self.connections)
 
