@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from test_config_storage import _data as storage_data
+from test_drbd_config import TOML
 from test_drbd_step import res
 from test_fencing_channel import DSTATE, OUTDATE, FakeDrbdadm, FakeLog
 
@@ -258,17 +259,7 @@ class Lab:
         return self.journal.sent[0][1]
 
 
-CONFIG = """
-[[vrrp_instance]]
-name = "nfs"
-interface = "eth0"
-vrid = 51
-virtual_ipaddress = ["192.0.2.100/24"]
-storage = "nfs"
-
-[storage.nfs]
-drbd_resource = "r0"
-"""
+CONFIG = "\n" + TOML.format(resource="r0")  # check-config's file, for DRBD resource r0
 
 
 @pytest.fixture
