@@ -67,30 +67,56 @@ demote_timeout = {demote_timeout}
 
 
 class Sampler(threading.Thread):
-    """DRBD roles of both nodes about twice a second; records any sample with two Primaries."""
+    """DRBD roles of both nodes about twice a second; records every confirmed moment with two
+    Primaries.
+
+    The two nodes are read in parallel, but each read happens at its own instant inside its
+    VM, so a hand-over between the two reads (one node demoted, then the other promoted) shows
+    as two Primaries that never coexisted. Such a sample is confirmed by reading the nodes one
+    after the other (node1, node2, node1): node1 Primary before and after node2 was read
+    Primary means both were Primary at once. DRBD's own view counts at once: a node reading
+    `Primary/Primary` (its peer Primary too)."""
 
     def __init__(self, lab: Lab) -> None:
         super().__init__(daemon=True)
         self.lab = lab
         self.samples = 0
+        self.unconfirmed = 0  # two Primaries in a parallel sample, not confirmed
         self.both_primary: list[float] = []
         self._halt = threading.Event()
 
     def role(self, node: str) -> str | None:
+        """`drbdadm role`: "Primary/Secondary" (local/peer), None when not readable."""
         if not self.lab.running(node):
             return None
         try:
             r = self.lab.exec(node, f"drbdadm role {RESOURCE}", check=False, timeout=10)
         except (LabError, TimeoutError, subprocess.TimeoutExpired, OSError):
             return None  # a node that does not answer (powered off, booting) is not Primary
-        return r.stdout.strip().split("/")[0] if r.returncode == 0 else None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    @staticmethod
+    def primary(role: str | None) -> bool:
+        return role is not None and role.split("/")[0] == "Primary"
+
+    def _confirmed(self) -> bool:
+        return (
+            self.primary(self.role(NODES[0]))
+            and self.primary(self.role(NODES[1]))
+            and self.primary(self.role(NODES[0]))
+        )
 
     def run(self) -> None:
         while not self._halt.is_set():
             roles = self.lab.parallel(self.role, NODES)
             self.samples += 1
-            if roles.count("Primary") > 1:
+            if any(r == "Primary/Primary" for r in roles):
                 self.both_primary.append(time.monotonic())
+            elif sum(map(self.primary, roles)) > 1:
+                if self._confirmed():
+                    self.both_primary.append(time.monotonic())
+                else:
+                    self.unconfirmed += 1
             self._halt.wait(0.5)
 
     def stop(self) -> None:

@@ -12,8 +12,8 @@ comes back on node1 with every acknowledged record intact.
   cut and runs the handler, which has node2's drbdha outdate node2's copy.
 - Without it (fencing dont-care, no [peer] section): node2 sees the DRBD link to the Primary
   lost while it still hears node1's adverts, and outdates itself (the observation rule).
-- A plain power-off with both links up: the handler finds the peer unreachable (exit 5), the
-  takeover goes through, and the old master comes back as a backup.
+- A plain power-off with both links up: the handler finds the peer unreachable (exit 5) and the
+  takeover goes through.
 - The peer channel refuses the wrong secret and a replayed request, and never outdates a
   Primary.
 """
@@ -177,12 +177,9 @@ def test_power_off_with_links_up_the_handler_finds_the_peer_gone(fenced: Storage
     assert (peer["OUTCOME"], peer["EXIT_CODE"]) == ("unreachable", "5"), peer
     assert "fence-peer helper returned 5" in kernel_log(lab, "node2")
     assert records.check(lab, "node2", w)["missing"] == []
-    # Back: the old master comes back as backup (no preemption), resyncs, does not promote.
-    lab.start("node1")
-    lab.drbd_up(net=TUNED, **FENCING)
-    fenced.start("node1")
-    wait_until("node1 backup", lambda: fenced.state("node1") == "backup", 60)
-    fenced.wait_serving("node2")
+    # Not waited for here (CI time; the next test's fixture boots node1 again): the old
+    # master's return as a backup (test_systemd_vms's kill and restart) and a powered-off
+    # Primary coming back beside a serving peer (the two cut tests above).
 
 
 CLIENT = r"""
