@@ -29,6 +29,7 @@ from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.chain.step import Step
 from drbdha.clock import Clock
+from drbdha.config import StorageConfig
 from drbdha.instance import Instance
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
@@ -38,6 +39,7 @@ from drbdha.net.vip import VipStep
 from drbdha.resources import drbd, proc
 from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
+from drbdha.resources.filesystem import FilesystemConfig, FilesystemStep, drbd_device
 from drbdha.vrrp.events import State
 
 Apply = Callable[[Instance, list[Any], float], None]
@@ -84,6 +86,7 @@ class Chains:
                     lambda: "split-brain" in inst.latches,
                 )
             )
+            steps.extend(self._filesystem(inst, inst.storage, watcher))
             inst.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
@@ -92,6 +95,23 @@ class Chains:
                 inst.latches["disk"] = Latch("disk", reason, time.time())
         steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
         inst.runner = Runner(inst.name, steps, self.put, self.clock)
+
+    def _filesystem(
+        self, inst: Instance, storage: StorageConfig, watcher: DrbdWatcher
+    ) -> list[Step]:
+        fs = FilesystemConfig.of(storage)
+        if fs is None:
+            return []
+        res = storage.drbd_resource
+        configured = str(storage.device) if storage.device else None
+
+        def device() -> str:
+            return configured or drbd_device(watcher.facts(), res)
+
+        def log(event: str, **fields: Any) -> None:
+            self.log.info(event, instance=inst.name, **fields)
+
+        return [FilesystemStep(fs, device, log=log)]
 
     def forget(self, inst: Instance) -> None:
         if inst.storage is not None:

@@ -73,6 +73,20 @@ class StorageConfig:
     promote_backoff: float = 15.0
     """Seconds without a new promote attempt after DRBD refused one (exit 17/5)."""
     vip_timeout: float = 10.0
+    device: Path | None = None
+    """The block device to mount; None: the DRBD resource's device (its only volume)."""
+    mountpoint: Path | None = None
+    """None: no filesystem step (a DRBD-only chain)."""
+    fstype: str = "auto"
+    """"auto": the type blkid(8) reads on the device."""
+    mount_options: str = ""
+    fsck: str = "auto"
+    """"auto": only filesystems without a journal (ext2, vfat, an ext4 made without one);
+    "always"; "never". fsck runs in preen mode (-a): a filesystem marked clean is not read."""
+    mount_timeout: float = 60.0
+    """Seconds for fsck and mount together."""
+    unmount_timeout: float = 30.0
+    """Seconds for unmounting: holders get TERM for the first half, then KILL."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +267,30 @@ def _peer(v: Any) -> IPAddress:
         raise _Invalid(str(e)) from None
 
 
+def _mountpoint(v: Any) -> Path:
+    p = _path(v)
+    if p == Path("/") or ".." in p.parts:
+        raise _Invalid(f"must be a directory below /, without '..', got {v!r}")
+    return p
+
+
+def _fstype(v: Any) -> str:
+    name = _str(v)
+    # mount -t NAME: a kernel filesystem name, never an option or a list ("nofoo,bar").
+    if not all(c.isascii() and (c.isalnum() or c in "._") for c in name):
+        raise _Invalid(f"is not a filesystem type: {v!r}")
+    return name
+
+
+def _mount_options(v: Any) -> str:
+    if v == "":
+        return ""
+    opts = _str(v)
+    if opts.startswith("-") or any(c.isspace() for c in opts) or ",," in opts:
+        raise _Invalid(f'must be mount(8) options such as "noatime,errors=remount-ro", got {v!r}')
+    return opts
+
+
 # ---- the option tables: key -> (reader, default or _REQUIRED) ---------------------------
 
 _REQUIRED: Final = object()
@@ -294,6 +332,13 @@ STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "demote_timeout": (_seconds(1, 3600), StorageConfig.demote_timeout),
     "promote_backoff": (_seconds(1, 3600), StorageConfig.promote_backoff),
     "vip_timeout": (_seconds(1, 600), StorageConfig.vip_timeout),
+    "device": (_path, None),
+    "mountpoint": (_mountpoint, None),
+    "fstype": (_fstype, StorageConfig.fstype),
+    "mount_options": (_mount_options, StorageConfig.mount_options),
+    "fsck": (_choice("auto", "always", "never"), StorageConfig.fsck),
+    "mount_timeout": (_seconds(1, 3600), StorageConfig.mount_timeout),
+    "unmount_timeout": (_seconds(1, 600), StorageConfig.unmount_timeout),
 }
 
 
@@ -399,6 +444,8 @@ def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[s
     out = {}
     for name, table in raw.items():
         out[name] = _read_table(table, STORAGE_OPTIONS, f"storage.{name}", problems)
+        if isinstance(table, dict):
+            _check_filesystem(table, f"storage.{name}", problems)
     resources: dict[str, str] = {}
     for name, s in out.items():
         res = s.get("drbd_resource")
@@ -411,6 +458,19 @@ def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[s
             )
         resources.setdefault(res, name)
     return out
+
+
+FILESYSTEM_KEYS: Final = ("device", "fstype", "mount_options", "fsck", "mount_timeout")
+
+
+def _check_filesystem(raw: dict[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
+    # A filesystem key without a mountpoint was written for a step that would not run.
+    if "mountpoint" not in raw:
+        problems.extend(
+            (f"{path}.{key}", "needs mountpoint (without it the chain mounts nothing)")
+            for key in FILESYSTEM_KEYS
+            if key in raw
+        )
 
 
 def _check_storage_refs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from datetime import UTC, date, datetime, time
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
@@ -668,3 +669,23 @@ def test_ipv6_peers_with_ipv6_vips() -> None:
     ).vrrp_instances
     assert inst.unicast_peers == (IPv6Address("fe80::2"),)
     assert inst.family == 6
+
+
+def test_every_key_is_documented_in_etc() -> None:
+    """etc/drbdha.toml is the reference: each key appears there, set or commented out."""
+    from drbdha import config  # noqa: PLC0415 (the tables, not the names imported above)
+
+    text = (Path(__file__).parent.parent / "etc" / "drbdha.toml").read_text()
+    tables = {
+        "daemon": config.DAEMON_OPTIONS,
+        "vrrp_instance": config.INSTANCE_OPTIONS,
+        "storage": config.STORAGE_OPTIONS,
+        "peer": config.PEER_OPTIONS,
+    }
+    missing = [
+        f"{table}.{key}"
+        for table, options in tables.items()
+        for key in options
+        if not re.search(rf"^#? ?{key} = ", text, re.MULTILINE)
+    ]
+    assert missing == []

@@ -58,12 +58,24 @@ BAD = [
     ("demote_timeout", "30", "number"),
     ("promote_backoff", 0.5, "1..3600"),
     ("vip_timeout", 601, "1..600"),
+    ("device", "drbd0", "absolute path"),
+    ("mountpoint", "/", "below /"),
+    ("mountpoint", "/srv/../etc", "without '..'"),
+    ("mountpoint", "srv", "absolute path"),
+    ("fstype", "ext4,nodev", "not a filesystem type"),
+    ("fstype", "", "non-empty"),
+    ("mount_options", "-o remount", "mount(8) options"),
+    ("mount_options", "noatime, ro", "mount(8) options"),
+    ("mount_options", ["noatime"], "non-empty string"),
+    ("fsck", "force", "'auto', 'always', 'never'"),
+    ("mount_timeout", 0, "1..3600"),
+    ("unmount_timeout", 601, "1..600"),
 ]
 
 
 @pytest.mark.parametrize(("key", "value", "fragment"), BAD)
 def test_bad_storage_value(key: str, value: Any, fragment: str) -> None:
-    table = {"drbd_resource": "r0", key: value}
+    table = {"drbd_resource": "r0", "mountpoint": "/srv/nfs", key: value}
     problems = _problems(_data(storage={"nfs": table}))
     assert [p for p, _ in problems] == [f"storage.nfs.{key}"]
     assert fragment in problems[0][1]
@@ -71,6 +83,27 @@ def test_bad_storage_value(key: str, value: Any, fragment: str) -> None:
 
 def test_every_storage_option_has_a_bad_value_case() -> None:
     assert {key for key, _, _ in BAD} == set(STORAGE_OPTIONS)
+
+
+def test_filesystem_keys_need_a_mountpoint() -> None:
+    table = {"drbd_resource": "r0", "fstype": "ext4", "fsck": "never"}
+    assert _problems(_data(storage={"nfs": table})) == [
+        ("storage.nfs.fsck", "needs mountpoint (without it the chain mounts nothing)"),
+        ("storage.nfs.fstype", "needs mountpoint (without it the chain mounts nothing)"),
+    ]
+
+
+def test_a_filesystem_chain_with_defaults() -> None:
+    cfg = parse(_data(storage={"nfs": {"drbd_resource": "r0", "mountpoint": "/srv/nfs"}}))
+    s = cfg.storage["nfs"]
+    assert (str(s.mountpoint), s.device, s.fstype, s.mount_options, s.fsck) == (
+        "/srv/nfs",
+        None,
+        "auto",
+        "",
+        "auto",
+    )
+    assert (s.mount_timeout, s.unmount_timeout) == (60.0, 30.0)
 
 
 def test_drbd_resource_is_required() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from drbdha.resources import proc
 from drbdha.resources.drbd_events import DISK_STATES, Resource, Tracker, parse_events2_line
 from drbdha.resources.drbd_gates import promotion_refusal
 
-Run = Callable[[Sequence[str]], Awaitable[proc.Result]]
+Run = proc.Run
 
 # drbdsetup's exit codes for refused state changes (drbd-utils user/v9/drbdsetup.c).
 REFUSAL_EXITS = {17: "no_uptodate_disk", 5: "lower_than_outdated", 16: "no_local_disk"}

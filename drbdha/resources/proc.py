@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 KILL_GRACE = 2.0  # seconds between TERM and KILL for a cancelled command
@@ -34,6 +34,10 @@ class Result:
         out = (self.stderr.strip() or self.stdout.strip()).splitlines()
         tail = out[-1] if out else "no output"
         return f"{' '.join(self.argv)}: exit {self.returncode}: {tail}"
+
+
+Run = Callable[[Sequence[str]], Awaitable["Result"]]
+"""What steps take to run commands: `run` below, or a fake in unit tests."""
 
 
 def child_env() -> dict[str, str]:
