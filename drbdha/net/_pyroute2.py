@@ -32,7 +32,8 @@ def _bare_package() -> None:
 _bare_package()
 
 from pyroute2.iproute.linux import AsyncIPRoute  # noqa: E402
+from pyroute2.netlink.diag import DiagSocket  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # noqa: E402
 
-__all__ = ["AsyncIPRoute", "MarshalRtnl", "NetlinkError"]
+__all__ = ["AsyncIPRoute", "DiagSocket", "MarshalRtnl", "NetlinkError"]
