@@ -24,22 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drbdha import guard, status
+from drbdha import guard, status, steps
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
-from drbdha.chain.step import Step
 from drbdha.clock import Clock
-from drbdha.config import StorageConfig
 from drbdha.instance import Instance
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
-from drbdha.net.vip import VipStep
 from drbdha.resources import drbd, proc
-from drbdha.resources.drbd import DrbdChanged, DrbdStep, DrbdWatcher
+from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
-from drbdha.resources.filesystem import FilesystemConfig, FilesystemStep, drbd_device
 from drbdha.vrrp.events import State
 
 Apply = Callable[[Instance, list[Any], float], None]
@@ -72,46 +68,20 @@ class Chains:
 
     def build(self, inst: Instance, addresses: Addresses) -> None:
         """Give `inst` its steps and runner (and a DRBD watcher for its resource)."""
-        steps: list[Step] = []
-        vip_timeout = inst.storage.vip_timeout if inst.storage else 10.0
+        watcher = None
         if inst.storage is not None:
             res = inst.storage.drbd_resource
             watcher = self.watchers.get(res) or DrbdWatcher(res, self.put, self.log)
             self.watchers[res] = watcher
             self.by_resource[res] = inst
-            steps.append(
-                DrbdStep(
-                    inst.storage,
-                    watcher.facts,
-                    lambda: "split-brain" in inst.latches,
-                )
-            )
-            steps.extend(self._filesystem(inst, inst.storage, watcher))
             inst.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
                 # operator has looked (clear-latch rewrites the file).
                 reason = f"latch file unreadable: {self.latches.load_error}"
                 inst.latches["disk"] = Latch("disk", reason, time.time())
-        steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
-        inst.runner = Runner(inst.name, steps, self.put, self.clock)
-
-    def _filesystem(
-        self, inst: Instance, storage: StorageConfig, watcher: DrbdWatcher
-    ) -> list[Step]:
-        fs = FilesystemConfig.of(storage)
-        if fs is None:
-            return []
-        res = storage.drbd_resource
-        configured = str(storage.device) if storage.device else None
-
-        def device() -> str:
-            return configured or drbd_device(watcher.facts(), res)
-
-        def log(event: str, **fields: Any) -> None:
-            self.log.info(event, instance=inst.name, **fields)
-
-        return [FilesystemStep(fs, device, log=log)]
+        chain = steps.build(inst, addresses, watcher, self.log)
+        inst.runner = Runner(inst.name, chain, self.put, self.clock)
 
     def forget(self, inst: Instance) -> None:
         if inst.storage is not None:

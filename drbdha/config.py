@@ -57,6 +57,23 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """One NFS export (`[[storage.NAME.exports]]`), written as exports(5) has it."""
+
+    path: Path
+    clients: tuple[str, ...]
+    fsid: int | str
+    """Fixed and the same on both nodes: file handles carry it, so a client keeps its
+    handles across a failover (a derived fsid would change with the device number)."""
+    options: str = "rw,sync,no_subtree_check"
+
+    def line(self) -> str:
+        """This export's line for exports(5): the path, then each client(options,fsid)."""
+        opts = f"{self.options},fsid={self.fsid}" if self.options else f"fsid={self.fsid}"
+        return " ".join([f'"{self.path}"', *(f"{c}({opts})" for c in self.clients)])
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """One storage chain: what a master brings up below its VIP (`[storage.NAME]`)."""
 
@@ -87,6 +104,20 @@ class StorageConfig:
     """Seconds for fsck and mount together."""
     unmount_timeout: float = 30.0
     """Seconds for unmounting: holders get TERM for the first half, then KILL."""
+    services: tuple[str, ...] = ()
+    """systemd units started once the filesystem is up, stopped before it goes down."""
+    services_timeout: float = 60.0
+    nfs_state_dir: Path | None = None
+    """A directory on the DRBD filesystem bound on /var/lib/nfs while this node serves;
+    None: no NFS server in this chain."""
+    nfsd_threads: int = 8
+    nfsv4_lease_time: int = 90
+    nfsv4_grace_time: int = 90
+    nfs_server_scope: str | None = None
+    """None: "drbdha-" and the vrrp_instance's name (the same on both nodes)."""
+    exports: tuple[ExportConfig, ...] = ()
+    nfs_start_timeout: float = 60.0
+    nfs_stop_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -291,6 +322,58 @@ def _mount_options(v: Any) -> str:
     return opts
 
 
+def _unit(v: Any) -> str:
+    name = _str(v)
+    kinds = (".service", ".socket", ".target", ".mount", ".timer", ".path")
+    if name.startswith("-") or "/" in name or not name.endswith(kinds) or " " in name:
+        raise _Invalid(f'must be a systemd unit name such as "nginx.service", got {v!r}')
+    return name
+
+
+def _scope(v: Any) -> str:
+    name = _str(v)
+    # It becomes nfsd's hostname (HOST_NAME_MAX 64), as the nfsserver agent sets it.
+    if len(name) > 64 or not all(c.isascii() and (c.isalnum() or c in "-.") for c in name):
+        raise _Invalid(f"must be a host name (letters, digits, '-', '.'; 64 at most), got {v!r}")
+    return name
+
+
+_EXPORT_FORBIDDEN = frozenset(" \t\n\"'()#\\")
+
+
+def _client(v: Any) -> str:
+    spec = _str(v)
+    if spec.startswith("-") or any(c in _EXPORT_FORBIDDEN for c in spec):
+        raise _Invalid(f'must be an exports(5) client such as "192.0.2.0/24", got {v!r}')
+    return spec
+
+
+def _export_options(v: Any) -> str:
+    if v == "":
+        return ""
+    opts = _str(v)
+    if any(c in _EXPORT_FORBIDDEN for c in opts) or ",," in opts:
+        raise _Invalid(f'must be exports(5) options such as "rw,sync", got {v!r}')
+    if any(o.split("=")[0] == "fsid" for o in opts.split(",")):
+        raise _Invalid("must not set fsid (the export's own `fsid` key sets it)")
+    return opts
+
+
+def _fsid(v: Any) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 1 <= v <= 0xFFFFFFFF:  # 0 is the NFSv4 root, a different thing
+            raise _Invalid(f"must be in 1..4294967295 or a UUID, got {v}")
+        return v
+    if isinstance(v, str):
+        import uuid  # noqa: PLC0415 (the only user)
+
+        try:
+            return str(uuid.UUID(v))
+        except ValueError:
+            pass
+    raise _Invalid(f"must be an integer in 1..4294967295 or a UUID, got {v!r}")
+
+
 # ---- the option tables: key -> (reader, default or _REQUIRED) ---------------------------
 
 _REQUIRED: Final = object()
@@ -339,6 +422,23 @@ STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "fsck": (_choice("auto", "always", "never"), StorageConfig.fsck),
     "mount_timeout": (_seconds(1, 3600), StorageConfig.mount_timeout),
     "unmount_timeout": (_seconds(1, 600), StorageConfig.unmount_timeout),
+    "services": (_list_of(_unit), StorageConfig.services),
+    "services_timeout": (_seconds(1, 3600), StorageConfig.services_timeout),
+    "nfs_state_dir": (_path, None),
+    "nfsd_threads": (_int(1, 1024), StorageConfig.nfsd_threads),
+    # Linux refuses a lease below 10 s (nfsd's nfsctl.c __nfsd4_write_time).
+    "nfsv4_lease_time": (_int(10, 3600), StorageConfig.nfsv4_lease_time),
+    "nfsv4_grace_time": (_int(10, 3600), StorageConfig.nfsv4_grace_time),
+    "nfs_server_scope": (_scope, None),
+    "nfs_start_timeout": (_seconds(1, 3600), StorageConfig.nfs_start_timeout),
+    "nfs_stop_timeout": (_seconds(1, 3600), StorageConfig.nfs_stop_timeout),
+}
+
+EXPORT_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "path": (_path, _REQUIRED),
+    "clients": (_list_of(_client, min_len=1), _REQUIRED),
+    "fsid": (_fsid, _REQUIRED),
+    "options": (_export_options, ExportConfig.options),
 }
 
 
@@ -443,9 +543,15 @@ def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[s
         return {}
     out = {}
     for name, table in raw.items():
-        out[name] = _read_table(table, STORAGE_OPTIONS, f"storage.{name}", problems)
+        path = f"storage.{name}"
+        flat = (
+            {k: v for k, v in table.items() if k != "exports"} if isinstance(table, dict) else table
+        )
+        out[name] = _read_table(flat, STORAGE_OPTIONS, path, problems)
         if isinstance(table, dict):
-            _check_filesystem(table, f"storage.{name}", problems)
+            out[name]["exports"] = _read_exports(table.get("exports", []), path, problems)
+            _check_filesystem(table, path, problems)
+            _check_nfs(table, out[name], path, problems)
     resources: dict[str, str] = {}
     for name, s in out.items():
         res = s.get("drbd_resource")
@@ -471,6 +577,72 @@ def _check_filesystem(raw: dict[str, Any], path: str, problems: list[tuple[str, 
             for key in FILESYSTEM_KEYS
             if key in raw
         )
+
+
+NFS_KEYS: Final = (
+    "nfsd_threads",
+    "nfsv4_lease_time",
+    "nfsv4_grace_time",
+    "nfs_server_scope",
+    "nfs_start_timeout",
+    "nfs_stop_timeout",
+)
+
+
+def _read_exports(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple[ExportConfig, ...]:
+    if not isinstance(raw, list):
+        problems.append((f"{path}.exports", "must be a list of [[...exports]] tables"))
+        return ()
+    exports = []
+    for i, table in enumerate(raw):
+        e = _read_table(table, EXPORT_OPTIONS, f"{path}.exports[{i}]", problems)
+        if {"path", "clients", "fsid"} <= e.keys():
+            exports.append(ExportConfig(**e))
+    return tuple(exports)
+
+
+def _below(p: Path, top: Path) -> bool:
+    return p != top and p.is_relative_to(top) and ".." not in p.parts
+
+
+def _check_nfs(
+    raw: dict[str, Any], s: dict[str, Any], path: str, problems: list[tuple[str, str]]
+) -> None:
+    if "nfs_state_dir" not in s:
+        return  # given but invalid: already a problem, checks against it would only echo it
+    state, mp, exports = s["nfs_state_dir"], s.get("mountpoint"), s["exports"]
+    mp_invalid = "mountpoint" in raw and "mountpoint" not in s
+    if state is None:
+        problems.extend(
+            (f"{path}.{key}", "needs nfs_state_dir (without it the chain runs no NFS server)")
+            for key in (*NFS_KEYS, "exports")
+            if key in raw
+        )
+        return
+    if mp_invalid:
+        mp = None
+    elif mp is None:
+        problems.append(
+            (f"{path}.nfs_state_dir", "needs mountpoint (it is on the DRBD filesystem)")
+        )
+    elif not _below(state, mp):
+        problems.append((f"{path}.nfs_state_dir", f"must be a directory below mountpoint {mp}"))
+    if not raw.get("exports"):
+        problems.append((f"{path}.exports", "an NFS server needs at least one export"))
+    fsids: dict[int | str, int] = {}
+    for i, e in enumerate(exports):
+        key = f"{path}.exports[{i}]"
+        if mp is not None and not (e.path == mp or _below(e.path, mp)):
+            problems.append((f"{key}.path", f"must be mountpoint {mp} or below it"))
+        if e.fsid in fsids:
+            problems.append((f"{key}.fsid", f"already used by exports[{fsids[e.fsid]}]"))
+        fsids.setdefault(e.fsid, i)
+    paths = [e.path for e in exports]
+    problems.extend(
+        (f"{path}.exports[{i}].path", "exported twice (one entry lists all its clients)")
+        for i, p in enumerate(paths)
+        if p in paths[:i]
+    )
 
 
 def _check_storage_refs(

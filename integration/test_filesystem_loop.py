@@ -32,12 +32,14 @@ def sh(*argv: str) -> str:
 
 @dataclass
 class Recorder:
-    """The step's log callable: keeps what it was told (event, fields)."""
+    """The step's log: keeps what it was told (event, fields), whatever the level."""
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def __call__(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, **fields: Any) -> None:
         self.events.append((event, fields))
+
+    warning = info
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [f for e, f in self.events if e == event]

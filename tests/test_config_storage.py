@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from drbdha.config import STORAGE_OPTIONS, StorageConfig, parse
+from drbdha.config import EXPORT_OPTIONS, STORAGE_OPTIONS, StorageConfig, parse
 from drbdha.errors import ConfigError
 
 
@@ -70,12 +70,31 @@ BAD = [
     ("fsck", "force", "'auto', 'always', 'never'"),
     ("mount_timeout", 0, "1..3600"),
     ("unmount_timeout", 601, "1..600"),
+    ("services", ["nginx"], "systemd unit name"),
+    ("services", ["--now.service"], "systemd unit name"),
+    ("services_timeout", 0, "1..3600"),
+    ("nfs_state_dir", "state", "absolute path"),
+    ("nfsd_threads", 0, "1..1024"),
+    ("nfsv4_lease_time", 5, "10..3600"),
+    ("nfsv4_grace_time", 1.5, "integer"),
+    ("nfs_server_scope", "my scope", "host name"),
+    ("nfs_server_scope", "x" * 65, "64 at most"),
+    ("nfs_start_timeout", 0, "1..3600"),
+    ("nfs_stop_timeout", "1", "number"),
 ]
+
+EXPORT = {"path": "/srv/nfs/data", "clients": ["192.0.2.0/24"], "fsid": 1}
+NFS = {
+    "drbd_resource": "r0",
+    "mountpoint": "/srv/nfs",
+    "nfs_state_dir": "/srv/nfs/state",
+    "exports": [EXPORT],
+}
 
 
 @pytest.mark.parametrize(("key", "value", "fragment"), BAD)
 def test_bad_storage_value(key: str, value: Any, fragment: str) -> None:
-    table = {"drbd_resource": "r0", "mountpoint": "/srv/nfs", key: value}
+    table = {**NFS, key: value}
     problems = _problems(_data(storage={"nfs": table}))
     assert [p for p, _ in problems] == [f"storage.nfs.{key}"]
     assert fragment in problems[0][1]
@@ -104,6 +123,95 @@ def test_a_filesystem_chain_with_defaults() -> None:
         "auto",
     )
     assert (s.mount_timeout, s.unmount_timeout) == (60.0, 30.0)
+
+
+def test_an_nfs_chain_with_defaults() -> None:
+    s = parse(_data(storage={"nfs": NFS})).storage["nfs"]
+    assert (s.nfsd_threads, s.nfsv4_lease_time, s.nfsv4_grace_time) == (8, 90, 90)
+    assert s.nfs_server_scope is None
+    (e,) = s.exports
+    assert (str(e.path), e.clients, e.fsid, e.options) == (
+        "/srv/nfs/data",
+        ("192.0.2.0/24",),
+        1,
+        "rw,sync,no_subtree_check",
+    )
+    assert e.line() == '"/srv/nfs/data" 192.0.2.0/24(rw,sync,no_subtree_check,fsid=1)'
+
+
+BAD_EXPORT = [
+    ("path", "data", "absolute path"),
+    ("clients", [], "at least 1"),
+    ("clients", ["a b"], "exports(5) client"),
+    ("clients", ["host(rw)"], "exports(5) client"),
+    ("fsid", 0, "1..4294967295"),
+    ("fsid", "root", "UUID"),
+    ("fsid", True, "UUID"),
+    ("options", "rw,fsid=3", "must not set fsid"),
+    ("options", "rw sync", "exports(5) options"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), BAD_EXPORT)
+def test_bad_export_value(key: str, value: Any, fragment: str) -> None:
+    problems = _problems(_data(storage={"nfs": {**NFS, "exports": [{**EXPORT, key: value}]}}))
+    assert [p for p, _ in problems] == [f"storage.nfs.exports[0].{key}"]
+    assert fragment in problems[0][1]
+
+
+def test_every_export_option_has_a_bad_value_case() -> None:
+    assert {key for key, _, _ in BAD_EXPORT} == set(EXPORT_OPTIONS)
+
+
+def test_a_uuid_fsid_is_kept_in_its_canonical_form() -> None:
+    export = {**EXPORT, "fsid": "3F2504E0-4F89-11D3-9A0C-0305E82C3301"}
+    s = parse(_data(storage={"nfs": {**NFS, "exports": [export]}})).storage["nfs"]
+    assert s.exports[0].fsid == "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"nfs_state_dir": "/var/lib/nfs"}, ("nfs_state_dir", "below mountpoint /srv/nfs")),
+        ({"nfs_state_dir": "/srv/nfs"}, ("nfs_state_dir", "below mountpoint /srv/nfs")),
+        ({"exports": []}, ("exports", "at least one export")),
+        (
+            {"exports": [{**EXPORT, "path": "/srv/other"}]},
+            ("exports[0].path", "mountpoint /srv/nfs or below"),
+        ),
+        (
+            {"exports": [EXPORT, {**EXPORT, "path": "/srv/nfs/b"}]},
+            ("exports[1].fsid", "already used by exports[0]"),
+        ),
+        (
+            {"exports": [EXPORT, {**EXPORT, "fsid": 2}]},
+            ("exports[1].path", "exported twice"),
+        ),
+        ({"exports": {"path": "/srv/nfs"}}, ("exports", "list of")),
+    ],
+)
+def test_nfs_chain_consistency(change: dict[str, Any], problem: tuple[str, str]) -> None:
+    problems = _problems(_data(storage={"nfs": {**NFS, **change}}))
+    assert len(problems) == 1, problems
+    (key, message) = problems[0]
+    assert (key, problem[1] in message) == (f"storage.nfs.{problem[0]}", True), problems
+
+
+def test_nfs_keys_need_nfs_state_dir() -> None:
+    table = {"drbd_resource": "r0", "mountpoint": "/srv/nfs", "nfsd_threads": 16}
+    table["exports"] = [EXPORT]
+    assert [p for p, _ in _problems(_data(storage={"nfs": table}))] == [
+        "storage.nfs.exports",
+        "storage.nfs.nfsd_threads",
+    ]
+
+
+def test_nfs_state_dir_needs_mountpoint() -> None:
+    table = {"drbd_resource": "r0", "nfs_state_dir": "/srv/nfs/state", "exports": [EXPORT]}
+    problems = _problems(_data(storage={"nfs": table}))
+    assert ("storage.nfs.nfs_state_dir", "needs mountpoint (it is on the DRBD filesystem)") in (
+        problems
+    )
 
 
 def test_drbd_resource_is_required() -> None:

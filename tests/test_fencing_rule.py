@@ -38,13 +38,20 @@ CONNECTING = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnkno
 
 
 class FakeLog:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
+    def __init__(
+        self, events: list[tuple[str, str, dict[str, Any]]] | None = None, **bound: Any
+    ) -> None:
+        self.events = [] if events is None else events
+        self.bound = bound
+
+    def bind(self, **fields: Any) -> FakeLog:
+        """As structlog's: a logger adding `fields` to each event, into the same list."""
+        return FakeLog(self.events, **self.bound, **fields)
 
     def __getattr__(self, level: str) -> Any:
         if level not in ("debug", "info", "warning", "error", "critical"):
             raise AttributeError(level)
-        return lambda event, **fields: self.events.append((level, event, fields))
+        return lambda event, **fields: self.events.append((level, event, self.bound | fields))
 
     def names(self) -> list[str]:
         return [e for _, e, _ in self.events]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from test_drbd_step import res
-from test_fencing_rule import instance, make
+from test_fencing_rule import FakeLog
 
+from drbdha import steps
 from drbdha.chain.step import StepFailed
+from drbdha.config import ExportConfig, StorageConfig
 from drbdha.resources.drbd_events import Volume
 from drbdha.resources.filesystem import (
     Device,
@@ -22,36 +24,31 @@ from drbdha.resources.filesystem import (
     needs_fsck,
     ours,
 )
+from drbdha.resources.nfs import NfsdStep
 
 DRBD0 = Device("/dev/drbd0", "147:0")
 MOUNTS = [
-    Mount("/", "/dev/vda", "254:0", "ext4"),
-    Mount("/srv/nfs", "/dev/drbd0", "147:0", "ext4"),
-    Mount("/srv/nfs/scratch", "scratch", "0:52", "tmpfs"),
-    Mount("/srv/nfs/scratch/deeper", "x", "0:53", "tmpfs"),
-    Mount("/var/lib/nfs", "/dev/drbd0[/state]", "147:0", "ext4"),
-    Mount("/srv/nfs-other", "/dev/vdc", "254:32", "ext4"),  # a sibling, not below
-    Mount("/srv/btrfs", "/dev/drbd0", "0:61", "btrfs"),  # anonymous MAJ:MIN
+    Mount("/", "/dev/vda", "254:0", "ext4", 1, 0),
+    Mount("/var/lib/nfs/rpc_pipefs", "sunrpc", "0:40", "rpc_pipefs", 9, 1),  # hidden below
+    Mount("/srv/nfs", "/dev/drbd0", "147:0", "ext4", 2, 1),
+    Mount("/srv/nfs/scratch", "scratch", "0:52", "tmpfs", 3, 2),
+    Mount("/srv/nfs/scratch/deeper", "x", "0:53", "tmpfs", 4, 3),
+    Mount("/var/lib/nfs", "/dev/drbd0[/state]", "147:0", "ext4", 5, 1),
+    Mount("/var/lib/nfs/rpc_pipefs", "sunrpc", "0:41", "rpc_pipefs", 6, 5),  # on top
+    Mount("/srv/nfs-other", "/dev/vdc", "254:32", "ext4", 7, 1),  # a sibling, not below
+    Mount("/srv/btrfs", "/dev/drbd0", "0:61", "btrfs", 8, 1),  # anonymous MAJ:MIN
 ]
 
 
-def test_ours_is_every_mount_of_the_device_and_everything_below_deepest_first() -> None:
-    targets = [m.target for m in ours(MOUNTS, DRBD0, "/srv/nfs")]
-    assert targets[0] == "/srv/nfs/scratch/deeper"
-    assert set(targets) == {
-        "/srv/nfs",
-        "/srv/nfs/scratch",
-        "/srv/nfs/scratch/deeper",
-        "/var/lib/nfs",
-        "/srv/btrfs",
-    }
-    assert targets.index("/srv/nfs/scratch") < targets.index("/srv/nfs")
+def test_ours_is_every_mount_of_the_device_and_what_is_on_top_children_first() -> None:
+    found = ours(MOUNTS, DRBD0)
+    assert [m.id for m in found] == [4, 3, 2, 6, 5, 8]
 
 
 def test_a_missing_device_node_is_matched_by_path_only() -> None:
     gone = Device("/dev/drbd9", "")
-    unrelated = [Mount("/proc", "proc", "", "proc")]  # an empty MAJ:MIN must not match
-    assert ours(unrelated, gone, "/srv/nfs") == []
+    unrelated = [Mount("/proc", "proc", "", "proc", 1, 0)]  # an empty MAJ:MIN must not match
+    assert ours(unrelated, gone) == []
 
 
 @pytest.mark.parametrize(
@@ -81,26 +78,40 @@ def test_the_drbd_device_is_the_only_volume_of_the_resource() -> None:
         drbd_device(None, "r0")
 
 
-def test_a_chain_without_mountpoint_has_no_filesystem_step(tmp_path: Path) -> None:
-    chains, _, _ = make(tmp_path)
-    inst = instance()
-    watcher = chains.watchers.setdefault("r0", _Watcher())  # type: ignore[arg-type]
-    assert chains._filesystem(inst, inst.storage, watcher) == []
+def test_a_chain_without_mountpoint_has_no_filesystem_step() -> None:
+    storage = StorageConfig(name="nfs", drbd_resource="r0")
+    assert steps.storage_steps("lab", storage, _Watcher(), FakeLog()) == []  # type: ignore[arg-type]
 
 
-def test_the_filesystem_step_mounts_the_resources_device(tmp_path: Path) -> None:
-    chains, _, log = make(tmp_path)
-    inst = instance()
-    storage = dataclasses.replace(inst.storage, mountpoint=Path("/srv/nfs"), fsck="never")
-    (fs,) = chains._filesystem(inst, storage, _Watcher())  # type: ignore[arg-type]
+def test_the_filesystem_step_mounts_the_resources_device() -> None:
+    log = FakeLog()
+    storage = StorageConfig(name="nfs", drbd_resource="r0", mountpoint=Path("/srv/nfs"))
+    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log.bind(instance="lab"))  # type: ignore[arg-type]
     assert isinstance(fs, FilesystemStep)
-    assert fs.cfg == FilesystemConfig("/srv/nfs", "auto", "", "never", 60.0, 30.0)
+    assert fs.cfg == FilesystemConfig("/srv/nfs", "auto", "", "auto", 60.0, 30.0)
     assert fs.device() == "/dev/drbd0"
-    fs.log("filesystem.fsck", exit_code=0)
+    fs.log.info("filesystem.fsck", exit_code=0)
     assert log.events[-1] == ("info", "filesystem.fsck", {"instance": "lab", "exit_code": 0})
     storage = dataclasses.replace(storage, device=Path("/dev/vg/data"))
-    (fs,) = chains._filesystem(inst, storage, _Watcher())  # type: ignore[arg-type]
+    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log)  # type: ignore[arg-type]
     assert fs.device() == "/dev/vg/data"
+
+
+def test_an_nfs_chain_has_its_steps_in_order() -> None:
+    export = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24",), 1)
+    storage = StorageConfig(
+        name="nfs",
+        drbd_resource="r0",
+        mountpoint=Path("/srv/nfs"),
+        services=("nginx.service",),
+        nfs_state_dir=Path("/srv/nfs/state"),
+        exports=(export,),
+    )
+    chain = steps.storage_steps("lab", storage, _Watcher(), FakeLog())  # type: ignore[arg-type]
+    assert [s.name for s in chain] == ["filesystem", "services", "nfs_state", "nfsd", "exports"]
+    nfsd = chain[3]
+    assert isinstance(nfsd, NfsdStep)
+    assert "' drbdha-lab\n" in nfsd.unit  # the default scope, from the instance name
 
 
 class _Watcher:

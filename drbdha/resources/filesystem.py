@@ -10,7 +10,8 @@ Rules:
   on the peer while this node still has the filesystem cached is the start of a split brain.
 - "Ours" is every mount of the device, wherever it is (a bind of a directory on it, such as
   the NFS state directory on /var/lib/nfs, holds the device as much as the main mount), and
-  everything mounted below the mountpoint.
+  everything mounted on top of those (the mount tree of mountinfo, not path prefixes: a
+  mount hidden under ours is not on top of it).
 - Holders get TERM until half the stop budget is spent, then KILL (the Filesystem resource
   agent's order). They are found with fuser(1), then signalled here, never this process.
 - fsck (fsck(8) exit codes): 0 clean, 1 errors corrected, 2 corrected and a reboot asked for
@@ -47,15 +48,45 @@ class Mount:
     source: str
     majmin: str  # "147:0": the filesystem's device as the kernel reports it
     fstype: str
+    id: int = 0  # mountinfo's mount ID and its parent's: the mount tree
+    parent: int = 0
 
 
 async def mounts(run: proc.Run = proc.run) -> list[Mount]:
     """Every mount this process sees (findmnt(8), which decodes mountinfo's escapes)."""
-    r = await run(["findmnt", "--json", "--list", "-o", "TARGET,SOURCE,MAJ:MIN,FSTYPE"])
+    columns = "ID,PARENT,TARGET,SOURCE,MAJ:MIN,FSTYPE"
+    r = await run(["findmnt", "--json", "--list", "-o", columns])
     if not r.ok:
         raise StepFailed("findmnt_failed", r.summary())
     rows = json.loads(r.stdout)["filesystems"]
-    return [Mount(m["target"], m["source"] or "", m["maj:min"], m["fstype"]) for m in rows]
+    return [
+        Mount(m["target"], m["source"] or "", m["maj:min"], m["fstype"], m["id"], m["parent"])
+        for m in rows
+    ]
+
+
+def with_submounts(all_mounts: list[Mount], roots: list[Mount]) -> list[Mount]:
+    """`roots` and everything mounted on top of them, children before their parents (the
+    order they can be unmounted in). A mount hidden under a root (made before it, on a
+    directory the root now covers) is not on top of it and not included."""
+    children: dict[int, list[Mount]] = {}
+    for m in all_mounts:
+        children.setdefault(m.parent, []).append(m)
+    out: list[Mount] = []
+    seen: set[int] = set()
+
+    def visit(m: Mount) -> None:
+        if m.id in seen:
+            return
+        seen.add(m.id)
+        for c in children.get(m.id, []):
+            if c.id != m.id:
+                visit(c)
+        out.append(m)
+
+    for r in roots:
+        visit(r)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +113,10 @@ class Device:
         return m.majmin == self.majmin != "" or m.source.split("[", 1)[0] == self.path
 
 
-def ours(all_mounts: list[Mount], device: Device, mountpoint: str) -> list[Mount]:
-    """The mounts to remove before the device is free: every mount of it and everything
-    below the mountpoint, deepest first."""
-    below = mountpoint.rstrip("/") + "/"
-    found = [m for m in all_mounts if device.is_source_of(m) or m.target.startswith(below)]
-    return sorted(found, key=lambda m: m.target.count("/"), reverse=True)
+def ours(all_mounts: list[Mount], device: Device) -> list[Mount]:
+    """The mounts to remove before the device is free: every mount of it, wherever it is,
+    and everything mounted on top of those, children first."""
+    return with_submounts(all_mounts, [m for m in all_mounts if device.is_source_of(m)])
 
 
 def needs_fsck(policy: str, fstype: str, has_journal: bool | None) -> bool:
@@ -141,18 +170,18 @@ class FilesystemStep:
         cfg: FilesystemConfig,
         device: Callable[[], str],
         run: proc.Run = proc.run,
-        log: Callable[..., None] | None = None,
+        log: proc.Log | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.run = run
-        self.log = log or (lambda *_a, **_k: None)
+        self.log = log or proc.Quiet()
         self.start_timeout = cfg.start_timeout
         self.stop_timeout = cfg.stop_timeout
 
     async def held(self) -> bool:
         device = Device.of(self.device(), missing_ok=True)
-        return bool(ours(await mounts(self.run), device, self.cfg.mountpoint))
+        return bool(ours(await mounts(self.run), device))
 
     async def start(self) -> None:
         device, mp = Device.of(self.device()), self.cfg.mountpoint
@@ -193,44 +222,59 @@ class FilesystemStep:
     async def _fsck(self, device: str, fstype: str) -> None:
         # -a: repair what is safe to repair without questions (e2fsck -p), as at boot.
         r = await self.run(["fsck", "-T", "-t", fstype, "-a", device])
-        self.log("filesystem.fsck", device=device, exit_code=r.returncode)
+        self.log.info("filesystem.fsck", device=device, exit_code=r.returncode)
         if r.returncode >= FSCK_ERRORS_LEFT:
             raise StepFailed("fsck_failed", r.summary(), backoff=True)
 
     async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        term_until = t0 + self.stop_timeout / 2
-        give_up = t0 + self.stop_timeout * 0.9  # fail with the reason before the runner's cut
         device = Device.of(self.device(), missing_ok=True)
-        while True:
-            left = ours(await mounts(self.run), device, self.cfg.mountpoint)
-            if not left:
-                return
-            errors = []
-            for m in left:
-                r = await self.run(["umount", m.target])
-                if not r.ok:
-                    errors.append(r.summary())
-            if not errors:
-                continue  # check again: nothing of ours may remain
-            if loop.time() >= give_up:
-                raise StepFailed("unmount_failed", "; ".join(errors))
-            sig = signal.SIGTERM if loop.time() < term_until else signal.SIGKILL
-            for m in left:
-                await self._signal_holders(m.target, sig)
-            await asyncio.sleep(POLL)
+        await unmount(lambda ms: ours(ms, device), self.stop_timeout, self.run, self.log)
 
-    async def _signal_holders(self, target: str, sig: signal.Signals) -> None:
-        # -M: only if target is still a mountpoint (else fuser would name the holders of
-        # whatever filesystem it is on now, such as the root filesystem).
-        r = await self.run(["fuser", "-M", "-m", target])
-        pids = sorted({int(p) for p in r.stdout.split() if p.isdigit()} - {os.getpid()})
-        if not pids:
+
+async def unmount(
+    select: Callable[[list[Mount]], list[Mount]],
+    budget: float,
+    run: proc.Run,
+    log: proc.Log,
+) -> None:
+    """Unmount what `select` picks from the mount table (deepest first) until nothing is
+    left; holders get TERM for half of `budget`, then KILL; StepFailed("unmount_failed")
+    just before the budget is spent (the runner's own cut would say less)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    term_until = t0 + budget / 2
+    give_up = t0 + budget * 0.9
+    while True:
+        left = select(await mounts(run))
+        if not left:
             return
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                continue
-        self.log("filesystem.holders_signalled", mount=target, signal=sig.name, pids=pids)
+        errors = []
+        for m in left:
+            r = await run(["umount", m.target])
+            if not r.ok:
+                errors.append(r.summary())
+        if not errors:
+            continue  # read the table again: nothing selected may remain
+        if loop.time() >= give_up:
+            raise StepFailed("unmount_failed", "; ".join(errors))
+        sig = signal.SIGTERM if loop.time() < term_until else signal.SIGKILL
+        for m in left:
+            await _signal_holders(m.target, sig, run, log)
+        await asyncio.sleep(POLL)
+
+
+async def _signal_holders(
+    target: str, sig: signal.Signals, run: proc.Run, log: proc.Log
+) -> None:
+    # -M: only if target is still a mountpoint (else fuser would name the holders of
+    # whatever filesystem it is on now, such as the root filesystem).
+    r = await run(["fuser", "-M", "-m", target])
+    pids = sorted({int(p) for p in r.stdout.split() if p.isdigit()} - {os.getpid()})
+    if not pids:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+    log.warning("filesystem.holders_signalled", mount=target, signal=sig.name, pids=pids)

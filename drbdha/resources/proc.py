@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 KILL_GRACE = 2.0  # seconds between TERM and KILL for a cancelled command
 
@@ -38,6 +39,23 @@ class Result:
 
 Run = Callable[[Sequence[str]], Awaitable["Result"]]
 """What steps take to run commands: `run` below, or a fake in unit tests."""
+
+
+class Log(Protocol):
+    """What steps log through: the daemon's structlog logger, bound to the instance."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+class Quiet:
+    """A Log that drops everything (steps built without one)."""
+
+    def info(self, event: str, **fields: Any) -> None:
+        del event, fields
+
+    def warning(self, event: str, **fields: Any) -> None:
+        del event, fields
 
 
 def child_env() -> dict[str, str]:

@@ -1,0 +1,139 @@
+"""The chain's last step, after the VIP: bring the NFS clients back at once.
+
+On start (the VIP is up, nfsd listens):
+1. the tickles: each client connection the previous master recorded gets a bare ACK from
+   the VIP, so a client with nothing unacknowledged learns within a round trip that its
+   connection is gone (net/tickle.py says why it would otherwise wait for its keepalive);
+2. `sm-notify -f -v VIP`: statd's peers (NFSv3 lock holders) are told to reclaim their
+   locks from the VIP's name, not this node's;
+3. the recorder: while this node serves, its clients' connections to the VIP are written
+   to the state directory on DRBD every RECORD_INTERVAL (only when they change), so the
+   next master finds them there even if this one dies without a word.
+A failure in 1 or 2 is logged, never fails the takeover: the service is already up, and
+rolling it back would cost the clients far more than a missed tickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from drbdha.net import tickle
+from drbdha.resources import proc
+
+RECORD_INTERVAL = 1.0  # seconds; a connection made since the last record misses its tickle
+RECORD_FILE = "drbdha-clients.json"
+NLM_TCPPORT = Path("/proc/sys/fs/nfs/nlm_tcpport")  # lockd's port, when the admin fixed it
+
+
+def nfs_ports() -> list[int]:
+    ports = [2049]
+    with contextlib.suppress(OSError, ValueError):
+        lockd = int(NLM_TCPPORT.read_text())
+        if lockd:
+            ports.append(lockd)
+    return ports
+
+
+def read_records(path: Path) -> list[tickle.Connection]:
+    try:
+        data = json.loads(path.read_text())
+        rows = data["connections"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # a torn or damaged record costs the tickles, never the takeover
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        with contextlib.suppress(ValueError):
+            out.append(tickle.Connection.from_json(row))
+    return out
+
+
+def write_records(path: Path, connections: Sequence[tickle.Connection]) -> None:
+    """Atomically and durably (fsync of the file, then of the directory): the reader is the
+    next master, after this one may have lost power."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = json.dumps({"connections": [c.as_json() for c in connections]}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class NfsClientsStep:
+    name = "nfs_clients"
+
+    def __init__(
+        self,
+        vips: Sequence[str],
+        state_dir: Path,
+        log: proc.Log,
+        run: proc.Run = proc.run,
+        timeout: float = 10.0,
+    ) -> None:
+        self.vips = tuple(vips)
+        self.record = state_dir / RECORD_FILE
+        self.log = log
+        self.run = run
+        self.start_timeout = self.stop_timeout = timeout
+        self._recorder: asyncio.Task[None] | None = None
+
+    async def held(self) -> bool:
+        return self._recorder is not None and not self._recorder.done()
+
+    async def start(self) -> None:
+        if await self.held():
+            return
+        await self._tickle()
+        await self._notify()
+        # Owned by this step: stop() cancels it and waits for it.
+        self._recorder = asyncio.create_task(self._record(), name="nfs-clients-recorder")
+
+    async def _tickle(self) -> None:
+        try:
+            conns = [
+                c for c in await asyncio.to_thread(read_records, self.record) if c.vip in self.vips
+            ]
+            sent = await asyncio.to_thread(tickle.send, conns)
+        except OSError as e:
+            self.log.warning("nfs.tickle_failed", error=str(e))
+            return
+        self.log.info("nfs.clients_tickled", connections=len(conns), segments=sent)
+
+    async def _notify(self) -> None:
+        r = await self.run(["sm-notify", "-f", "-v", self.vips[0]])
+        if not r.ok:
+            self.log.warning("nfs.sm_notify_failed", error=r.summary())
+
+    async def stop(self) -> None:
+        task, self._recorder = self._recorder, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _record(self) -> None:
+        last: list[tickle.Connection] | None = None
+        while True:
+            try:
+                conns = await asyncio.to_thread(tickle.established, self.vips, nfs_ports())
+                if conns != last:
+                    await asyncio.to_thread(write_records, self.record, conns)
+                    last = conns
+            except OSError as e:  # a full or failing disk: the service goes on regardless
+                self.log.warning("nfs.record_failed", error=str(e))
+            await asyncio.sleep(RECORD_INTERVAL)

@@ -1,0 +1,276 @@
+"""Kernel nfsd with its state on DRBD: the steps between the filesystem and the VIP.
+
+    nfs_state  bind the state directory (on the DRBD filesystem) on /var/lib/nfs
+    nfsd       nfs-server.service and its helpers, nfsd's scope, lease and grace set first
+    exports    the chain's exports, with their fixed fsid
+    (vip)
+    clients    sm-notify from the VIP, the tickles, and the record of client connections
+
+Rules and the reasons for them:
+- Everything nfsd and its helpers remember about clients lives in /var/lib/nfs: statd's
+  monitor list (sm/, NFSv3 locks), nfsdcld's records of NFSv4 clients (nfsdcld/), etab and
+  rmtab. With the state directory bound there, the new master's nfsdcld knows every client
+  that may reclaim, and ends the grace period as soon as they all have (nfsdcld does this
+  itself); a node-local /var/lib/nfs would refuse their reclaims.
+- nfsd must not run before the bind: it would keep a local /var/lib/nfs open. A node where
+  nfs-server runs on its own (enabled at boot) is refused with the reason.
+- The server scope must be the same on both nodes (RFC 8881 §2.10.4: a client reclaims only
+  from a server with the scope it had), and the kernel takes it from the hostname nfsd is
+  started under: nfs-server's rpc.nfsd runs in its own UTS namespace with the scope as
+  hostname (what the nfsserver resource agent does; nfs-utils 2.6 has no --scope). Lease and
+  grace go on rpc.nfsd's command line: it writes them before the first thread starts (the
+  kernel refuses them later).
+- nfs-server.service is the distribution's own start of the helpers (mountd, statd,
+  nfsdcld, idmapd); its drop-in is written to /run, so nothing outlives a reboot.
+- Exports go into /etc/exports.d/drbdha-NAME.exports, then `exportfs -r`: an admin's
+  `exportfs -ra` (or Debian's reload) re-reads that file instead of dropping exports made
+  with `exportfs -o`, which is what happens to the resource agent's.
+- Release is the reverse: exports removed and their locks dropped (unlock_filesystem);
+  nfs-server and every helper stopped, statd and nfsdcld included (in the classic stack they
+  kept /var/lib/nfs busy, the unmount failed and DRBD said "held open"); the bind unmounted
+  with what is on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from drbdha.chain.step import StepFailed
+from drbdha.config import ExportConfig
+from drbdha.resources import proc
+from drbdha.resources.filesystem import Device, Mount, mounts, unmount, with_submounts
+
+VAR_LIB_NFS = "/var/lib/nfs"
+NFSD_FS = Path("/proc/fs/nfsd")
+NFS_PORT = 2049
+UNIT = "nfs-server.service"
+# Everything that keeps /var/lib/nfs open; stopped with nfs-server (mountd and idmapd are
+# bound to it; statd and nfsdcld are not, and would stay).
+HELPERS = (
+    "rpc-statd-notify.service",
+    "rpc-statd.service",
+    "nfsdcld.service",
+    "nfs-idmapd.service",
+    "nfs-mountd.service",
+)
+DROPIN = Path("/run/systemd/system/nfs-server.service.d/50-drbdha.conf")
+EXPORTS_D = Path("/etc/exports.d")
+# The layout nfs-utils expects (the resource agent's prepare_directory does the same).
+STATE_DIRS = ("sm", "sm.bak", "nfsdcld", "v4recovery", "rpc_pipefs")
+STATE_FILES = ("etab", "rmtab")
+POLL = 0.05  # seconds between readiness checks
+
+
+def nfsd_threads() -> int:
+    """Running nfsd threads; 0 when nfsd's filesystem is not mounted."""
+    try:
+        return int((NFSD_FS / "threads").read_text().split()[0] or 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bind_of(device: Device) -> Callable[[list[Mount]], list[Mount]]:
+    def select(all_mounts: list[Mount]) -> list[Mount]:
+        roots = [m for m in all_mounts if m.target == VAR_LIB_NFS and device.is_source_of(m)]
+        return with_submounts(all_mounts, roots)
+
+    return select
+
+
+def prepare(state_dir: Path, local: Path = Path(VAR_LIB_NFS)) -> None:
+    """The state directory's layout, on first use seeded from the local /var/lib/nfs, with
+    its owners (statd drops to the owner of sm/). Existing content is kept: it is the
+    clients' state."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in STATE_DIRS:
+        (state_dir / name).mkdir(exist_ok=True)
+    for name in STATE_FILES:
+        (state_dir / name).touch(exist_ok=True)
+    if (local / "state").exists() and not (state_dir / "state").exists():
+        shutil.copy2(local / "state", state_dir / "state")
+    for name in ("sm", "sm.bak", "state"):
+        if (local / name).exists() and (state_dir / name).exists():
+            st = (local / name).stat()
+            os.chown(state_dir / name, st.st_uid, st.st_gid)
+
+
+class NfsStateStep:
+    name = "nfs_state"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        device: Callable[[], str],
+        timeout: float,
+        run: proc.Run = proc.run,
+        log: proc.Log | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.device = device
+        self.start_timeout = self.stop_timeout = timeout
+        self.run = run
+        self.log = log or proc.Quiet()
+
+    async def held(self) -> bool:
+        device = Device.of(self.device(), missing_ok=True)
+        return bool(_bind_of(device)(await mounts(self.run)))
+
+    async def start(self) -> None:
+        device = Device.of(self.device())
+        if _bind_of(device)(await mounts(self.run)):
+            return
+        if nfsd_threads() > 0:
+            raise StepFailed(
+                "nfsd_running",
+                "nfsd runs with the local /var/lib/nfs: `systemctl disable --now "
+                "nfs-server` (drbdha starts it on the master)",
+            )
+        await asyncio.to_thread(prepare, self.state_dir)
+        r = await self.run(["mount", "--bind", str(self.state_dir), VAR_LIB_NFS])
+        if not r.ok:
+            raise StepFailed("bind_failed", r.summary())
+
+    async def stop(self) -> None:
+        device = Device.of(self.device(), missing_ok=True)
+        await unmount(_bind_of(device), self.stop_timeout, self.run, self.log)
+
+
+def dropin(scope: str, threads: int, lease: int, grace: int) -> str:
+    nfsd = f"/usr/sbin/rpc.nfsd --leasetime {lease} --grace-time {grace} {threads}"
+    return (
+        "# Written by drbdha for its nfsd step (runtime only: gone at reboot).\n"
+        "# rpc.nfsd runs with the NFS server scope as hostname (see drbdha.toml(5)).\n"
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart=/usr/bin/unshare --uts /bin/sh -c 'hostname \"$0\" && exec {nfsd}' {scope}\n"
+    )
+
+
+class NfsdStep:
+    name = "nfsd"
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        threads: int,
+        lease: int,
+        grace: int,
+        timeouts: tuple[float, float],
+        listening: Callable[[int], bool],
+        run: proc.Run = proc.run,
+    ) -> None:
+        """listening(port): something listens on that TCP port (net.tickle's, passed in:
+        resources/ does not import net/)."""
+        self.unit = dropin(scope, threads, lease, grace)
+        self.start_timeout, self.stop_timeout = timeouts
+        self.listening = listening
+        self.run = run
+
+    async def held(self) -> bool:
+        r = await self.run(["systemctl", "is-active", "--quiet", UNIT])
+        return r.ok or nfsd_threads() > 0
+
+    async def start(self) -> None:
+        if nfsd_threads() > 0 and self.listening(NFS_PORT):
+            return
+        if await asyncio.to_thread(_write_if_changed, DROPIN, self.unit):
+            await self._check(["systemctl", "daemon-reload"], "daemon_reload_failed")
+        await self._check(["systemctl", "start", UNIT], "nfsd_start_failed")
+        # Ready means clients get an answer on 2049, not that systemctl returned.
+        while True:
+            if nfsd_threads() > 0 and self.listening(NFS_PORT):
+                return
+            await asyncio.sleep(POLL)
+
+    async def stop(self) -> None:
+        await self._check(["systemctl", "stop", UNIT, *HELPERS], "nfsd_stop_failed")
+        while True:
+            if nfsd_threads() == 0:
+                return
+            await asyncio.sleep(POLL)
+
+    async def _check(self, argv: Sequence[str], reason: str) -> None:
+        r = await self.run(argv)
+        if not r.ok:
+            raise StepFailed(reason, r.summary())
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Atomically; True if the file changed."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def exports_file(chain: str) -> Path:
+    return EXPORTS_D / f"drbdha-{chain}.exports"
+
+
+def exports_text(chain: str, exports: Sequence[ExportConfig]) -> str:
+    lines = [f"# Written by drbdha for [storage.{chain}] while this node serves; do not edit."]
+    return "\n".join([*lines, *(e.line() for e in exports)]) + "\n"
+
+
+class ExportsStep:
+    name = "exports"
+
+    def __init__(
+        self,
+        chain: str,
+        exports: Sequence[ExportConfig],
+        timeout: float,
+        run: proc.Run = proc.run,
+        exports_d: Path = EXPORTS_D,
+    ) -> None:
+        self.exports = tuple(exports)
+        self.file = exports_d / f"drbdha-{chain}.exports"
+        self.text = exports_text(chain, exports)
+        self.start_timeout = self.stop_timeout = timeout
+        self.run = run
+
+    async def held(self) -> bool:
+        return self.file.exists()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(_write_if_changed, self.file, self.text)
+        r = await self.run(["exportfs", "-r"])
+        if not r.ok:
+            raise StepFailed("exportfs_failed", r.summary())
+        listed = await self.run(["exportfs", "-s"])
+        missing = [str(e.path) for e in self.exports if f"{e.path} " not in listed.stdout]
+        if missing:
+            raise StepFailed("export_missing", f"not exported after exportfs -r: {missing}")
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.file.unlink, missing_ok=True)
+        r = await self.run(["exportfs", "-r"])
+        if not r.ok:
+            raise StepFailed("exportfs_failed", r.summary())
+        # NFSv3 locks (lockd) on the exports: dropped, or the unmount finds them held.
+        for e in self.exports:
+            await asyncio.to_thread(_write_proc, NFSD_FS / "unlock_filesystem", f"{e.path}\n")
+        await self.run(["exportfs", "-f"])
+
+
+def _write_proc(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except FileNotFoundError:
+        pass  # nfsd's filesystem not mounted: nfsd holds nothing
+    except OSError as e:
+        # EINVAL: nothing of nfsd's on that path (nfsd not running); anything else is news.
+        if e.errno != errno.EINVAL:
+            raise

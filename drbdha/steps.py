@@ -1,0 +1,85 @@
+"""The storage chain's steps for one instance, in order: the one place that knows it.
+
+    drbd -> filesystem -> services -> nfs_state -> nfsd -> exports -> vip -> nfs_clients
+
+Started in this order, stopped in reverse (chain/plan.py). Why this order:
+- the filesystem only on a Primary; the admin's services only with the filesystem;
+- /var/lib/nfs bound before nfsd or any helper starts (they would open the local one);
+- the VIP only once nfsd listens and exports exist, so no client meets a refusal: until the
+  VIP moves, a client's packets go unanswered and it retransmits, where a refused connect
+  would send it into back-off or an error;
+- the tickles and sm-notify only from a VIP this node holds.
+On release the VIP goes first, so nothing nfsd sends while stopping reaches a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from drbdha.chain.step import Step
+from drbdha.config import StorageConfig
+from drbdha.instance import Instance
+from drbdha.net import tickle
+from drbdha.net.addresses import Addresses
+from drbdha.net.nfs_clients import NfsClientsStep
+from drbdha.net.vip import VipStep
+from drbdha.resources.drbd import DrbdStep, DrbdWatcher
+from drbdha.resources.filesystem import FilesystemConfig, FilesystemStep, drbd_device
+from drbdha.resources.nfs import ExportsStep, NfsdStep, NfsStateStep
+from drbdha.resources.services import ServicesStep
+
+
+def build(
+    inst: Instance, addresses: Addresses, watcher: DrbdWatcher | None, log: Any
+) -> list[Step]:
+    storage = inst.storage
+    steps: list[Step] = []
+    if storage is not None and watcher is not None:
+        steps.append(DrbdStep(storage, watcher.facts, lambda: "split-brain" in inst.latches))
+        steps.extend(storage_steps(inst.name, storage, watcher, log.bind(instance=inst.name)))
+    vip_timeout = storage.vip_timeout if storage else 10.0
+    steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
+    if storage is not None and storage.nfs_state_dir is not None:
+        vips = [str(v.ip) for v in inst.cfg.virtual_ipaddress]
+        steps.append(NfsClientsStep(vips, storage.nfs_state_dir, log.bind(instance=inst.name)))
+    return steps
+
+
+def storage_steps(
+    instance: str, storage: StorageConfig, watcher: DrbdWatcher, log: Any
+) -> list[Step]:
+    """What sits between DRBD and the VIP."""
+    fs = FilesystemConfig.of(storage)
+    if fs is None:
+        return []
+    device = _device(storage, watcher)
+    steps: list[Step] = [FilesystemStep(fs, device, log=log)]
+    if storage.services:
+        steps.append(ServicesStep(storage.services, storage.services_timeout))
+    if storage.nfs_state_dir is None:
+        return steps
+    timeouts = (storage.nfs_start_timeout, storage.nfs_stop_timeout)
+    steps += [
+        NfsStateStep(storage.nfs_state_dir, device, storage.nfs_stop_timeout, log=log),
+        NfsdStep(
+            scope=storage.nfs_server_scope or f"drbdha-{instance}",
+            threads=storage.nfsd_threads,
+            lease=storage.nfsv4_lease_time,
+            grace=storage.nfsv4_grace_time,
+            timeouts=timeouts,
+            listening=tickle.listening,
+        ),
+        ExportsStep(storage.name, storage.exports, storage.nfs_start_timeout),
+    ]
+    return steps
+
+
+def _device(storage: StorageConfig, watcher: DrbdWatcher) -> Callable[[], str]:
+    configured = str(storage.device) if storage.device else None
+    res = storage.drbd_resource
+
+    def device() -> str:
+        return configured or drbd_device(watcher.facts(), res)
+
+    return device
