@@ -29,10 +29,33 @@ SECRET_FILE = "/etc/drbdha/peer.key"  # noqa: S105 (a path)
 MAKE_SECRET = "umask 077; head -c 32 /dev/urandom | base64 > /etc/drbdha/peer.key"  # noqa: S105
 
 
+MOUNTPOINT = "/srv/nfs"
+EXPORT = "/srv/nfs/data"
+NFS_SECTION = f"""
+mountpoint = "{MOUNTPOINT}"
+fstype = "ext4"
+nfs_state_dir = "{MOUNTPOINT}/.nfs-state"
+nfsv4_lease_time = 10
+nfsv4_grace_time = 10
+
+[[storage.data.exports]]
+path = "{EXPORT}"
+clients = ["10.77.1.0/24"]
+fsid = 1
+options = "rw,sync,no_subtree_check,no_root_squash"
+"""
+
+
 def config(
-    node: str, *, preempt: bool = False, demote_timeout: float = 10.0, peer: bool = True
+    node: str,
+    *,
+    preempt: bool = False,
+    demote_timeout: float = 10.0,
+    peer: bool = True,
+    nfs: bool = False,
 ) -> str:
-    """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs."""
+    """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs; `nfs`: the
+    full chain (filesystem, nfsd with its state on DRBD, the export)."""
     peer_section = (
         f"""
 [peer]
@@ -63,7 +86,7 @@ storage = "data"
 drbd_resource = "{RESOURCE}"
 promote_backoff = 5.0
 demote_timeout = {demote_timeout}
-{peer_section}"""
+{NFS_SECTION if nfs else ""}{peer_section}"""
 
 
 class Sampler(threading.Thread):

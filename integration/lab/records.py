@@ -32,7 +32,10 @@ RECORD = 512
 WRITER = r"""
 import hashlib, os, socket, struct, sys, time
 host, port, interval, run = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-fd = os.open("/dev/drbd0", os.O_WRONLY | os.O_DSYNC)
+target = sys.argv[5]
+# The device: O_DSYNC. A file (on NFS): a write, then fsync, as an application appends.
+device = target.startswith("/dev/")
+fd = os.open(target, os.O_WRONLY | (os.O_DSYNC if device else os.O_CREAT | os.O_TRUNC), 0o644)
 ack = socket.create_connection((host, port), timeout=10)
 ack.settimeout(None)
 n, rid = 0, bytes.fromhex(run)
@@ -42,6 +45,8 @@ while True:
     t0 = time.monotonic()
     try:
         os.pwrite(fd, rec, n * 512)
+        if not device:
+            os.fsync(fd)
     except OSError as e:
         ack.sendall(f"error {n} {e.errno}\n".encode())
         time.sleep(0.5)
@@ -56,11 +61,14 @@ while True:
 CHECK = r"""
 import hashlib, json, mmap, os, struct, sys
 dev, count, run = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-# O_DIRECT: what is on the disk, not what a page cache kept (needs an aligned buffer: mmap's).
-fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
-buf = mmap.mmap(-1, max(4096, -(-count * 512 // 4096) * 4096))
-os.preadv(fd, [buf], 0)
-data = bytes(buf)
+if dev.startswith("/dev/"):
+    # O_DIRECT: what is on the disk, not what a page cache kept (an aligned buffer: mmap's).
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, max(4096, -(-count * 512 // 4096) * 4096))
+    os.preadv(fd, [buf], 0)
+    data = bytes(buf)
+else:  # a file on the filesystem this node just mounted: read from its disk
+    data = open(dev, "rb").read()
 missing = []
 for n in range(count):
     rec = data[n * 512:(n + 1) * 512]
@@ -105,7 +113,8 @@ class Writer:
         self._collector: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
-    def start(self, node: str) -> None:
+    def start(self, node: str, target: str = "/dev/drbd0") -> None:
+        """Write on `node` to `target`: the DRBD device, or a file (on an NFS mount)."""
         self._collector = subprocess.Popen(
             ["ip", "netns", "exec", NETNS, "python3", "-u", "-c", _COLLECTOR, HOST, str(PORT)],
             stdout=subprocess.PIPE,
@@ -120,7 +129,7 @@ class Writer:
         self.lab.exec(
             node,
             f"setsid -f python3 /root/writer.py {HOST} {PORT} {self.interval} {self.run_id} "
-            ">/root/writer.log 2>&1 </dev/null",
+            f"{target} >/root/writer.log 2>&1 </dev/null",
         )
 
     def _read(self) -> None:
@@ -163,10 +172,11 @@ while True:
 """
 
 
-def check(lab: Lab, node: str, writer: Writer) -> dict[str, Any]:
+def check(lab: Lab, node: str, writer: Writer, where: str = DISK_DEV) -> dict[str, Any]:
     """{"count": N, "missing": [...]} for `writer`'s acknowledged records 0..N-1 on `node`'s
-    backing disk (records of an earlier run at the same place count as missing)."""
+    backing disk, or in the file `where` (records of an earlier run at the same place count
+    as missing)."""
     count = writer.acks.acknowledged
     lab.put(node, "/root/check.py", CHECK)
-    r = lab.exec(node, f"python3 /root/check.py {DISK_DEV} {count} {writer.run_id}", timeout=60)
+    r = lab.exec(node, f"python3 /root/check.py {where} {count} {writer.run_id}", timeout=60)
     return json.loads(r.stdout)

@@ -1,0 +1,107 @@
+"""The full chain on the real cluster: DRBD, ext4, kernel nfsd with its state on DRBD, the
+export and the VIP, drbdha under systemd on both nodes (nfs-server disabled, as the README
+says), and the client VM writing over NFS through the VIP: 512-byte checksummed records at
+their offsets, each followed by fsync, acknowledged to the host (records.py) as fsync
+returns.
+
+- A power-off of the master, once with NFSv3 over TCP and once with NFSv4.2: the client
+  resumes against the VIP with every acknowledged record intact on the new master, and no
+  write is blocked for anything like a TCP keepalive period (the tickle's job).
+- Two graceful force-failovers in a row, in opposite directions, with the client writing:
+  the release works with every NFS helper running (statd, nfsdcld: in the classic stack
+  they kept /var/lib/nfs busy and the demote failed), and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import records
+from chainlab import EXPORT, FENCING, MOUNTPOINT, TUNED, Storage, fresh_cluster
+from cluster import NODES, RESOURCE, VIP, Lab, wait_until
+
+pytestmark = pytest.mark.slow
+
+CLIENT_MOUNT = "/mnt/nfs"
+RECORDS = "records"
+# A blocked write this long would be a client waiting out its TCP keepalive (30 s for
+# NFSv4.2, 60 s for NFSv3), not a takeover. Under emulation a takeover is 10-20 s.
+KEEPALIVE_STALL = 28.0
+MOUNT_OPTIONS = {"3": "vers=3,proto=tcp,hard", "4.2": "vers=4.2,hard"}
+
+
+@pytest.fixture
+def nfs(lab: Lab) -> Iterator[Storage]:
+    with fresh_cluster(lab, net=TUNED, **FENCING) as s:
+        # As the README says: drbdha starts nfsd on the master, nothing else may.
+        lab.parallel(
+            lambda n: lab.exec(n, "systemctl disable --now nfs-server; rm -rf /srv/nfs"), NODES
+        )
+        lab.exec(
+            "node1",
+            f"drbdadm primary {RESOURCE} && mkfs.ext4 -q -F /dev/drbd0 && mkdir -p /mnt/new && "
+            f"mount /dev/drbd0 /mnt/new && mkdir /mnt/new/data && umount /mnt/new && "
+            f"drbdadm secondary {RESOURCE}",
+            timeout=120,
+        )
+        s.configure(nfs=True)
+        try:
+            yield s
+        finally:
+            lab.exec("client", f"umount -f -l {CLIENT_MOUNT}; true", check=False, timeout=60)
+
+
+def mount_and_write(lab: Lab, s: Storage, version: str) -> records.Writer:
+    s.start("node1", "node2")
+    s.wait_serving("node1", timeout=120)
+    lab.exec(
+        "client",
+        f"mkdir -p {CLIENT_MOUNT} && mount -t nfs -o {MOUNT_OPTIONS[version]} "
+        f"{VIP}:{EXPORT} {CLIENT_MOUNT}",
+        timeout=120,
+    )
+    w = records.Writer(lab)
+    w.start("client", f"{CLIENT_MOUNT}/{RECORDS}")
+    w.wait_for(20)
+    return w
+
+
+def intact_on(lab: Lab, node: str, w: records.Writer) -> None:
+    got = records.check(lab, node, w, f"{EXPORT}/{RECORDS}")
+    assert got["missing"] == [], f"{len(got['missing'])} of {got['count']} records lost"
+    assert w.acks.errors == 0, f"the client saw {w.acks.errors} write errors"
+
+
+@pytest.mark.parametrize("version", ["3", "4.2"], ids=["nfs3", "nfs4.2"])
+def test_power_off_the_master_the_client_resumes_with_every_record(
+    nfs: Storage, lab: Lab, version: str
+) -> None:
+    w = mount_and_write(lab, nfs, version)
+    lab.kill("node1")
+    before = w.acks.acknowledged
+    w.wait_for(before + 50, timeout=120)
+    w.stop()
+    stall = w.acks.longest_write()
+    print(f"NFSv{version}: the longest blocked write {stall:.2f} s, {w.acks.acknowledged} acked")
+    assert stall < KEEPALIVE_STALL, stall
+    assert nfs.serving("node2")
+    intact_on(lab, "node2", w)
+
+
+def test_two_force_failovers_in_a_row_with_the_client_writing(nfs: Storage, lab: Lab) -> None:
+    w = mount_and_write(lab, nfs, "4.2")
+    for old, new in (("node1", "node2"), ("node2", "node1")):
+        lab.exec(old, "drbdha force-failover", timeout=120)
+        nfs.wait_serving(new, timeout=120)
+        # The old master let go of everything: not Primary, nothing mounted, no nfsd.
+        assert nfs.role(old) == "Secondary"
+        mounts = lab.exec(old, "findmnt -rn -o TARGET").stdout.split()
+        assert MOUNTPOINT not in mounts
+        assert "/var/lib/nfs" not in mounts
+        assert lab.exec(old, "cat /proc/fs/nfsd/threads", check=False).stdout.strip() in ("", "0")
+        w.wait_for(w.acks.acknowledged + 30, timeout=120)
+    w.stop()
+    print(f"two switch-overs: the longest blocked write {w.acks.longest_write():.2f} s")
+    intact_on(lab, "node1", w)
+    wait_until("node2 backup", lambda: nfs.state("node2") == "backup", 60)

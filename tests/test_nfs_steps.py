@@ -1,0 +1,88 @@
+"""The NFS steps' parts that need no nfsd: the exports file, the nfs-server drop-in, the
+state directory's layout, the connection records, and check-config's findings. The steps
+themselves run on the lab's cluster (integration/lab/test_nfs_vms.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drbdha.config import ExportConfig, StorageConfig
+from drbdha.net import nfs_clients
+from drbdha.net.tickle import Connection
+from drbdha.resources import nfs, nfs_advice
+
+EXPORT = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24", "client.example"), 7, "rw,sync")
+
+
+def test_the_exports_file_has_one_line_per_export_with_its_fsid() -> None:
+    text = nfs.exports_text("data", [EXPORT])
+    assert text.splitlines()[1:] == [
+        '"/srv/nfs/data" 192.0.2.0/24(rw,sync,fsid=7) client.example(rw,sync,fsid=7)'
+    ]
+    assert nfs.exports_file("data") == Path("/etc/exports.d/drbdha-data.exports")
+
+
+def test_the_dropin_starts_rpc_nfsd_under_the_scope_with_lease_and_grace() -> None:
+    unit = nfs.dropin("drbdha-lab", 16, 30, 45)
+    lines = unit.splitlines()
+    assert lines[-3:-1] == ["[Service]", "ExecStart="]  # the packaged ExecStart is replaced
+    assert lines[-1] == (
+        'ExecStart=/usr/bin/unshare --uts /bin/sh -c \'hostname "$0" && exec '
+        "/usr/sbin/rpc.nfsd --leasetime 30 --grace-time 45 16' drbdha-lab"
+    )
+
+
+def test_prepare_lays_out_the_state_directory_and_keeps_what_is_there(tmp_path: Path) -> None:
+    local, state = tmp_path / "local", tmp_path / "state"
+    (local / "sm").mkdir(parents=True)
+    (local / "state").write_bytes(b"\x01\x00\x00\x00")
+    nfs.prepare(state, local)
+    for name in nfs.STATE_DIRS:
+        assert (state / name).is_dir()
+    for name in nfs.STATE_FILES:
+        assert (state / name).is_file()
+    assert (state / "state").read_bytes() == b"\x01\x00\x00\x00"
+    assert (state / "sm").stat().st_uid == (local / "sm").stat().st_uid
+    (state / "sm" / "client").write_text("monitored")
+    (local / "state").write_bytes(b"\x09\x00\x00\x00")
+    nfs.prepare(state, local)  # again: nothing of the clients' state is touched
+    assert (state / "sm" / "client").read_text() == "monitored"
+    assert (state / "state").read_bytes() == b"\x01\x00\x00\x00"
+
+
+def test_connection_records_survive_a_round_trip_and_a_torn_file(tmp_path: Path) -> None:
+    path = tmp_path / nfs_clients.RECORD_FILE
+    assert nfs_clients.read_records(path) == []
+    conns = [Connection("10.0.0.100", 2049, "10.0.0.7", 801)]
+    nfs_clients.write_records(path, conns)
+    assert nfs_clients.read_records(path) == conns
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_text('{"connections": [["10.0.0.100", 2049, "10.0.0.7", 801], ["bad"]')
+    assert nfs_clients.read_records(path) == []  # torn: no tickles, no failure
+    path.write_text('{"connections": [["10.0.0.100", 2049, "10.0.0.7", 801], ["bad"]]}')
+    assert nfs_clients.read_records(path) == conns  # the bad row alone is skipped
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def storage(**kw: object) -> StorageConfig:
+    return StorageConfig(name="data", drbd_resource="r0", **kw)  # type: ignore[arg-type]
+
+
+def test_check_config_says_when_nfs_server_is_enabled() -> None:
+    s = storage(mountpoint=Path("/srv/nfs"), nfs_state_dir=Path("/srv/nfs/s"), exports=(EXPORT,))
+    (f,) = nfs_advice.findings(s, enabled=lambda _: True, which=lambda t: f"/usr/bin/{t}")
+    assert (f.level, f.key) == ("error", "storage.data.nfs_state_dir")
+    assert "systemctl disable --now nfs-server.service" in f.advice
+    assert nfs_advice.findings(s, enabled=lambda _: False, which=lambda _: "/x") == []
+
+
+def test_check_config_says_what_is_not_installed() -> None:
+    s = storage(mountpoint=Path("/srv/nfs"), nfs_state_dir=Path("/srv/nfs/s"), exports=(EXPORT,))
+    found = nfs_advice.findings(
+        s, enabled=lambda _: False, which=lambda t: None if t in ("fuser", "exportfs") else t
+    )
+    assert [(f.level, f.message) for f in found] == [
+        ("error", "not installed: fuser"),
+        ("error", "not installed: exportfs"),
+    ]
+    assert nfs_advice.findings(storage(), enabled=lambda _: True, which=lambda _: None) == []
