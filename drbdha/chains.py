@@ -340,12 +340,41 @@ def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], lis
     if inst.storage is not None:
         storage["drbd"] = _drbd_status(inst.storage.drbd_resource, inst.drbd)
         storage["fencing"] = inst.fencing  # type: ignore[typeddict-item]
+        up = {c["name"] for c in chain if c["state"] == "up"}
+        storage.update(_nfs_status(inst, up))  # type: ignore[typeddict-item]
     latches = [
         {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
         for k, v in sorted(inst.latches.items())
     ]
     alerts = [{"kind": k, "message": m} for k, m in sorted(inst.alerts.items())]
     return storage, latches, alerts
+
+
+def _nfs_status(inst: Instance, up: set[str]) -> dict[str, Any]:
+    """mount, nfsd and exports as the chain has them (its steps' states: the status never
+    runs a command)."""
+    s = inst.storage
+    assert s is not None
+    out: dict[str, Any] = {}
+    if s.mountpoint is not None:
+        out["mount"] = {
+            "device": str(s.device) if s.device else None,  # None: the DRBD device
+            "mountpoint": str(s.mountpoint),
+            "fstype": s.fstype,
+            "mounted": "filesystem" in up,
+        }
+    if s.nfs_state_dir is not None:
+        out["nfsd"] = {
+            "running": "nfsd" in up,
+            "threads": s.nfsd_threads,
+            "state_dir": str(s.nfs_state_dir),
+            "scope": s.nfs_server_scope or f"drbdha-{inst.name}",
+        }
+        out["exports"] = {
+            "configured": len(s.exports),
+            "exported": len(s.exports) if "exports" in up else 0,
+        }
+    return out
 
 
 def _drbd_status(name: str, res: Any) -> Any:

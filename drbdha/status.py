@@ -70,7 +70,7 @@ class DrbdStatus(TypedDict):
 
 
 class StepStatus(TypedDict):
-    name: str  # drbd, vip (later: filesystem, nfsd, exports)
+    name: str  # drbd, filesystem, services, nfs_state, nfsd, exports, vip, nfs_clients
     state: str  # down | starting | up | stopping | failed (chain.plan.StepState)
     last_action: str | None  # start | stop
     last_duration_s: float | None
@@ -93,8 +93,9 @@ class StorageStatus(TypedDict):
     chain: list[StepStatus]
     drbd: DrbdStatus | None
     fencing: FencingStatus | None  # None until the DRBD configuration has been read
-    # Shapes for the storage chain; rendered generically as key=value until then:
-    # mount {"device", "mountpoint", "fstype", "mounted": bool}, nfsd {"running": bool},
+    # As the chain's steps have them (None when the chain has no such step), rendered as
+    # key=value: mount {"device" (None: the DRBD device), "mountpoint", "fstype",
+    # "mounted": bool}, nfsd {"running": bool, "threads", "state_dir", "scope"},
     # exports {"configured": int, "exported": int}.
     mount: dict[str, Any] | None
     nfsd: dict[str, Any] | None

@@ -86,3 +86,19 @@ def test_check_config_says_what_is_not_installed() -> None:
         ("error", "not installed: exportfs"),
     ]
     assert nfs_advice.findings(storage(), enabled=lambda _: True, which=lambda _: None) == []
+
+
+def test_status_shows_mount_nfsd_and_exports_as_the_chain_has_them() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from drbdha.chains import _nfs_status  # noqa: PLC0415
+
+    s = storage(mountpoint=Path("/srv/nfs"), nfs_state_dir=Path("/srv/nfs/s"), exports=(EXPORT,))
+    inst = SimpleNamespace(name="lab", storage=s)
+    got = _nfs_status(inst, {"drbd", "filesystem", "nfs_state", "nfsd"})  # type: ignore[arg-type]
+    assert got == {
+        "mount": {"device": None, "mountpoint": "/srv/nfs", "fstype": "auto", "mounted": True},
+        "nfsd": {"running": True, "threads": 8, "state_dir": "/srv/nfs/s", "scope": "drbdha-lab"},
+        "exports": {"configured": 1, "exported": 0},
+    }
+    assert _nfs_status(SimpleNamespace(name="x", storage=storage()), set()) == {}  # type: ignore[arg-type]
