@@ -28,6 +28,7 @@ from drbdha import guard, status, steps
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.clock import Clock
+from drbdha.health import CheckResult, Health
 from drbdha.instance import Instance
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
@@ -82,6 +83,44 @@ class Chains:
                 inst.latches["disk"] = Latch("disk", reason, time.time())
         chain = steps.build(inst, addresses, watcher, self.log)
         inst.runner = Runner(inst.name, chain, self.put, self.clock)
+        if inst.storage is not None:
+            inst.health = Health(inst.name, inst.storage)
+
+    # ---- health checks -------------------------------------------------------------------
+
+    def on_check(self, inst: Instance, ev: CheckResult, now: float) -> None:
+        state = inst.health.states.get(ev.check) if inst.health else None
+        if state is None or not state.result(ev.ok, ev.detail):
+            return
+        self.metrics.check_failing.labels(inst.name, ev.check).set(1 if state.failing else 0)
+        if state.failing:
+            self.log.warning("check.failing", instance=inst.name, check=ev.check, detail=ev.detail)
+        else:
+            self.log.info("check.healthy", instance=inst.name, check=ev.check)
+        self._apply_health(inst, now, damp=state.failing)
+
+    def reset_builtin_checks(self, inst: Instance, now: float) -> None:
+        """The chain went down: what the built-in checks said about it no longer holds."""
+        if inst.health is None:
+            return
+        cleared = [n for n, s in inst.health.states.items() if s.builtin and s.reset()]
+        for name in cleared:
+            self.metrics.check_failing.labels(inst.name, name).set(0)
+        if cleared:
+            self._apply_health(inst, now, damp=False)
+
+    def _apply_health(self, inst: Instance, now: float, *, damp: bool) -> None:
+        assert inst.health is not None
+        assert inst.storage is not None
+        m = inst.machine
+        effects = m.set_penalty(inst.health.penalty, now)
+        if damp and m.state is State.MASTER and inst.storage.takeover_damping > 0:
+            until = now + inst.storage.takeover_damping
+            effects += m.set_inhibit("takeover_damped", True, now, until=until, resign=False)
+        failing = inst.health.faults()
+        for name in inst.health.states:
+            effects += m.set_fault(f"check:{name}", f"check:{name}" in failing, now)
+        self.apply(inst, effects, now)
 
     def forget(self, inst: Instance) -> None:
         if inst.storage is not None:
@@ -127,6 +166,7 @@ class Chains:
                 self.log.info("chain.up", instance=inst.name, took_ms=round(took * 1000, 1))
             elif not s.up:
                 self.log.info("chain.down", instance=inst.name)
+                self.reset_builtin_checks(inst, now)
             self.apply(inst, inst.machine.chain_settled(s.up, now), now)
             return
         reason = (s.error or "failed").split(":", 1)[0]

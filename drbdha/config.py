@@ -74,6 +74,21 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """A health check of the admin's (`[[storage.NAME.checks]]`), keepalived's track script
+    semantics: `fall` failures in a row make it failing, `rise` successes in a row healthy
+    again; failing with weight 0 is a FAULT, else the priority drops by `weight`."""
+
+    name: str
+    command: tuple[str, ...]
+    interval: float = 2.0
+    timeout: float = 5.0
+    rise: int = 2
+    fall: int = 2
+    weight: int = 0
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """One storage chain: what a master brings up below its VIP (`[storage.NAME]`)."""
 
@@ -118,6 +133,13 @@ class StorageConfig:
     exports: tuple[ExportConfig, ...] = ()
     nfs_start_timeout: float = 60.0
     nfs_stop_timeout: float = 60.0
+    checks: tuple[CheckConfig, ...] = ()
+    builtin_checks: bool = True
+    """Check the chain itself while it is up: mounted and writable, nfsd answering, every
+    export there (each a FAULT after two failures in a row, every 2 s)."""
+    takeover_damping: float = 20.0
+    """Seconds after a check made this node give up the service during which it does not
+    take it back by preemption (a flapping check must not move it back and forth)."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +381,22 @@ def _export_options(v: Any) -> str:
     return opts
 
 
+def _check_name(v: Any) -> str:
+    name = _str(v)
+    # A metrics label and a fault's name: "check:NAME".
+    if len(name) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+        raise _Invalid(f"must be letters, digits, '-', '_', '.' (64 at most), got {v!r}")
+    return name
+
+
+def _command(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(a, str) for a in v):
+        raise _Invalid(f"must be a list of strings (the argv, no shell), got {v!r}")
+    if not v[0].startswith("/"):
+        raise _Invalid(f"must start with an absolute path to the program, got {v[0]!r}")
+    return tuple(v)
+
+
 def _fsid(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool):
         if not 1 <= v <= 0xFFFFFFFF:  # 0 is the NFSv4 root, a different thing
@@ -432,6 +470,20 @@ STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "nfs_server_scope": (_scope, None),
     "nfs_start_timeout": (_seconds(1, 3600), StorageConfig.nfs_start_timeout),
     "nfs_stop_timeout": (_seconds(1, 3600), StorageConfig.nfs_stop_timeout),
+    "builtin_checks": (_bool, StorageConfig.builtin_checks),
+    "takeover_damping": (_seconds(0, 3600), StorageConfig.takeover_damping),
+}
+
+BUILTIN_CHECKS: Final = ("filesystem", "nfsd", "exports")
+
+CHECK_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "name": (_check_name, _REQUIRED),
+    "command": (_command, _REQUIRED),
+    "interval": (_seconds(0.1, 3600), CheckConfig.interval),
+    "timeout": (_seconds(0.1, 3600), CheckConfig.timeout),
+    "rise": (_int(1, 100), CheckConfig.rise),
+    "fall": (_int(1, 100), CheckConfig.fall),
+    "weight": (_int(0, 253), CheckConfig.weight),
 }
 
 EXPORT_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
@@ -544,12 +596,14 @@ def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[s
     out = {}
     for name, table in raw.items():
         path = f"storage.{name}"
+        lists = ("exports", "checks")
         flat = (
-            {k: v for k, v in table.items() if k != "exports"} if isinstance(table, dict) else table
+            {k: v for k, v in table.items() if k not in lists} if isinstance(table, dict) else table
         )
         out[name] = _read_table(flat, STORAGE_OPTIONS, path, problems)
         if isinstance(table, dict):
             out[name]["exports"] = _read_exports(table.get("exports", []), path, problems)
+            out[name]["checks"] = _read_checks(table.get("checks", []), path, problems)
             _check_filesystem(table, path, problems)
             _check_nfs(table, out[name], path, problems)
     resources: dict[str, str] = {}
@@ -599,6 +653,22 @@ def _read_exports(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple
         if {"path", "clients", "fsid"} <= e.keys():
             exports.append(ExportConfig(**e))
     return tuple(exports)
+
+
+def _read_checks(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple[CheckConfig, ...]:
+    if not isinstance(raw, list):
+        problems.append((f"{path}.checks", "must be a list of [[...checks]] tables"))
+        return ()
+    checks: list[CheckConfig] = []
+    for i, table in enumerate(raw):
+        c = _read_table(table, CHECK_OPTIONS, f"{path}.checks[{i}]", problems)
+        if {"name", "command"} <= c.keys():
+            if c["name"] in BUILTIN_CHECKS:
+                problems.append((f"{path}.checks[{i}].name", "is a built-in check's name"))
+            elif any(c["name"] == other.name for other in checks):
+                problems.append((f"{path}.checks[{i}].name", "already used by another check"))
+            checks.append(CheckConfig(**c))
+    return tuple(checks)
 
 
 def _below(p: Path, top: Path) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from drbdha import __version__, control, logs, status
+from drbdha import __version__, control, health, logs, status
 from drbdha.chain.runner import ChainSettled, StepReport
 from drbdha.chains import Chains, OutdateSelf, PowerAction, power_action, storage_status
 from drbdha.clock import Clock, MonotonicClock
@@ -32,6 +32,7 @@ from drbdha.fencing import status as fencing_status
 from drbdha.fencing.secret import read_secret
 from drbdha.fencing.server import PeerServer
 from drbdha.handover import Handover
+from drbdha.health import CheckResult
 from drbdha.inbox import Inbox
 from drbdha.instance import Instance, family_of
 from drbdha.latches import KINDS as LATCH_KINDS
@@ -108,6 +109,7 @@ class Daemon:
         )
         self._tasks: asyncio.TaskGroup | None = None
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
+        self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
         self._frames: dict[str, FrameSender] = {}
         self._readable: dict[SocketKey, Readable] = {}
@@ -160,6 +162,11 @@ class Daemon:
             return  # run() starts them once the task group exists
         if inst.name not in self._runner_tasks:
             self._runner_tasks[inst.name] = self._tasks.create_task(inst.runner.run())
+        if inst.health is not None and inst.name not in self._check_tasks:
+            runner = inst.runner
+            self._check_tasks[inst.name] = self._tasks.create_task(
+                health.run_checks(inst.health, runner.is_up, self.inbox.put)
+            )
         for res, watcher in self.chains.watchers.items():
             if res not in self._watch_tasks:
                 self._watch_tasks[res] = self._tasks.create_task(watcher.run())
@@ -172,15 +179,18 @@ class Daemon:
         resume = set()
         for inst in instances:
             held = await inst.runner.reconcile()
-            if set(held) - {"vip"}:
+            # Only a DRBD Primary says a previous run of ours served: nfsd or a service
+            # running without it was started by someone else (nfs-server enabled at boot).
+            if "drbd" in held:
                 resume.add(inst.name)
                 self.log.warning("chain.reconciled", instance=inst.name, held=list(held))
             elif held:
                 inst.runner.want(False)  # the runner task removes it before anything else
                 self.log.warning(
-                    "vip.reconciled",
+                    "vip.reconciled" if held == ("vip",) else "chain.stale_steps",
                     instance=inst.name,
-                    action="removing a stale address from a previous run",
+                    held=list(held),
+                    action="stopping what a previous run left without DRBD under it",
                 )
         snapshots = await self._snapshots(instances)
         for inst in instances:
@@ -201,9 +211,10 @@ class Daemon:
         inst.runner.want(False)
         if not await self._wait_released([inst]):
             self.log.error("chain.release_timed_out", instance=inst.name)
-        task = self._runner_tasks.pop(inst.name, None)
-        if task is not None:
-            task.cancel()
+        for tasks in (self._runner_tasks, self._check_tasks):
+            task = tasks.pop(inst.name, None)
+            if task is not None:
+                task.cancel()
         self.chains.forget(inst)
         del self.instances[inst.name]
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
@@ -332,7 +343,11 @@ class Daemon:
                     return await self._run(loop)
                 finally:
                     await self._shutdown(loop)
-                    for task in [*self._runner_tasks.values(), *self._watch_tasks.values()]:
+                    for task in [
+                        *self._runner_tasks.values(),
+                        *self._check_tasks.values(),
+                        *self._watch_tasks.values(),
+                    ]:
                         task.cancel()
         except BaseExceptionGroup as group:
             # The task group wraps whatever ended the run; callers (and their error
@@ -419,6 +434,8 @@ class Daemon:
                 self.chains.on_drbd(event, now)
             case PowerAction(action=action) if self._tasks is not None:
                 self._tasks.create_task(power_action(action, self.log))
+            case CheckResult(instance=name) if name in self.instances:
+                self.chains.on_check(self.instances[name], event, now)
             case OutdateSelf() if self._tasks is not None:
                 self._tasks.create_task(self.chains.outdate_self(event))
 

@@ -18,6 +18,7 @@ from drbdha.chain.plan import StepState
 from drbdha.chain.runner import Runner
 from drbdha.config import StorageConfig, VrrpInstanceConfig
 from drbdha.errors import MalformedPacket
+from drbdha.health import Health
 from drbdha.latches import Latch
 from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
@@ -60,6 +61,7 @@ class Instance:
     deferred_logged: bool = False  # machine.takeover_deferred as last logged
     link_lost_at: float | None = None  # DRBD lost its Primary peer while we were Secondary
     fencing: dict[str, Any] | None = None  # status: how this resource is fenced
+    health: Health | None = None  # the chain's checks (storage chains only)
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

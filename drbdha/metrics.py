@@ -121,6 +121,12 @@ class Metrics:
             ["vrrp_instance", "outcome"],
             registry=r,
         )
+        self.check_failing = Gauge(
+            "drbdha_check_failing",
+            "1 while a health check is failing (fall failures in a row, until rise successes)",
+            ["vrrp_instance", "check"],
+            registry=r,
+        )
         self.inhibited = Gauge(
             "drbdha_takeover_inhibited",
             "1 while this reason keeps the node from taking over (peer_primary, "

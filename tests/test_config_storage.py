@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from drbdha.config import EXPORT_OPTIONS, STORAGE_OPTIONS, StorageConfig, parse
+from drbdha.config import (
+    CHECK_OPTIONS,
+    EXPORT_OPTIONS,
+    STORAGE_OPTIONS,
+    StorageConfig,
+    parse,
+)
 from drbdha.errors import ConfigError
 
 
@@ -81,6 +87,8 @@ BAD = [
     ("nfs_server_scope", "x" * 65, "64 at most"),
     ("nfs_start_timeout", 0, "1..3600"),
     ("nfs_stop_timeout", "1", "number"),
+    ("builtin_checks", "yes", "true or false"),
+    ("takeover_damping", -1, "0..3600"),
 ]
 
 EXPORT = {"path": "/srv/nfs/data", "clients": ["192.0.2.0/24"], "fsid": 1}
@@ -161,6 +169,41 @@ def test_bad_export_value(key: str, value: Any, fragment: str) -> None:
 
 def test_every_export_option_has_a_bad_value_case() -> None:
     assert {key for key, _, _ in BAD_EXPORT} == set(EXPORT_OPTIONS)
+
+
+CHECK = {"name": "web", "command": ["/usr/bin/curl", "-fs", "http://127.0.0.1/"]}
+BAD_CHECK = [
+    ("name", "my check", "letters, digits"),
+    ("command", "/usr/bin/true", "list of strings"),
+    ("command", [], "list of strings"),
+    ("command", ["curl", "-fs"], "absolute path"),
+    ("interval", 0, "0.1..3600"),
+    ("timeout", "5", "number"),
+    ("rise", 0, "1..100"),
+    ("fall", 101, "1..100"),
+    ("weight", 254, "0..253"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), BAD_CHECK)
+def test_bad_check_value(key: str, value: Any, fragment: str) -> None:
+    problems = _problems(_data(storage={"nfs": {**NFS, "checks": [{**CHECK, key: value}]}}))
+    assert [p for p, _ in problems] == [f"storage.nfs.checks[0].{key}"]
+    assert fragment in problems[0][1]
+
+
+def test_every_check_option_has_a_bad_value_case() -> None:
+    assert {key for key, _, _ in BAD_CHECK} == set(CHECK_OPTIONS)
+
+
+def test_checks_have_keepalived_defaults_and_unique_names_not_builtin() -> None:
+    (c,) = parse(_data(storage={"nfs": {**NFS, "checks": [CHECK]}})).storage["nfs"].checks
+    assert (c.interval, c.timeout, c.rise, c.fall, c.weight) == (2.0, 5.0, 2, 2, 0)
+    assert c.command == ("/usr/bin/curl", "-fs", "http://127.0.0.1/")
+    twice = _problems(_data(storage={"nfs": {**NFS, "checks": [CHECK, CHECK]}}))
+    assert twice == [("storage.nfs.checks[1].name", "already used by another check")]
+    builtin = _problems(_data(storage={"nfs": {**NFS, "checks": [{**CHECK, "name": "nfsd"}]}}))
+    assert builtin == [("storage.nfs.checks[0].name", "is a built-in check's name")]
 
 
 def test_a_uuid_fsid_is_kept_in_its_canonical_form() -> None:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from drbdha.chain.plan import Action, Next, Plan, Settled
+from drbdha.chain.plan import Action, Next, Plan, Settled, StepState
 from drbdha.chain.step import Step, StepFailed
 from drbdha.clock import Clock
 
@@ -71,6 +71,10 @@ class Runner:
     @property
     def generation(self) -> int:
         return self.plan.generation
+
+    def is_up(self) -> bool:
+        """Every step is up (the chain serves)."""
+        return all(s is StepState.UP for s in self.plan.states)
 
     @property
     def stop_budget(self) -> float:

@@ -120,6 +120,7 @@ class Machine:
         self._hold_off_until = float("-inf")
         self._priority_override: int | None = None  # force-failover's temporary priority
         self._override_until: float | None = None
+        self._penalty = 0  # failing weighted checks lower the priority by their weights
         self.last_peer: Peer | None = None
         self.last_transition: Transition | None = None
         self.last_transition_at: float | None = None
@@ -136,7 +137,10 @@ class Machine:
     def effective_priority(self) -> int:
         if self._priority_override is not None:
             return self._priority_override
-        return self.params.priority
+        if self.params.priority == PRIORITY_OWNER:
+            return PRIORITY_OWNER  # the address owner's priority is fixed (RFC 5798 §5.2.4)
+        # keepalived's track-script weights: never below 1 (0 means "resigning" on the wire).
+        return max(1, self.params.priority - self._penalty)
 
     @property
     def skew_time(self) -> float:
@@ -270,6 +274,14 @@ class Machine:
         if self.params.priority == PRIORITY_OWNER:
             return self._become_master(now, "fault_cleared")
         return self._become_backup(now, "fault_cleared")
+
+    def set_penalty(self, penalty: int, now: float) -> list[Effect]:
+        """The sum of the weights of the failing checks. A lower priority only shows in our
+        adverts: a higher backup that preempts takes over (keepalived's semantics); a
+        master does not step down for it by itself."""
+        del now  # the next advert carries it
+        self._penalty = max(0, penalty)
+        return []
 
     def set_inhibit(
         self,
