@@ -382,6 +382,7 @@ def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], lis
         storage["fencing"] = inst.fencing  # type: ignore[typeddict-item]
         up = {c["name"] for c in chain if c["state"] == "up"}
         storage.update(_nfs_status(inst, up))  # type: ignore[typeddict-item]
+        storage["checks"] = inst.health.status() if inst.health else []
     latches = [
         {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
         for k, v in sorted(inst.latches.items())

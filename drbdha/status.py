@@ -100,6 +100,9 @@ class StorageStatus(TypedDict):
     mount: dict[str, Any] | None
     nfsd: dict[str, Any] | None
     exports: dict[str, Any] | None
+    # Health checks: {"name", "builtin", "failing", "weight", "last_ok" (None: not run
+    # yet), "detail" (the last failure's), "runs"}.
+    checks: list[dict[str, Any]]
 
 
 class LatchStatus(TypedDict):
@@ -151,6 +154,7 @@ def empty_storage() -> StorageStatus:
         "mount": None,
         "nfsd": None,
         "exports": None,
+        "checks": [],
     }
 
 
@@ -429,11 +433,23 @@ def _storage_rows(storage: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     drbd = storage.get("drbd")
     chain = [_step(st) for st in storage.get("chain") or ()]
     fencing = storage.get("fencing")
-    return [
-        ("chain", [", ".join(chain) or DASH]),
-        ("drbd", [_drbd(drbd) if drbd else DASH]),
-        *([("fencing", [_fencing(fencing)])] if fencing else []),
-    ] + [(key, [_generic(storage.get(key))]) for key in ("mount", "nfsd", "exports")]
+    return (
+        [
+            ("chain", [", ".join(chain) or DASH]),
+            ("drbd", [_drbd(drbd) if drbd else DASH]),
+            *([("fencing", [_fencing(fencing)])] if fencing else []),
+        ]
+        + [(key, [_generic(storage.get(key))]) for key in ("mount", "nfsd", "exports")]
+        + [("checks", [", ".join(_check(c) for c in storage.get("checks") or ()) or DASH])]
+    )
+
+
+def _check(c: Mapping[str, Any]) -> str:
+    if c.get("failing"):
+        return f"{c['name']} FAILING ({c.get('detail') or 'no detail'})"
+    last = c.get("last_ok")
+    word = "not run yet" if last is None else "ok" if last else "ok (its last run failed)"
+    return f"{c['name']} {word}"
 
 
 def _drbd(d: Mapping[str, Any]) -> str:

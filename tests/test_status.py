@@ -271,3 +271,19 @@ def test_status_line_for_systemd() -> None:
     assert status_line(doc_of(MASTER, BACKUP)) == "healthy: nfs MASTER, nfs BACKUP"
     assert status_line(doc_of(FAULT)) == "degraded: nfs FAULT (link)"
     assert status_line(doc_of()) == "degraded: no instances"
+
+
+def test_checks_row_shows_each_check_and_why_a_failing_one_fails() -> None:
+    doc = doc_of(MASTER)
+    doc["instances"][0]["storage"]["checks"] = [
+        {"name": "filesystem", "builtin": True, "failing": False, "weight": 0, "last_ok": True,
+         "detail": "", "runs": 9},
+        {"name": "web", "builtin": False, "failing": True, "weight": 0, "last_ok": False,
+         "detail": "curl: exit 7", "runs": 4},
+        {"name": "nfsd", "builtin": True, "failing": False, "weight": 0, "last_ok": None,
+         "detail": "", "runs": 0},
+    ]
+    row = [line for line in lines(doc) if line.startswith("  checks")]
+    assert row == [
+        "  checks           filesystem ok, web FAILING (curl: exit 7), nfsd not run yet"
+    ]
