@@ -35,21 +35,22 @@ def build(
 ) -> list[Step]:
     storage = inst.storage
     steps: list[Step] = []
+    vips = [str(v.ip) for v in inst.cfg.virtual_ipaddress]
     if storage is not None and watcher is not None:
         steps.append(DrbdStep(storage, watcher.facts, lambda: "split-brain" in inst.latches))
-        steps.extend(storage_steps(inst.name, storage, watcher, log.bind(instance=inst.name)))
+        bound = log.bind(instance=inst.name)
+        steps.extend(storage_steps(inst.name, storage, watcher, bound, vips[0]))
     vip_timeout = storage.vip_timeout if storage else 10.0
     steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
     if storage is not None and storage.nfs_state_dir is not None:
-        vips = [str(v.ip) for v in inst.cfg.virtual_ipaddress]
         steps.append(NfsClientsStep(vips, storage.nfs_state_dir, log.bind(instance=inst.name)))
     return steps
 
 
 def storage_steps(
-    instance: str, storage: StorageConfig, watcher: DrbdWatcher, log: Any
+    instance: str, storage: StorageConfig, watcher: DrbdWatcher, log: Any, vip: str
 ) -> list[Step]:
-    """What sits between DRBD and the VIP."""
+    """What sits between DRBD and the VIP (`vip`: the first, which sm-notify sends from)."""
     fs = FilesystemConfig.of(storage)
     if fs is None:
         return []
@@ -67,6 +68,7 @@ def storage_steps(
             threads=storage.nfsd_threads,
             lease=storage.nfsv4_lease_time,
             grace=storage.nfsv4_grace_time,
+            vip=vip,
             timeouts=timeouts,
             listening=tickle.listening,
         ),

@@ -26,6 +26,7 @@ from drbdha.resources.filesystem import (
 )
 from drbdha.resources.nfs import NfsdStep
 
+VIP = "192.0.2.100"
 DRBD0 = Device("/dev/drbd0", "147:0")
 MOUNTS = [
     Mount("/", "/dev/vda", "254:0", "ext4", 1, 0),
@@ -80,20 +81,20 @@ def test_the_drbd_device_is_the_only_volume_of_the_resource() -> None:
 
 def test_a_chain_without_mountpoint_has_no_filesystem_step() -> None:
     storage = StorageConfig(name="nfs", drbd_resource="r0")
-    assert steps.storage_steps("lab", storage, _Watcher(), FakeLog()) == []  # type: ignore[arg-type]
+    assert steps.storage_steps("lab", storage, _Watcher(), FakeLog(), VIP) == []  # type: ignore[arg-type]
 
 
 def test_the_filesystem_step_mounts_the_resources_device() -> None:
     log = FakeLog()
     storage = StorageConfig(name="nfs", drbd_resource="r0", mountpoint=Path("/srv/nfs"))
-    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log.bind(instance="lab"))  # type: ignore[arg-type]
+    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log.bind(instance="lab"), VIP)  # type: ignore[arg-type]
     assert isinstance(fs, FilesystemStep)
     assert fs.cfg == FilesystemConfig("/srv/nfs", "auto", "", "auto", 60.0, 30.0)
     assert fs.device() == "/dev/drbd0"
     fs.log.info("filesystem.fsck", exit_code=0)
     assert log.events[-1] == ("info", "filesystem.fsck", {"instance": "lab", "exit_code": 0})
     storage = dataclasses.replace(storage, device=Path("/dev/vg/data"))
-    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log)  # type: ignore[arg-type]
+    (fs,) = steps.storage_steps("lab", storage, _Watcher(), log, VIP)  # type: ignore[arg-type]
     assert fs.device() == "/dev/vg/data"
 
 
@@ -107,11 +108,13 @@ def test_an_nfs_chain_has_its_steps_in_order() -> None:
         nfs_state_dir=Path("/srv/nfs/state"),
         exports=(export,),
     )
-    chain = steps.storage_steps("lab", storage, _Watcher(), FakeLog())  # type: ignore[arg-type]
+    chain = steps.storage_steps("lab", storage, _Watcher(), FakeLog(), VIP)  # type: ignore[arg-type]
     assert [s.name for s in chain] == ["filesystem", "services", "nfs_state", "nfsd", "exports"]
     nfsd = chain[3]
     assert isinstance(nfsd, NfsdStep)
-    assert "' drbdha-lab\n" in nfsd.unit  # the default scope, from the instance name
+    units = "".join(nfsd.dropins.values())
+    assert "' drbdha-lab\n" in units  # the default scope, from the instance name
+    assert f"sm-notify -f -v {VIP}\n" in units
 
 
 class _Watcher:

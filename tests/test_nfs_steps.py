@@ -22,14 +22,19 @@ def test_the_exports_file_has_one_line_per_export_with_its_fsid() -> None:
     assert nfs.exports_file("data") == Path("/etc/exports.d/drbdha-data.exports")
 
 
-def test_the_dropin_starts_rpc_nfsd_under_the_scope_with_lease_and_grace() -> None:
-    unit = nfs.dropin("drbdha-lab", 16, 30, 45)
-    lines = unit.splitlines()
-    assert lines[-3:-1] == ["[Service]", "ExecStart="]  # the packaged ExecStart is replaced
-    assert lines[-1] == (
+def test_the_dropins_start_rpc_nfsd_under_the_scope_and_sm_notify_from_the_vip() -> None:
+    units = nfs.dropins("drbdha-lab", 16, 30, 45, "192.0.2.100")
+    nfsd = units[Path("/run/systemd/system/nfs-server.service.d/50-drbdha.conf")].splitlines()
+    assert nfsd[-3:-1] == ["[Service]", "ExecStart="]  # the packaged ExecStart is replaced
+    assert nfsd[-1] == (
         'ExecStart=/usr/bin/unshare --uts /bin/sh -c \'hostname "$0" && exec '
-        "/usr/sbin/rpc.nfsd --leasetime 30 --grace-time 45 16' drbdha-lab"
+        "/usr/sbin/rpc.nfsd -L 30 -G 45 16' drbdha-lab"
     )
+    notify = units[Path("/run/systemd/system/rpc-statd-notify.service.d/50-drbdha.conf")]
+    assert notify.splitlines()[-2:] == [
+        "ExecStart=",
+        "ExecStart=-/sbin/sm-notify -f -v 192.0.2.100",
+    ]
 
 
 def test_prepare_lays_out_the_state_directory_and_keeps_what_is_there(tmp_path: Path) -> None:
@@ -37,10 +42,9 @@ def test_prepare_lays_out_the_state_directory_and_keeps_what_is_there(tmp_path: 
     (local / "sm").mkdir(parents=True)
     (local / "state").write_bytes(b"\x01\x00\x00\x00")
     nfs.prepare(state, local)
-    for name in nfs.STATE_DIRS:
-        assert (state / name).is_dir()
-    for name in nfs.STATE_FILES:
-        assert (state / name).is_file()
+    for name, mode in {**nfs.STATE_DIRS, **nfs.STATE_FILES}.items():
+        assert (state / name).stat().st_mode & 0o777 == mode, name
+    assert state.stat().st_mode & 0o777 == 0o755  # statd must reach sm/ through it
     assert (state / "state").read_bytes() == b"\x01\x00\x00\x00"
     assert (state / "sm").stat().st_uid == (local / "sm").stat().st_uid
     (state / "sm" / "client").write_text("monitored")

@@ -4,8 +4,9 @@ On start (the VIP is up, nfsd listens):
 1. the tickles: each client connection the previous master recorded gets a bare ACK from
    the VIP, so a client with nothing unacknowledged learns within a round trip that its
    connection is gone (net/tickle.py says why it would otherwise wait for its keepalive);
-2. `sm-notify -f -v VIP`: statd's peers (NFSv3 lock holders) are told to reclaim their
-   locks from the VIP's name, not this node's;
+2. `sm-notify -f -v VIP` (rpc-statd-notify.service, with the nfsd step's drop-in): statd's
+   peers (NFSv3 lock holders) are told to reclaim their locks from the VIP, not from this
+   node's own address;
 3. the recorder: while this node serves, its clients' connections to the VIP are written
    to the state directory on DRBD every RECORD_INTERVAL (only when they change), so the
    next master finds them there even if this one dies without a word.
@@ -114,7 +115,9 @@ class NfsClientsStep:
         self.log.info("nfs.clients_tickled", connections=len(conns), segments=sent)
 
     async def _notify(self) -> None:
-        r = await self.run(["sm-notify", "-f", "-v", self.vips[0]])
+        # sm-notify binds a privileged port and drops to statd's user, which drbdha's own
+        # capabilities do not allow: its unit runs it (the nfsd step's drop-in adds -f -v).
+        r = await self.run(["systemctl", "restart", "rpc-statd-notify.service"])
         if not r.ok:
             self.log.warning("nfs.sm_notify_failed", error=r.summary())
 

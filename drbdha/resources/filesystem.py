@@ -263,9 +263,7 @@ async def unmount(
         await asyncio.sleep(POLL)
 
 
-async def _signal_holders(
-    target: str, sig: signal.Signals, run: proc.Run, log: proc.Log
-) -> None:
+async def _signal_holders(target: str, sig: signal.Signals, run: proc.Run, log: proc.Log) -> None:
     # -M: only if target is still a mountpoint (else fuser would name the holders of
     # whatever filesystem it is on now, such as the root filesystem).
     r = await run(["fuser", "-M", "-m", target])

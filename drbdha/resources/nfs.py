@@ -58,11 +58,18 @@ HELPERS = (
     "nfs-idmapd.service",
     "nfs-mountd.service",
 )
-DROPIN = Path("/run/systemd/system/nfs-server.service.d/50-drbdha.conf")
 EXPORTS_D = Path("/etc/exports.d")
-# The layout nfs-utils expects (the resource agent's prepare_directory does the same).
-STATE_DIRS = ("sm", "sm.bak", "nfsdcld", "v4recovery", "rpc_pipefs")
-STATE_FILES = ("etab", "rmtab")
+# The layout nfs-utils expects (the resource agent's prepare_directory does the same), with
+# Debian's modes: drbdha's umask (0077) must not make /var/lib/nfs unreadable to statd.
+STATE_DIRS = {
+    "sm": 0o700,
+    "sm.bak": 0o700,
+    "nfsdcld": 0o700,
+    "v4recovery": 0o755,
+    "rpc_pipefs": 0o555,
+}
+STATE_FILES = {"etab": 0o644, "rmtab": 0o644}
+STATD_OWNED = ("sm", "sm.bak", "state")  # statd drops to the owner of sm/
 POLL = 0.05  # seconds between readiness checks
 
 
@@ -84,16 +91,18 @@ def _bind_of(device: Device) -> Callable[[list[Mount]], list[Mount]]:
 
 def prepare(state_dir: Path, local: Path = Path(VAR_LIB_NFS)) -> None:
     """The state directory's layout, on first use seeded from the local /var/lib/nfs, with
-    its owners (statd drops to the owner of sm/). Existing content is kept: it is the
-    clients' state."""
+    its owners. Existing content is kept: it is the clients' state."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    for name in STATE_DIRS:
+    state_dir.chmod(0o755)
+    for name, mode in STATE_DIRS.items():
         (state_dir / name).mkdir(exist_ok=True)
-    for name in STATE_FILES:
+        (state_dir / name).chmod(mode)
+    for name, mode in STATE_FILES.items():
         (state_dir / name).touch(exist_ok=True)
+        (state_dir / name).chmod(mode)
     if (local / "state").exists() and not (state_dir / "state").exists():
         shutil.copy2(local / "state", state_dir / "state")
-    for name in ("sm", "sm.bak", "state"):
+    for name in STATD_OWNED:
         if (local / name).exists() and (state_dir / name).exists():
             st = (local / name).stat()
             os.chown(state_dir / name, st.st_uid, st.st_gid)
@@ -140,15 +149,31 @@ class NfsStateStep:
         await unmount(_bind_of(device), self.stop_timeout, self.run, self.log)
 
 
-def dropin(scope: str, threads: int, lease: int, grace: int) -> str:
-    nfsd = f"/usr/sbin/rpc.nfsd --leasetime {lease} --grace-time {grace} {threads}"
-    return (
-        "# Written by drbdha for its nfsd step (runtime only: gone at reboot).\n"
-        "# rpc.nfsd runs with the NFS server scope as hostname (see drbdha.toml(5)).\n"
-        "[Service]\n"
-        "ExecStart=\n"
-        f"ExecStart=/usr/bin/unshare --uts /bin/sh -c 'hostname \"$0\" && exec {nfsd}' {scope}\n"
-    )
+DROPIN = "50-drbdha.conf"
+UNITS_D = Path("/run/systemd/system")
+NOTIFY_UNIT = "rpc-statd-notify.service"
+
+
+def dropins(scope: str, threads: int, lease: int, grace: int, vip: str) -> dict[Path, str]:
+    """Runtime drop-ins (gone at reboot) for nfs-server (rpc.nfsd under the scope, lease
+    and grace set) and rpc-statd-notify (sm-notify from the VIP, forced: statd's peers
+    reclaim their locks from the name they will reach us at)."""
+    # Short options: nfs-utils 2.6.2 prints "--leasetime" in its usage but takes only -L.
+    nfsd = f"/usr/sbin/rpc.nfsd -L {lease} -G {grace} {threads}"
+    head = "# Written by drbdha for its NFS steps (runtime only: gone at reboot).\n"
+    return {
+        UNITS_D / f"{UNIT}.d" / DROPIN: (
+            f"{head}# rpc.nfsd runs with the NFS server scope as hostname.\n"
+            "[Service]\nExecStart=\n"
+            f"ExecStart=/usr/bin/unshare --uts /bin/sh -c 'hostname \"$0\" && exec {nfsd}' "
+            f"{scope}\n"
+        ),
+        UNITS_D / f"{NOTIFY_UNIT}.d" / DROPIN: (
+            f"{head}# Started with nfs-server it fails (the VIP comes later) and is ignored;\n"
+            "# drbdha restarts it once the VIP is up.\n"
+            f"[Service]\nExecStart=\nExecStart=-/sbin/sm-notify -f -v {vip}\n"
+        ),
+    }
 
 
 class NfsdStep:
@@ -161,13 +186,14 @@ class NfsdStep:
         threads: int,
         lease: int,
         grace: int,
+        vip: str,
         timeouts: tuple[float, float],
         listening: Callable[[int], bool],
         run: proc.Run = proc.run,
     ) -> None:
         """listening(port): something listens on that TCP port (net.tickle's, passed in:
         resources/ does not import net/)."""
-        self.unit = dropin(scope, threads, lease, grace)
+        self.dropins = dropins(scope, threads, lease, grace, vip)
         self.start_timeout, self.stop_timeout = timeouts
         self.listening = listening
         self.run = run
@@ -176,15 +202,22 @@ class NfsdStep:
         r = await self.run(["systemctl", "is-active", "--quiet", UNIT])
         return r.ok or nfsd_threads() > 0
 
+    async def _listening(self) -> bool:
+        # In a thread: pyroute2's sock_diag socket runs an event loop of its own.
+        return await asyncio.to_thread(self.listening, NFS_PORT)
+
     async def start(self) -> None:
-        if nfsd_threads() > 0 and self.listening(NFS_PORT):
+        if nfsd_threads() > 0 and await self._listening():
             return
-        if await asyncio.to_thread(_write_if_changed, DROPIN, self.unit):
+        changed = [
+            await asyncio.to_thread(_write_if_changed, p, t) for p, t in self.dropins.items()
+        ]
+        if any(changed):  # once per boot (or per change): a daemon-reload costs time
             await self._check(["systemctl", "daemon-reload"], "daemon_reload_failed")
         await self._check(["systemctl", "start", UNIT], "nfsd_start_failed")
         # Ready means clients get an answer on 2049, not that systemctl returned.
         while True:
-            if nfsd_threads() > 0 and self.listening(NFS_PORT):
+            if nfsd_threads() > 0 and await self._listening():
                 return
             await asyncio.sleep(POLL)
 

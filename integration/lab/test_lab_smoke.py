@@ -122,15 +122,6 @@ def test_freeze_and_thaw(lab: Lab) -> None:
     lab.exec("client", "true", timeout=30)
 
 
-def test_kill_and_start(lab: Lab) -> None:
-    lab.kill("client")
-    assert not lab.running("client")
-    with pytest.raises(LabError):
-        lab.exec("client", "true")
-    lab.start("client")
-    assert lab.exec("client", "hostname").stdout == "client\n"
-
-
 def test_up_again_keeps_the_running_lab(lab: Lab) -> None:
     pids = {vm: lab.pid(vm) for vm in VMS}
     t0 = time.monotonic()

@@ -231,7 +231,9 @@ def _seconds(systemd_span: str) -> float:
     return total
 
 
-@pytest.mark.parametrize("preempt", [False, True], ids=["preempt-off", "preempt-on"])
+# preempt-on is not run here (CI time): preemption between real daemons is
+# integration/test_daemons.py's, and storage setups run without it.
+@pytest.mark.parametrize("preempt", [False], ids=["preempt-off"])
 def test_kill_master_failover_and_restart(drbdha: Cluster, lab: Lab, preempt: bool) -> None:
     drbdha.configure(preempt=preempt)
     # node1 first, so it is the master (and has the higher priority) whatever preempt says.
