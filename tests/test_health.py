@@ -153,3 +153,13 @@ def test_the_check_loop_runs_commands_and_times_them_out() -> None:
     assert not by["bad"].ok
     assert "exit 1" in by["bad"].detail
     assert (by["slow"].ok, by["slow"].detail) == (False, "no answer in 0.2 s")
+
+
+def test_the_exports_check_reads_etab(tmp_path: Path) -> None:
+    etab = tmp_path / "etab"
+    check = health._Exports(["/srv/nfs/data", "/srv/nfs/b"], etab)
+    assert asyncio.run(check()) == (False, f"{etab}: No such file or directory")
+    etab.write_text("/srv/nfs/data\t10.77.1.0/24(rw,sync,fsid=1)\n")
+    assert asyncio.run(check()) == (False, "not exported: ['/srv/nfs/b']")
+    etab.write_text("/srv/nfs/data\t10.77.1.0/24(rw,fsid=1)\n/srv/nfs/b\t*(ro,fsid=2)\n")
+    assert asyncio.run(check()) == (True, "")

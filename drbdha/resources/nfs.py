@@ -93,19 +93,27 @@ def prepare(state_dir: Path, local: Path = Path(VAR_LIB_NFS)) -> None:
     """The state directory's layout, on first use seeded from the local /var/lib/nfs, with
     its owners. Existing content is kept: it is the clients' state."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o755)
+    _mode(state_dir, 0o755)
     for name, mode in STATE_DIRS.items():
         (state_dir / name).mkdir(exist_ok=True)
-        (state_dir / name).chmod(mode)
+        _mode(state_dir / name, mode)
     for name, mode in STATE_FILES.items():
         (state_dir / name).touch(exist_ok=True)
-        (state_dir / name).chmod(mode)
+        _mode(state_dir / name, mode)
     if (local / "state").exists() and not (state_dir / "state").exists():
         shutil.copy2(local / "state", state_dir / "state")
     for name in STATD_OWNED:
         if (local / name).exists() and (state_dir / name).exists():
             st = (local / name).stat()
             os.chown(state_dir / name, st.st_uid, st.st_gid)
+
+
+def _mode(path: Path, mode: int) -> None:
+    # Only what is ours: sm/ belongs to statd once made, and changing the mode of another
+    # user's file needs CAP_FOWNER, which drbdha does not keep.
+    st = path.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o7777 != mode:
+        path.chmod(mode)
 
 
 class NfsStateStep:
@@ -139,7 +147,10 @@ class NfsStateStep:
                 "nfsd runs with the local /var/lib/nfs: `systemctl disable --now "
                 "nfs-server` (drbdha starts it on the master)",
             )
-        await asyncio.to_thread(prepare, self.state_dir)
+        try:
+            await asyncio.to_thread(prepare, self.state_dir)
+        except OSError as e:
+            raise StepFailed("state_dir_failed", f"{self.state_dir}: {e}") from None
         r = await self.run(["mount", "--bind", str(self.state_dir), VAR_LIB_NFS])
         if not r.ok:
             raise StepFailed("bind_failed", r.summary())

@@ -178,7 +178,8 @@ class Storage:
         )
 
     def doc(self, node: str) -> dict[str, Any] | None:
-        r = self.lab.exec(node, "drbdha status --json", check=False, timeout=30)
+        # A Python start-up in a one-CPU emulated VM that is serving NFS: give it time.
+        r = self.lab.exec(node, "drbdha status --json", check=False, timeout=90)
         try:
             return json.loads(r.stdout)["instances"][0]
         except (ValueError, KeyError, IndexError):
