@@ -104,19 +104,22 @@ class Acks:
 class Writer:
     """Start with start(node); stop() ends the writer (if its node still runs) and the collector."""
 
-    def __init__(self, lab: Lab, interval: float = 0.0) -> None:
+    def __init__(self, lab: Lab, interval: float = 0.0, port: int = PORT) -> None:
+        """`port`: the collector's (one per writer running at the same time)."""
         self.lab = lab
         self.interval = interval
+        self.port = port
         self.acks = Acks()
         self.run_id = secrets.token_hex(16)  # in every record: the disk keeps older runs' records
         self.node: str | None = None
+        self.target = ""
         self._collector: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
     def start(self, node: str, target: str = "/dev/drbd0") -> None:
         """Write on `node` to `target`: the DRBD device, or a file (on an NFS mount)."""
         self._collector = subprocess.Popen(
-            ["ip", "netns", "exec", NETNS, "python3", "-u", "-c", _COLLECTOR, HOST, str(PORT)],
+            ["ip", "netns", "exec", NETNS, "python3", "-u", "-c", _COLLECTOR, HOST, str(self.port)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -126,10 +129,11 @@ class Writer:
         self._reader.start()
         self.node = node
         self.lab.put(node, "/root/writer.py", WRITER)
+        self.target = target
         self.lab.exec(
             node,
-            f"setsid -f python3 /root/writer.py {HOST} {PORT} {self.interval} {self.run_id} "
-            f"{target} >/root/writer.log 2>&1 </dev/null",
+            f"setsid -f python3 /root/writer.py {HOST} {self.port} {self.interval} "
+            f"{self.run_id} {target} >/root/writer-{self.port}.log 2>&1 </dev/null",
         )
 
     def _read(self) -> None:
@@ -152,7 +156,9 @@ class Writer:
 
     def stop(self) -> None:
         if self.node is not None and self.lab.running(self.node):
-            self.lab.exec(self.node, "pkill -f /root/writer.py", check=False, timeout=20)
+            self.lab.exec(
+                self.node, f"pkill -f 'writer.py {HOST} {self.port} '", check=False, timeout=20
+            )
         if self._collector is not None:
             self._collector.terminate()
             self._collector.wait(10)

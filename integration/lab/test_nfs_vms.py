@@ -4,9 +4,10 @@ says), and the client VM writing over NFS through the VIP: 512-byte checksummed 
 their offsets, each followed by fsync, acknowledged to the host (records.py) as fsync
 returns.
 
-- A power-off of the master, once with NFSv3 over TCP and once with NFSv4.2: the client
-  resumes against the VIP with every acknowledged record intact on the new master, and no
-  write is blocked for anything like a TCP keepalive period (the tickle's job). DRBD
+- A power-off of the master with two mounts writing, NFSv3 over TCP and NFSv4.2 (one crash
+  for both: CI time): each resumes within seconds of the VIP's arrival on the new master
+  (a client that waited for its TCP retransmission or keepalive would take 10-60 s: the
+  tickle's job), with every acknowledged record intact there. DRBD
   fencing is configured: the new master's fence-peer handler finds the dead peer
   unreachable (exit 5) and the takeover goes through (no regression of the crash case).
 - Two graceful force-failovers in a row, in opposite directions, with the client writing:
@@ -33,8 +34,9 @@ RECORDS = "records"
 # Seconds from the VIP's arrival on the new master to the client's first completed write.
 # With the tickle it is a reconnect and a reclaim; without it a client waits for its next
 # TCP retransmission (backed off to 10-25 s by then) or its keepalive (30 s for NFSv4.2,
-# 60 s for NFSv3 after its last request). Emulation makes a round trip tens of ms.
-RESUME_AFTER_VIP = 6.0
+# 60 s for NFSv3 after its last request). Measured here: 0.5-4.2 s (an NFSv4.2 reclaim
+# under emulation is the long end).
+RESUME_AFTER_VIP = 8.0
 MOUNT_OPTIONS = {"3": "vers=3,proto=tcp,hard", "4.2": "vers=4.2,hard"}
 
 
@@ -56,7 +58,7 @@ def nfs(lab: Lab) -> Iterator[Storage]:
         try:
             yield s
         finally:
-            lab.exec("client", f"umount -f -l {CLIENT_MOUNT}; true", check=False, timeout=60)
+            lab.exec("client", f"umount -f -l {CLIENT_MOUNT}*; true", check=False, timeout=60)
 
 
 def events(lab: Lab, node: str, event: str, since: str) -> list[dict[str, Any]]:
@@ -75,50 +77,58 @@ def offset(lab: Lab, vm: str) -> float:
     return theirs - (t0 + time.time()) / 2
 
 
-def mount_and_write(lab: Lab, s: Storage, version: str) -> records.Writer:
+def mount_and_write(lab: Lab, s: Storage, *versions: str) -> dict[str, records.Writer]:
+    """node1 serving; the client mounts the export once per NFS version and appends records
+    to a file of its own on each (one writer per mount, each with its own collector)."""
     s.start("node1", "node2")
     s.wait_serving("node1", timeout=120)
-    lab.exec(
-        "client",
-        f"mkdir -p {CLIENT_MOUNT} && mount -t nfs -o {MOUNT_OPTIONS[version]} "
-        f"{VIP}:{EXPORT} {CLIENT_MOUNT}",
-        timeout=120,
-    )
-    w = records.Writer(lab)
-    w.start("client", f"{CLIENT_MOUNT}/{RECORDS}")
-    w.wait_for(20)
-    return w
+    writers = {}
+    for i, version in enumerate(versions):
+        mnt = f"{CLIENT_MOUNT}{version}"
+        lab.exec(
+            "client",
+            f"mkdir -p {mnt} && mount -t nfs -o {MOUNT_OPTIONS[version]} {VIP}:{EXPORT} {mnt}",
+            timeout=120,
+        )
+        w = records.Writer(lab, port=records.PORT + i)
+        w.start("client", f"{mnt}/{RECORDS}-v{version}")
+        writers[version] = w
+    for w in writers.values():
+        w.wait_for(20)
+    return writers
 
 
 def intact_on(lab: Lab, node: str, w: records.Writer) -> None:
-    got = records.check(lab, node, w, f"{EXPORT}/{RECORDS}")
+    name = w.target.rsplit("/", 1)[1]
+    got = records.check(lab, node, w, f"{EXPORT}/{name}")
     assert got["missing"] == [], f"{len(got['missing'])} of {got['count']} records lost"
     assert w.acks.errors == 0, f"the client saw {w.acks.errors} write errors"
 
 
-@pytest.mark.parametrize("version", ["3", "4.2"], ids=["nfs3", "nfs4.2"])
-def test_power_off_the_master_the_client_resumes_with_every_record(
-    nfs: Storage, lab: Lab, version: str
+def test_power_off_the_master_nfs3_and_nfs42_clients_resume_with_every_record(
+    nfs: Storage, lab: Lab
 ) -> None:
+    """One power-off (CI time), an NFSv3-over-TCP and an NFSv4.2 mount writing through it."""
     since = lab.exec("node2", "date +%s").stdout.strip()
-    w = mount_and_write(lab, nfs, version)
+    writers = mount_and_write(lab, nfs, "3", "4.2")
     lab.kill("node1")
-    before = w.acks.acknowledged
-    w.wait_for(before + 50, timeout=120)
-    w.stop()
-    stall = w.acks.longest_write()
+    for w in writers.values():
+        w.wait_for(w.acks.acknowledged + 50, timeout=180)
+    for w in writers.values():
+        w.stop()
     (vip,) = events(lab, "node2", "vip.added", since)
     vip_at = int(vip["__REALTIME_TIMESTAMP"]) / 1e6 - offset(lab, "node2") + offset(lab, "client")
-    resumed = min(
-        st + t for st, t in zip(w.acks.starts, w.acks.took, strict=True) if st + t > vip_at
-    )
-    print(
-        f"NFSv{version}: the longest blocked write {stall:.2f} s; the client's first write "
-        f"done {resumed - vip_at:.2f} s after the VIP came up; {w.acks.acknowledged} acked"
-    )
-    assert resumed - vip_at < RESUME_AFTER_VIP
+    for version, w in writers.items():
+        done = [st + t for st, t in zip(w.acks.starts, w.acks.took, strict=True)]
+        resumed = min(d for d in done if d > vip_at)
+        print(
+            f"NFSv{version}: the longest blocked write {w.acks.longest_write():.2f} s; the "
+            f"first write done {resumed - vip_at:.2f} s after the VIP came up; "
+            f"{w.acks.acknowledged} acknowledged"
+        )
+        assert resumed - vip_at < RESUME_AFTER_VIP, version
+        intact_on(lab, "node2", w)
     assert nfs.serving("node2")
-    intact_on(lab, "node2", w)
     with pytest.raises(LabError):  # powered off: nothing answers
         lab.exec("node1", "true", timeout=5)
     (peer,) = events(lab, "node2", "fence.peer", since)
@@ -126,7 +136,7 @@ def test_power_off_the_master_the_client_resumes_with_every_record(
 
 
 def test_two_force_failovers_in_a_row_with_the_client_writing(nfs: Storage, lab: Lab) -> None:
-    w = mount_and_write(lab, nfs, "4.2")
+    (w,) = mount_and_write(lab, nfs, "4.2").values()
     for old, new in (("node1", "node2"), ("node2", "node1")):
         lab.exec(old, "drbdha force-failover", timeout=120)
         nfs.wait_serving(new, timeout=120)
