@@ -158,6 +158,8 @@ async def _loop(  # noqa: PLR0917 (one check's whole context)
                 ok, detail = await probe()
         except TimeoutError:
             ok, detail = False, f"no answer in {state.cfg.timeout:g} s"
+        except Exception as e:  # a check that cannot run fails; the daemon goes on
+            ok, detail = False, f"{type(e).__name__}: {e}"
         put(CheckResult(instance, name, ok, detail))
 
 

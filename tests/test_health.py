@@ -126,6 +126,7 @@ def test_the_check_loop_runs_commands_and_times_them_out() -> None:
             CheckConfig("ok", ("/bin/true",), interval=0.1),
             CheckConfig("bad", ("/bin/false",), interval=0.1),
             CheckConfig("slow", ("/bin/sleep", "5"), interval=0.1, timeout=0.2),
+            CheckConfig("gone", ("/nonexistent/check",), interval=0.1),
         ),
     )
     results: list[CheckResult] = []
@@ -135,7 +136,7 @@ def test_the_check_loop_runs_commands_and_times_them_out() -> None:
 
         def put(r: CheckResult) -> None:
             results.append(r)
-            if {r.check for r in results} == {"ok", "bad", "slow"}:
+            if {r.check for r in results} == {"ok", "bad", "slow", "gone"}:
                 seen_all.set()
 
         task = asyncio.create_task(health.run_checks(Health("lab", storage), lambda: True, put))
@@ -153,6 +154,9 @@ def test_the_check_loop_runs_commands_and_times_them_out() -> None:
     assert not by["bad"].ok
     assert "exit 1" in by["bad"].detail
     assert (by["slow"].ok, by["slow"].detail) == (False, "no answer in 0.2 s")
+    # A program that is not there fails its check; it does not end the loop (or the daemon).
+    assert not by["gone"].ok
+    assert by["gone"].detail.startswith("FileNotFoundError")
 
 
 def test_the_exports_check_reads_etab(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ class NfsClientsStep:
                 if conns != last:
                     await asyncio.to_thread(write_records, self.record, conns)
                     last = conns
-            except OSError as e:  # a full or failing disk: the service goes on regardless
-                self.log.warning("nfs.record_failed", error=str(e))
+            except Exception as e:  # a full disk, a netlink error: the service goes on, and
+                # the step's stop must not inherit a dead recorder's exception (a failed stop)
+                self.log.warning("nfs.record_failed", error=f"{type(e).__name__}: {e}")
             await asyncio.sleep(RECORD_INTERVAL)
