@@ -5,11 +5,15 @@ themselves run on the lab's cluster (integration/lab/test_nfs_vms.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from drbdha.config import ExportConfig, StorageConfig
 from drbdha.net import nfs_clients
 from drbdha.net.tickle import Connection
 from drbdha.resources import nfs, nfs_advice
+
+if TYPE_CHECKING:
+    import pytest
 
 EXPORT = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24", "client.example"), 7, "rw,sync")
 
@@ -106,3 +110,45 @@ def test_status_shows_mount_nfsd_and_exports_as_the_chain_has_them() -> None:
         "exports": {"configured": 1, "exported": 0},
     }
     assert _nfs_status(SimpleNamespace(name="x", storage=storage()), set()) == {}  # type: ignore[arg-type]
+
+
+def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fakes: tickle.send and tickle.established (no raw socket, no sock_diag here) and the
+    command runner; the record file is real."""
+    import asyncio  # noqa: PLC0415
+
+    from test_fencing_rule import FakeLog  # noqa: PLC0415
+
+    from drbdha.resources.proc import Result  # noqa: PLC0415
+
+    old = [Connection("10.0.0.100", 2049, "10.0.0.7", 801), Connection("10.9.9.9", 2049, "x", 1)]
+    nfs_clients.write_records(tmp_path / nfs_clients.RECORD_FILE, old)
+    sent: list[list[Connection]] = []
+    monkeypatch.setattr(nfs_clients.tickle, "send", lambda conns: sent.append(conns) or 3)
+    now = [Connection("10.0.0.100", 2049, "10.0.0.8", 900)]
+    monkeypatch.setattr(nfs_clients.tickle, "established", lambda _vips, _ports: now)
+    monkeypatch.setattr(nfs_clients, "RECORD_INTERVAL", 0.01)
+    commands: list[tuple[str, ...]] = []
+
+    async def run(argv: tuple[str, ...]) -> Result:
+        commands.append(tuple(argv))
+        return Result(tuple(argv), 0, "", "")
+
+    log = FakeLog()
+    step = nfs_clients.NfsClientsStep(["10.0.0.100"], tmp_path, log, run)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await step.start()
+        assert await step.held()
+        await asyncio.sleep(0.1)
+        await step.stop()
+        assert not await step.held()
+        await step.stop()  # again: nothing to do
+
+    asyncio.run(main())
+    assert sent == [old[:1]]  # only connections to our own VIP
+    assert commands == [("systemctl", "restart", "rpc-statd-notify.service")]
+    assert ("info", "nfs.clients_tickled", {"connections": 1, "segments": 3}) in log.events
+    assert nfs_clients.read_records(tmp_path / nfs_clients.RECORD_FILE) == now
