@@ -192,7 +192,9 @@ class FilesystemStep:
                 raise StepFailed("mountpoint_busy", f"{m.source} ({m.fstype}) is on {mp}")
         dev = device.path
         fstype = self.cfg.fstype if self.cfg.fstype != "auto" else await self._probe(dev)
-        if needs_fsck(self.cfg.fsck, fstype, await self._has_journal(dev, fstype)):
+        # Only "auto" needs to know about a journal (dumpe2fs is one more process).
+        journal = await self._has_journal(dev, fstype) if self.cfg.fsck == "auto" else None
+        if needs_fsck(self.cfg.fsck, fstype, journal):
             await self._fsck(dev, fstype)
         argv = ["mount", "-t", fstype]
         if self.cfg.mount_options:
