@@ -327,10 +327,15 @@ def _mountpoint(v: Any) -> Path:
     return p
 
 
+def _made_of(name: str, extra: str) -> bool:
+    """Only ASCII letters, digits and the characters of `extra`."""
+    return all(c.isascii() and (c.isalnum() or c in extra) for c in name)
+
+
 def _fstype(v: Any) -> str:
     name = _str(v)
     # mount -t NAME: a kernel filesystem name, never an option or a list ("nofoo,bar").
-    if not all(c.isascii() and (c.isalnum() or c in "._") for c in name):
+    if not _made_of(name, "._"):
         raise _Invalid(f"is not a filesystem type: {v!r}")
     return name
 
@@ -355,7 +360,7 @@ def _unit(v: Any) -> str:
 def _scope(v: Any) -> str:
     name = _str(v)
     # It becomes nfsd's hostname (HOST_NAME_MAX 64), as the nfsserver agent sets it.
-    if len(name) > 64 or not all(c.isascii() and (c.isalnum() or c in "-.") for c in name):
+    if len(name) > 64 or not _made_of(name, "-."):
         raise _Invalid(f"must be a host name (letters, digits, '-', '.'; 64 at most), got {v!r}")
     return name
 
@@ -384,7 +389,7 @@ def _export_options(v: Any) -> str:
 def _check_name(v: Any) -> str:
     name = _str(v)
     # A metrics label and a fault's name: "check:NAME".
-    if len(name) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+    if len(name) > 64 or not _made_of(name, "-_."):
         raise _Invalid(f"must be letters, digits, '-', '_', '.' (64 at most), got {v!r}")
     return name
 
@@ -643,31 +648,40 @@ NFS_KEYS: Final = (
 )
 
 
-def _read_exports(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple[ExportConfig, ...]:
+def _read_tables(
+    raw: Any,
+    options: dict[str, tuple[Callable[[Any], Any], Any]],
+    path: str,
+    problems: list[tuple[str, str]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """An array of tables (`[[...NAME]]`) read with `options`: (key path, values) of each
+    table whose required keys all read (the others are problems already)."""
     if not isinstance(raw, list):
-        problems.append((f"{path}.exports", "must be a list of [[...exports]] tables"))
-        return ()
-    exports = []
+        name = path.rsplit(".", 1)[1]
+        problems.append((path, f"must be a list of [[...{name}]] tables"))
+        return []
+    required = {k for k, (_, default) in options.items() if default is _REQUIRED}
+    out = []
     for i, table in enumerate(raw):
-        e = _read_table(table, EXPORT_OPTIONS, f"{path}.exports[{i}]", problems)
-        if {"path", "clients", "fsid"} <= e.keys():
-            exports.append(ExportConfig(**e))
-    return tuple(exports)
+        values = _read_table(table, options, f"{path}[{i}]", problems)
+        if required <= values.keys():
+            out.append((f"{path}[{i}]", values))
+    return out
+
+
+def _read_exports(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple[ExportConfig, ...]:
+    tables = _read_tables(raw, EXPORT_OPTIONS, f"{path}.exports", problems)
+    return tuple(ExportConfig(**e) for _, e in tables)
 
 
 def _read_checks(raw: Any, path: str, problems: list[tuple[str, str]]) -> tuple[CheckConfig, ...]:
-    if not isinstance(raw, list):
-        problems.append((f"{path}.checks", "must be a list of [[...checks]] tables"))
-        return ()
     checks: list[CheckConfig] = []
-    for i, table in enumerate(raw):
-        c = _read_table(table, CHECK_OPTIONS, f"{path}.checks[{i}]", problems)
-        if {"name", "command"} <= c.keys():
-            if c["name"] in BUILTIN_CHECKS:
-                problems.append((f"{path}.checks[{i}].name", "is a built-in check's name"))
-            elif any(c["name"] == other.name for other in checks):
-                problems.append((f"{path}.checks[{i}].name", "already used by another check"))
-            checks.append(CheckConfig(**c))
+    for key, c in _read_tables(raw, CHECK_OPTIONS, f"{path}.checks", problems):
+        if c["name"] in BUILTIN_CHECKS:
+            problems.append((f"{key}.name", "is a built-in check's name"))
+        elif any(c["name"] == other.name for other in checks):
+            problems.append((f"{key}.name", "already used by another check"))
+        checks.append(CheckConfig(**c))
     return tuple(checks)
 
 
