@@ -30,7 +30,7 @@ from pathlib import Path
 from drbdha.config import CheckConfig, StorageConfig
 from drbdha.net import tickle
 from drbdha.resources import proc
-from drbdha.resources.nfs import NFS_PORT, VAR_LIB_NFS, nfsd_threads
+from drbdha.resources.nfs import ETAB, NFS_PORT, nfsd_threads, unexported
 
 PROBE = ".drbdha-check"  # written and removed below the mountpoint by the filesystem check
 
@@ -180,21 +180,18 @@ def _probe(storage: StorageConfig, cfg: CheckConfig, run: proc.Run, *, builtin: 
 
 
 class _Exports:
-    """Every export is in etab, the export table exportfs keeps and mountd answers from
-    (/var/lib/nfs/etab: the state directory's, while the chain is up). Read, not
-    `exportfs -s`: no process every interval on a busy server."""
+    """Every export is in etab (nfs.unexported, as the exports step checks after
+    `exportfs -r`): a file read, no process every interval on a busy server."""
 
-    def __init__(self, paths: list[str], etab: Path = Path(VAR_LIB_NFS) / "etab") -> None:
+    def __init__(self, paths: list[str], etab: Path = ETAB) -> None:
         self.paths = paths
         self.etab = etab
 
     async def __call__(self) -> tuple[bool, str]:
         try:
-            text = await asyncio.to_thread(self.etab.read_text)
+            missing = await asyncio.to_thread(unexported, self.paths, self.etab)
         except OSError as e:
             return False, f"{self.etab}: {e.strerror}"
-        listed = {line.split("\t")[0].split()[0] for line in text.splitlines() if line.strip()}
-        missing = [p for p in self.paths if p not in listed]
         return not missing, f"not exported: {missing}" if missing else ""
 
 

@@ -259,8 +259,19 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def exports_file(chain: str) -> Path:
-    return EXPORTS_D / f"drbdha-{chain}.exports"
+def exports_file(chain: str, exports_d: Path = EXPORTS_D) -> Path:
+    return exports_d / f"drbdha-{chain}.exports"
+
+
+ETAB = Path(VAR_LIB_NFS) / "etab"
+
+
+def unexported(paths: Sequence[str], etab: Path = ETAB) -> list[str]:
+    """Which of `paths` are not in etab, the export table exportfs writes and mountd answers
+    from (the state directory's, while the chain is up). OSError if it cannot be read."""
+    text = etab.read_text()
+    listed = {line.split("\t")[0].split()[0] for line in text.splitlines() if line.strip()}
+    return [p for p in paths if p not in listed]
 
 
 def exports_text(chain: str, exports: Sequence[ExportConfig]) -> str:
@@ -280,7 +291,7 @@ class ExportsStep:
         exports_d: Path = EXPORTS_D,
     ) -> None:
         self.exports = tuple(exports)
-        self.file = exports_d / f"drbdha-{chain}.exports"
+        self.file = exports_file(chain, exports_d)
         self.text = exports_text(chain, exports)
         self.start_timeout = self.stop_timeout = timeout
         self.run = run
@@ -293,8 +304,10 @@ class ExportsStep:
         r = await self.run(["exportfs", "-r"])
         if not r.ok:
             raise StepFailed("exportfs_failed", r.summary())
-        listed = await self.run(["exportfs", "-s"])
-        missing = [str(e.path) for e in self.exports if f"{e.path} " not in listed.stdout]
+        try:
+            missing = await asyncio.to_thread(unexported, [str(e.path) for e in self.exports])
+        except OSError as e:
+            raise StepFailed("export_missing", f"{ETAB}: {e.strerror}") from None
         if missing:
             raise StepFailed("export_missing", f"not exported after exportfs -r: {missing}")
 
