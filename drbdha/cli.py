@@ -120,9 +120,10 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _check_storage(config: Config, index: int) -> int:
+def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
     """Print what drbdha makes of the DRBD resource of vrrp_instance[index]'s [storage]
     section (if it has one), errors first, each with its advice; return the number of errors.
+    `quiet`: the findings only, on stderr (the daemon's start).
 
     `drbdadm dump` needs no root and no kernel module, so this stays unprivileged.
     DRBDHA_DRBDADM_CONFIG=FILE makes drbdadm read FILE instead of /etc/drbd.conf: for the
@@ -130,21 +131,23 @@ def _check_storage(config: Config, index: int) -> int:
     """
     import os  # noqa: PLC0415  (only check-config with storage needs drbdadm)
 
-    from drbdha.resources import drbd_advice, drbd_config  # noqa: PLC0415
+    from drbdha.resources import drbd_advice, drbd_config, nfs_advice  # noqa: PLC0415
     from drbdha.vrrp.timers import master_down_interval  # noqa: PLC0415
 
     inst = config.vrrp_instances[index]
     storage = config.storage_of(inst)
     if storage is None:
         return 0
-    print(f"storage.{storage.name}: DRBD resource {storage.drbd_resource} (for {inst.name})")
+    out = sys.stderr if quiet else sys.stdout
+    if not quiet:
+        print(f"storage.{storage.name}: DRBD resource {storage.drbd_resource} (for {inst.name})")
     env = os.environ.get("DRBDHA_DRBDADM_CONFIG")
     try:
         opts = drbd_config.read_effective(
             storage.drbd_resource, config_file=Path(env) if env else None
         )
     except drbd_config.DrbdConfigError as e:
-        print(f"  ERROR storage.{storage.name}.drbd_resource: {e}")
+        print(f"  ERROR storage.{storage.name}.drbd_resource: {e}", file=out)
         return 1
     found = drbd_advice.findings(
         opts,
@@ -156,11 +159,14 @@ def _check_storage(config: Config, index: int) -> int:
         fence_timeout=config.peer.fence_timeout if config.peer else None,
     )
     found += _check_peer(config, opts)
-    for f in found:
-        print(f"  {f.level.upper()} {f.key}: {f.message}")
+    found += nfs_advice.findings(storage)
+    if quiet:  # at the daemon's start: what needs the admin's eye, not the notes
+        found = [f for f in found if f.level != "info"]
+    for f in sorted(found, key=lambda f: drbd_advice.LEVELS.index(f.level)):
+        print(f"  {f.level.upper()} {f.key}: {f.message}", file=out)
         if f.advice:
-            print(f"      advice: {f.advice}")
-    if not found:
+            print(f"      advice: {f.advice}", file=out)
+    if not found and not quiet:
         print("  no findings")
     return sum(f.level == "error" for f in found)
 
@@ -200,6 +206,13 @@ def _check_peer(config: Config, opts: Any) -> list[Any]:
 def _run(path: Path) -> int:
     config = _load_or_report(path)
     if config is None:
+        return EXIT_CONFIG
+    # What check-config finds, in this process: a configuration it calls wrong does not start
+    # (the unit ran check-config as ExecStartPre before: a second Python start-up, which in the
+    # lab's emulated VMs doubled every start).
+    errors = sum(_check_storage(config, i, quiet=True) for i in range(len(config.vrrp_instances)))
+    if errors:
+        print(f"drbdha: {errors} error(s): see `drbdha check-config`", file=sys.stderr)
         return EXIT_CONFIG
     from drbdha import daemon, logs  # noqa: PLC0415  (heavy imports only for the daemon)
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from drbdha import cli
-from drbdha.resources import drbd_config
+from drbdha.resources import drbd_config, nfs_advice
 from drbdha.resources.drbd_advice import findings
 from drbdha.resources.drbd_config import (
     DEFAULTS,
@@ -794,3 +794,56 @@ def test_drbdha_command_line(tmp_path: Path) -> None:
     )
     assert r.returncode == 2, r.stderr
     assert "storage.nfs.drbd_resource: drbdadm: 'r9' not defined" in r.stdout
+
+
+NFS_KEYS = """
+mountpoint = "/srv/nfs"
+nfs_state_dir = "/srv/nfs/.nfs-state"
+
+[[storage.nfs.exports]]
+path = "/srv/nfs/data"
+clients = ["192.0.2.0/24"]
+fsid = 1
+"""
+
+
+def nfs_server_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nfs_advice's view of a host with nfs-kernel-server installed and enabled at boot."""
+    real = nfs_advice.findings
+    monkeypatch.setattr(
+        nfs_advice,
+        "findings",
+        lambda s: real(s, enabled=lambda _: True, which=lambda t: f"/usr/sbin/{t}"),
+    )
+
+
+@needs_drbdadm
+def test_check_config_says_nfs_server_must_not_start_at_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nfs_server_enabled(monkeypatch)
+    toml = tmp_path / "drbdha.toml"
+    toml.write_text(TOML.format(resource="r0") + NFS_KEYS)
+    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    assert cli.main(["-c", str(toml), "check-config"]) == cli.EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert "  ERROR storage.nfs.nfs_state_dir: nfs-server.service is enabled" in out
+
+
+@needs_drbdadm
+def test_run_refuses_to_start_on_what_check_config_calls_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The unit has no ExecStartPre=check-config: `run` makes the same checks itself."""
+    nfs_server_enabled(monkeypatch)
+    toml = tmp_path / "drbdha.toml"
+    toml.write_text(TOML.format(resource="r0") + NFS_KEYS)
+    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    monkeypatch.setattr("drbdha.daemon.run", lambda _: pytest.fail("the daemon must not start"))
+    assert cli.main(["-c", str(toml), "run"]) == cli.EXIT_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "  ERROR storage.nfs.nfs_state_dir: nfs-server.service is enabled" in err
+    assert "drbdha: 1 error(s): see `drbdha check-config`" in err
+    assert "WARNING fencing" in err  # warnings are shown at start too, and do not stop it
+    assert "INFO" not in err

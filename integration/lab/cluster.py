@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import image as image_mod
 from qga import Agent, AgentError
+from qmp import Monitor, MonitorError
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
@@ -46,6 +47,9 @@ DEFAULT_WORK = f"/var/tmp/{NETNS}"  # noqa: S108 (a fixed, root-only lab directo
 DISK_NAME = "lab-vdb"
 DISK_DEV = f"/dev/mapper/{DISK_NAME}"
 DISK_SIZE = 96 * 1024 * 1024  # small: a full resync after a crashed Primary copies all of it
+TRACE = os.environ.get("DRBDHA_LAB_TRACE") == "1"
+BOOTED = "booted"  # the checkpoint `up` saves of each node it boots
+ROOT_NODE = "root"  # qemu block node name of each VM's root overlay (checkpoints live there)
 RESOURCE = "r0"
 DRBD_PORT = 7789
 VIP = "10.77.1.100"
@@ -238,6 +242,10 @@ class Lab:
         self.setup_ssh()
         if install:
             self.install_drbdha()
+            # Booted just now, drbdha installed, DRBD not yet up: what a node powered on again
+            # (fresh_cluster) resumes from.
+            for vm in [vm for vm in to_boot if vm in NODES]:
+                self.checkpoint(vm, BOOTED)
         if drbd:
             self.drbd_up()
         self.log(f"up in {time.monotonic() - t0:.1f} s")
@@ -278,12 +286,17 @@ class Lab:
         img: image_mod.Image | None = None,
         wait: bool = True,
         cut: Sequence[str] = (),
+        checkpoint: str | None = None,
     ) -> None:
         """Power a VM on (again, after kill: same disks, like a reboot after a power cut).
         `cut`: networks whose link stays cut from the first instant (starting a VM sets every
-        lab link up otherwise)."""
+        lab link up otherwise). `checkpoint`: resume from that checkpoint (see checkpoint())
+        instead of booting, if the VM has it; a boot otherwise."""
         if self.running(vm):
             return
+        if checkpoint is not None and not self.has_checkpoint(vm, checkpoint):
+            self.log(f"{vm}: no checkpoint {checkpoint!r}: booting")
+            checkpoint = None
         img = img or self.build()
         spec = VMS[vm]
         self.run.mkdir(parents=True, exist_ok=True)
@@ -356,7 +369,7 @@ class Lab:
             "-initrd",
             str(img.initrd),
             "-drive",
-            f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap,node-name={ROOT_NODE}",
         ]
         if spec.disk:
             disk = self.work / f"{vm}-disk.raw"
@@ -391,12 +404,67 @@ class Lab:
             "-daemonize",
         ]
         self._p(vm, "cmdline").write_text(shlex.join(cmd) + "\n")
+        if checkpoint is not None:
+            cmd.append("-S")  # paused until the checkpoint is loaded
         r = _sh(cmd, check=False)
         if r.returncode != 0:
             raise LabError(f"qemu for {vm} failed to start: {r.stderr.strip()}")
-        self.log(f"{vm}: qemu started (pid {self.pid(vm)}, {accel})")
-        if wait:
-            self.wait_ready([vm])
+        if checkpoint is None:
+            self.log(f"{vm}: qemu started (pid {self.pid(vm)}, {accel})")
+            if wait:
+                self.wait_ready([vm])
+            return
+        self._resume(vm, checkpoint)
+
+    # ---------------------------------------------------------------------------- checkpoints
+    # An emulated boot takes 60-120 s here; resuming a node from a checkpoint takes ~3 s.
+    # A checkpoint is a qemu internal snapshot of the VM's RAM and root disk, not of its DRBD
+    # backing disk: resuming from it gives a node just as it was when the checkpoint was
+    # taken (files, processes), with its data disk as the power-off really left it. It is
+    # taken only while DRBD is down on the node, so that nothing in the saved RAM refers to
+    # the backing disk's contents; after the resume the block caches are dropped all the same.
+    def _checkpoints(self, vm: str) -> Path:
+        return self._p(vm, "checkpoints")
+
+    def has_checkpoint(self, vm: str, name: str) -> bool:
+        try:
+            return name in self._checkpoints(vm).read_text().split()
+        except OSError:
+            return False
+
+    def checkpoint(self, vm: str, name: str) -> None:
+        """Save `vm`'s state as checkpoint `name` (replacing one of that name): the VM pauses
+        for a fraction of a second. DRBD must be down there (`drbdadm down`)."""
+        if vm not in NODES:
+            raise LabError(f"checkpoints are for the DRBD nodes ({', '.join(NODES)}), not {vm}")
+        r = self.exec(vm, f"drbdsetup status {RESOURCE} >/dev/null 2>&1; echo $?; sync")
+        if r.stdout.strip() == "0":
+            raise LabError(f"{vm}: DRBD {RESOURCE} is up; `drbdadm down {RESOURCE}` first")
+        t0 = time.monotonic()
+        names = {name}
+        with Monitor(str(self._p(vm, "qmp"))) as m:
+            with contextlib.suppress(MonitorError):  # none of that name yet
+                m.job("snapshot-delete", tag=name, devices=[ROOT_NODE])
+            m.job("snapshot-save", tag=name, vmstate=ROOT_NODE, devices=[ROOT_NODE])
+        with contextlib.suppress(OSError):
+            names |= set(self._checkpoints(vm).read_text().split())
+        self._checkpoints(vm).write_text(" ".join(sorted(names)) + "\n")
+        self.log(f"{vm}: checkpoint {name!r} saved in {time.monotonic() - t0:.1f} s")
+
+    def _resume(self, vm: str, name: str) -> None:
+        """Load checkpoint `name` into `vm`'s paused qemu and let it run. The resumed VM's
+        clock still reads the checkpoint's time, and its caches of the backing disk are older
+        than the disk: the clock is set from the host, the caches dropped."""
+        t0 = time.monotonic()
+        with Monitor(str(self._p(vm, "qmp"))) as m:
+            m.job("snapshot-load", tag=name, vmstate=ROOT_NODE, devices=[ROOT_NODE])
+            m.cmd("cont")
+        wait_until(f"{vm}'s guest agent", lambda: self.agent(vm).ping(timeout=1.0), 60, 0.1)
+        self.agent(vm).request("guest-set-time", {"time": time.time_ns()})
+        self.exec(
+            vm, f"blockdev --flushbufs /dev/vdb {DISK_DEV}; echo 3 > /proc/sys/vm/drop_caches"
+        )
+        self.log(f"{vm}: resumed from checkpoint {name!r} in {time.monotonic() - t0:.1f} s")
 
     def wait_ready(self, vms: list[str], timeout: float | None = None) -> None:
         """Wait until each VM's guest agent answers and its lab identity is applied."""
@@ -453,10 +521,14 @@ class Lab:
         data = input.encode() if isinstance(input, str) else input
         if not self.running(vm):
             raise LabError(f"{vm} is not running")
+        t0 = time.monotonic()
         try:
             r = self.agent(vm).run(cmd, timeout=timeout, input=data)
         except AgentError as e:
             raise LabError(f"{vm}: {e}") from None
+        finally:
+            if TRACE:  # where a lab test's time goes: every command and how long it took
+                self.log(f"{vm}: {time.monotonic() - t0:.2f} s: {cmd[:100]!r}")
         if check and r.returncode != 0:
             raise CommandFailed(vm, r.returncode, cmd, r.stdout, r.stderr)
         return r
@@ -540,6 +612,8 @@ class Lab:
         A running drbdha is restarted so it runs the code under test.
         """
         data = self.drbdha_tarball()
+        for vm in vms:  # a checkpoint from before would resume the code it replaces
+            self._checkpoints(vm).unlink(missing_ok=True)
         script = r"""
 set -e
 rm -rf /usr/lib/drbdha.new && mkdir -p /usr/lib/drbdha.new
@@ -547,6 +621,9 @@ tar -xzf - -C /usr/lib/drbdha.new
 rm -rf /usr/lib/drbdha && mv /usr/lib/drbdha.new /usr/lib/drbdha
 top=/usr/lib/drbdha; [ -d /usr/lib/drbdha/src/drbdha ] && top=/usr/lib/drbdha/src
 echo "$top" > /usr/lib/python3/dist-packages/drbdha-lab.pth
+# Compiled now, as a package's postinst does: otherwise the first start after each install (or
+# after each resume from a checkpoint taken before one) compiles it, 5-10 s under emulation.
+python3 -m compileall -q "$top/drbdha" >/dev/null
 cat > /usr/bin/drbdha <<'EOF'
 #!/bin/sh
 # Installed by the drbdha lab from the working tree.

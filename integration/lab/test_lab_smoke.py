@@ -1,4 +1,5 @@
-"""The lab's own smoke test: DRBD between the nodes, NFS from node1 to the client, the fault verbs.
+"""The lab's own smoke test: DRBD between the nodes, drbdha installed, the fault verbs. (Kernel
+nfsd and the NFS client are proven by test_nfs_vms.py, which needs them for everything it does.)
 
 The session fixture (conftest.py) brings the lab up first and, after the last test, takes it down
 and checks the host for leftover namespaces, taps, qemu processes and loop devices.
@@ -14,8 +15,6 @@ from cluster import NETNS, NODES, VMS, Lab, LabError
 
 pytestmark = pytest.mark.slow
 
-EXPORT = "/srv/nfs"
-MOUNT = "/mnt/nfs"
 
 
 def test_drbd_connected_and_uptodate(lab: Lab) -> None:
@@ -37,53 +36,11 @@ def test_exec_returns_exit_code_and_output(lab: Lab) -> None:
 
 
 def test_drbdha_installed_from_working_tree(lab: Lab) -> None:
-    for node in NODES:
-        lab.exec(node, "test -x /usr/bin/drbdha && test -d /usr/lib/drbdha")
-        lab.exec(node, "python3 -c 'import pyroute2, structlog, prometheus_client, systemd.daemon'")
-
-
-def test_nfs_from_node1_to_client(lab: Lab) -> None:
-    svc = VMS["node1"].addrs["svc"]
-    try:
-        lab.exec(
-            "node1",
-            f"""set -e
-            drbdadm primary r0
-            mkfs.ext4 -q -F /dev/drbd0
-            mkdir -p {EXPORT}
-            mount /dev/drbd0 {EXPORT}
-            mkdir -p /etc/exports.d
-            echo '{EXPORT} 10.77.1.0/24(rw,sync,no_subtree_check,no_root_squash,fsid=1)' \
-                > /etc/exports.d/lab.exports
-            systemctl start nfs-server
-            exportfs -ra""",
-            timeout=120,
-        )
-        assert lab.drbd_state("node1")["role"] == "Primary/Secondary"
-        lab.exec(
-            "client",
-            f"""set -e
-            mkdir -p {MOUNT}
-            mount -t nfs -o vers=4.2,hard,timeo=50 {svc}:{EXPORT} {MOUNT}
-            head -c 65536 /dev/urandom > /tmp/data
-            cp /tmp/data {MOUNT}/data
-            sync""",
-            timeout=120,
-        )
-        assert "vers=4.2" in lab.exec("client", f"grep ' {MOUNT} ' /proc/mounts").stdout
-        client_sum = lab.exec("client", f"sha256sum < {MOUNT}/data").stdout
-        assert client_sum == lab.exec("client", "sha256sum < /tmp/data").stdout
-        assert client_sum == lab.exec("node1", f"sha256sum < {EXPORT}/data").stdout
-    finally:
-        lab.exec("client", f"umount -f {MOUNT} 2>/dev/null; true", timeout=60)
-        lab.exec(
-            "node1",
-            f"""rm -f /etc/exports.d/lab.exports; exportfs -ua
-            systemctl stop nfs-server; umount {EXPORT}; drbdadm secondary r0""",
-            check=False,
-            timeout=120,
-        )
-    assert lab.drbd_state("node1")["role"] == "Secondary/Secondary"
+    check = (
+        "test -x /usr/bin/drbdha && test -d /usr/lib/drbdha && "
+        "python3 -c 'import pyroute2, structlog, prometheus_client, systemd.daemon'"
+    )
+    lab.parallel(lambda node: lab.exec(node, check), NODES)
 
 
 def test_cut_and_heal(lab: Lab) -> None:
