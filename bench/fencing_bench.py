@@ -91,7 +91,7 @@ def run_classic(lab: Lab) -> dict[str, Any]:
             lab.put(
                 node,
                 "/etc/keepalived/keepalived.conf",
-                conf.replace("@PRIORITY@", str(PRIORITY[node])),
+                conf.replace("@PRIORITY@", str(PRIORITY[node])).replace("@ADVERT@", "0.1"),
                 0o644,
             )
         try:

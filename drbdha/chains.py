@@ -279,6 +279,10 @@ class Chains:
         for kind, reason in verdict.latch:
             inst.latches[kind] = self.latches.set(inst.name, kind, reason)
             self.log.error("latch.set", instance=inst.name, kind=kind, reason=reason)
+            if self.latches.save_error:
+                self.log.critical(
+                    "latch.unsaved", instance=inst.name, error=self.latches.save_error
+                )
         for kind, message in verdict.alerts:
             if inst.alerts.get(kind) != message:
                 inst.alerts[kind] = message

@@ -4,18 +4,18 @@ reboot does not forget them: a latched disk that came back by itself after a reb
 one the operator has to look at.
 
 The file is JSON, {instance: {kind: {"reason": str, "since": unix time}}}, written atomically
-(temporary file, fsync, rename).
+and durably (durable.replace).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from drbdha import durable
 
 KINDS = ("disk", "split-brain")
 
@@ -32,6 +32,7 @@ class LatchStore:
         self.path = path
         self._data: dict[str, dict[str, Latch]] = {}
         self.load_error: str | None = None
+        self.save_error: str | None = None
 
     def load(self) -> None:
         try:
@@ -54,9 +55,15 @@ class LatchStore:
         return dict(self._data.get(instance, {}))
 
     def set(self, instance: str, kind: str, reason: str) -> Latch:
+        """Held from now on, even if the file cannot be written (a full or failing /var/lib):
+        then save_error says why, and only a restart would forget it."""
         latch = Latch(kind, reason, time.time())
         self._data.setdefault(instance, {})[kind] = latch
-        self._save()
+        try:
+            self._save()
+            self.save_error = None
+        except OSError as e:
+            self.save_error = f"{self.path}: {e}"
         return latch
 
     def clear(self, instance: str, kind: str) -> bool:
@@ -78,16 +85,7 @@ class LatchStore:
             if kinds
         }
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
-        with contextlib.suppress(OSError):
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
+        durable.replace(self.path, json.dumps(data, indent=1).encode())
 
 
 def _dict(v: Any) -> dict[str, Any]:

@@ -69,8 +69,9 @@ SLACK = 0.15  # scheduling slack on top of protocol times (seconds)
 
 def cli(node: DrbdhaNode, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """`drbdha -c <node's config> ARGS` inside the node's namespace."""
-    return run(node.host.ns, [DRBDHA, "-c", str(node.config_path), *args], check=False,
-               timeout=timeout)
+    return run(
+        node.host.ns, [DRBDHA, "-c", str(node.config_path), *args], check=False, timeout=timeout
+    )
 
 
 def status_doc(node: DrbdhaNode, *extra: str) -> dict[str, Any]:
@@ -96,8 +97,9 @@ def rewrite_config(node: DrbdhaNode, text: str) -> None:
 
 def node_toml(node: DrbdhaNode, instances: list[Inst]) -> str:
     """The file DrbdhaNode writes, with other instance settings."""
-    return drbdha_toml(instances, metrics=node.metrics_listen,
-                       control_socket=str(socket_path(node)))
+    return drbdha_toml(
+        instances, metrics=node.metrics_listen, control_socket=str(socket_path(node))
+    )
 
 
 def scrape_text(node: DrbdhaNode) -> str:
@@ -122,8 +124,7 @@ def inject(host: Host, adverts: list[tuple[bytes, int]]) -> None:
     with inside(host.ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                        socket.inet_aton(str(host.ip4)))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(str(host.ip4)))
         for payload, ttl in adverts:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             sock.sendto(payload, (GROUP4, 0))
@@ -163,8 +164,9 @@ def as_nobody(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> float | None:
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
@@ -304,23 +306,34 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
     # checksum. Each reaches both nodes. The backup is silent, so the master's received
     # count moves only by what we inject: it can be compared exactly.
     vips = (IPv4Address(VIP4),)
-    good = codec.encode(codec.Advertisement(3, 51, 50, 10, vips), client.ip4,
-                        IPv4Address(GROUP4))
+    good = codec.encode(codec.Advertisement(3, 51, 50, 10, vips), client.ip4, IPv4Address(GROUP4))
     bad_csum = good[:6] + bytes([good[6] ^ 0xFF, good[7]]) + good[8:]
     inject(client, [(good, 255)] * 3 + [(good, 1)] * 2 + [(bad_csum, 255)] * 4)
     want_invalid = {
-        n.name: {**before[n.name]["invalid"],
-                 "ttl": before[n.name]["invalid"].get("ttl", 0) + 2,
-                 "checksum": before[n.name]["invalid"].get("checksum", 0) + 4}
+        n.name: {
+            **before[n.name]["invalid"],
+            "ttl": before[n.name]["invalid"].get("ttl", 0) + 2,
+            "checksum": before[n.name]["invalid"].get("checksum", 0) + 4,
+        }
         for n in (a, b)
     }
     for n in (a, b):
-        wait_until(lambda n=n: vi1(status_doc(n))["counters"]["invalid"] == want_invalid[n.name],
-                   5, interval=0.05, what=f"{n.name} invalid counters")
+        wait_until(
+            lambda n=n: vi1(status_doc(n))["counters"]["invalid"] == want_invalid[n.name],
+            5,
+            interval=0.05,
+            what=f"{n.name} invalid counters",
+        )
     ca = wait_until(
-        lambda: (c := vi1(status_doc(a))["counters"])["adverts_received"]
-        == before[a.name]["adverts_received"] + 3 and c,
-        5, interval=0.05, what="master received the 3 injected adverts")
+        lambda: (
+            (c := vi1(status_doc(a))["counters"])["adverts_received"]
+            == before[a.name]["adverts_received"] + 3
+            and c
+        ),
+        5,
+        interval=0.05,
+        what="master received the 3 injected adverts",
+    )
     assert ca["adverts_received"] == before[a.name]["adverts_received"] + 3
 
     for node in (a, b):
@@ -331,8 +344,10 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
         lab = {"vrrp_instance": "vi1"}
         assert s1["state"] == s2["state"], "state changed during the comparison"
         c1, c2 = s1["counters"], s2["counters"]
-        for key, family in (("adverts_sent", "drbdha_vrrp_adverts_sent_total"),
-                            ("adverts_received", "drbdha_vrrp_adverts_received_total")):
+        for key, family in (
+            ("adverts_sent", "drbdha_vrrp_adverts_sent_total"),
+            ("adverts_received", "drbdha_vrrp_adverts_received_total"),
+        ):
             value = metric(samples, family, **lab)
             assert value is not None, f"{family} missing from the scrape"
             # The scrape was taken between two status reads: a counter that moves (the
@@ -343,9 +358,10 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
                 assert value == c1[key]
         assert c1["invalid"] == c2["invalid"] == want_invalid[node.name]
         scraped_invalid = {
-            dict(labels)["reason"]: int(v) for (name, labels), v in samples.items()
-            if name == "drbdha_vrrp_invalid_adverts_total" and dict(labels)["vrrp_instance"]
-            == "vi1"
+            dict(labels)["reason"]: int(v)
+            for (name, labels), v in samples.items()
+            if name == "drbdha_vrrp_invalid_adverts_total"
+            and dict(labels)["vrrp_instance"] == "vi1"
         }
         assert scraped_invalid == c1["invalid"]
         for state in ("initialize", "backup", "master", "fault"):
@@ -354,8 +370,15 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
         prio = metric(samples, "drbdha_vrrp_effective_priority", **lab)
         assert prio == s1["effective_priority"]
         t = s1["last_transition"]
-        assert metric(samples, "drbdha_vrrp_transitions_total", **{
-            "from": t["old"], "to": t["new"], "reason": t["reason"]}, **lab) >= 1
+        assert (
+            metric(
+                samples,
+                "drbdha_vrrp_transitions_total",
+                **{"from": t["old"], "to": t["new"], "reason": t["reason"]},
+                **lab,
+            )
+            >= 1
+        )
 
     # The exact cases: the backup never sent, the master heard only the injected adverts.
     sb = vi1(status_doc(b))
@@ -363,8 +386,10 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
     assert b.metric("drbdha_vrrp_adverts_sent_total", vrrp_instance="vi1") == 0
     sa = vi1(status_doc(a))
     assert sa["counters"]["adverts_received"] == ca["adverts_received"]
-    assert a.metric("drbdha_vrrp_adverts_received_total", vrrp_instance="vi1") == \
-        ca["adverts_received"]
+    assert (
+        a.metric("drbdha_vrrp_adverts_received_total", vrrp_instance="vi1")
+        == ca["adverts_received"]
+    )
     # Nobody changed state for the injected adverts.
     assert (sa["state"], sb["state"]) == ("master", "backup")
 
@@ -381,8 +406,14 @@ def test_promtool_check_metrics_on_live_scrape(pair: Pair) -> None:
         assert 'drbdha_vrrp_state{drbdha_vrrp_state="' in text
         assert "drbdha_vrrp_adverts_sent_total" in text
         assert "drbdha_loop_timer_lateness_seconds_bucket" in text
-        out = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                             text=True, timeout=30, check=False)
+        out = subprocess.run(
+            [PROMTOOL, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         assert (out.stdout.strip(), out.stderr.strip()) == ("", ""), out.stdout + out.stderr
 
@@ -427,8 +458,11 @@ def test_sighup_reload_applies_in_place_and_keeps_running_on_broken_file(
         rewrite_config(a, text)
         seen = len(a.events("config.reload_failed"))
         a.proc.signal(signal.SIGHUP)
-        failed = wait_until(lambda seen=seen: a.events("config.reload_failed")[seen:], 5,
-                            what="config.reload_failed")
+        failed = wait_until(
+            lambda seen=seen: a.events("config.reload_failed")[seen:],
+            5,
+            what="config.reload_failed",
+        )
         event = failed[0]
         assert event["level"] == "error"
         assert event["path"] == str(a.config_path)
@@ -503,8 +537,10 @@ def test_control_socket_refuses_non_root(pair: Pair) -> None:
     directory.chmod(0o777)
     path.chmod(0o777)
     try:
-        for payload in ({"command": control.STATUS},
-                        {"command": control.FORCE_FAILOVER, "wait": 1, "force": True}):
+        for payload in (
+            {"command": control.STATUS},
+            {"command": control.FORCE_FAILOVER, "wait": 1, "force": True},
+        ):
             got = as_nobody(path, payload)
             assert got["result"] == "unavailable", got
             assert got["code"] == "permission", got
@@ -512,8 +548,9 @@ def test_control_socket_refuses_non_root(pair: Pair) -> None:
     finally:
         path.chmod(0o600)
         directory.chmod(mode)
-    refused = wait_until(lambda: a.events("control.refused")[refused_before:], 2,
-                         what="control.refused logged")
+    refused = wait_until(
+        lambda: a.events("control.refused")[refused_before:], 2, what="control.refused logged"
+    )
     assert len(refused) == 2
     assert all(e["uid"] == NOBODY and e["reason"] == "not root" for e in refused)
     # The refused force-failover did nothing; root is still served.
@@ -537,8 +574,9 @@ def test_force_failover_moves_mastership_and_refuses_without_peer(lab: Lab) -> N
     out = cli(a, "force-failover", "--wait", "5", "--hold-off", "60")
     assert out.returncode == 0, out.stdout + out.stderr
     assert _last_line(out) == "done", out.stdout
-    assert re.search(rf"vi1: now backup, peer {b.host.ip4} \(priority 100\)", out.stdout), \
+    assert re.search(rf"vi1: now backup, peer {b.host.ip4} \(priority 100\)", out.stdout), (
         out.stdout
+    )
     assert wait_exactly_one_master([a, b], VIP4, client) is b
     assert a.transitions()[-1]["reason"] == "resign"
     assert b.transitions()[-1]["reason"] == "master_resigned"
@@ -568,8 +606,12 @@ def test_force_failover_moves_mastership_and_refuses_without_peer(lab: Lab) -> N
     assert VIP4 not in addresses(b.host.ns)
     out = cli(a, "force-failover", "--wait", "5")
     assert out.returncode == 1, out.stdout + out.stderr
-    m = re.search(r"^refused: vi1: no peer took over within (\d+) ms of resigning; "
-                  r"mastership taken back$", out.stdout, re.MULTILINE)
+    m = re.search(
+        r"^refused: vi1: no peer took over within (\d+) ms of resigning; "
+        r"mastership taken back$",
+        out.stdout,
+        re.MULTILINE,
+    )
     assert m, out.stdout
     # The probe window is 2 intervals + 50 ms; SLACK covers a late loop turn or CLI start.
     assert int(m[1]) <= (PROBE + SLACK) * 1000, out.stdout
@@ -597,8 +639,10 @@ def test_force_failover_on_backup_without_master_is_refused(
     lone.wait_state("backup", timeout=2)
     out = cli(lone, "force-failover", "--wait", "2")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert out.stderr.strip() == ("refused: vi1: no master is advertising; nothing to take "
-                                  "over from (use --force to override)"), out.stderr
+    assert out.stderr.strip() == (
+        "refused: vi1: no master is advertising; nothing to take "
+        "over from (use --force to override)"
+    ), out.stderr
     assert lone.state() == "backup"
     assert VIP4 not in addresses(lone.host.ns)
     assert lone.events("handover.refused")
@@ -639,7 +683,7 @@ class NotifyListener:
             pid = -1
             for level, kind, raw in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = ucred.unpack(raw[:ucred.size])[0]
+                    pid = ucred.unpack(raw[: ucred.size])[0]
             with self._lock:
                 self.messages.append((at, pid, data.decode()))
 
@@ -657,8 +701,7 @@ class NotifyListener:
 
 
 def _status_of(message: str) -> str | None:
-    return next((x[len("STATUS="):] for x in message.split("\n") if x.startswith("STATUS=")),
-                None)
+    return next((x[len("STATUS=") :] for x in message.split("\n") if x.startswith("STATUS=")), None)
 
 
 def test_systemd_notify_and_watchdog_on_a_real_socket(
@@ -677,8 +720,9 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     assert a.proc is not None
     pid = a.proc.pid
 
-    (ready_at, _, ready), *_ = wait_until(lambda: listener.with_line("READY=1"), 10,
-                                          what=lambda: f"READY=1; log:\n{a.log_tail()}")
+    (ready_at, _, ready), *_ = wait_until(
+        lambda: listener.with_line("READY=1"), 10, what=lambda: f"READY=1; log:\n{a.log_tail()}"
+    )
     # READY comes after the VRRP sockets are open and the instance has started.
     started = a.transitions()
     assert started, "READY=1 before the instance started"
@@ -689,8 +733,11 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     assert vi1(status_doc(a))["state"] in ("backup", "master")
     # Alone, it takes over: a STATUS= line says so.
     a.wait_state("master", timeout=3)
-    wait_until(lambda: any(_status_of(m) == "healthy: vi1 MASTER" for _, _, m in
-                           listener.since()), 2, what="STATUS= with MASTER")
+    wait_until(
+        lambda: any(_status_of(m) == "healthy: vi1 MASTER" for _, _, m in listener.since()),
+        2,
+        what="STATUS= with MASTER",
+    )
 
     # WATCHDOG=1 every half WatchdogSec (100 ms), from the daemon's own pid.
     t0 = time.monotonic()
@@ -709,19 +756,25 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     assert late == [], f"WATCHDOG=1 while SIGSTOPped: {late}"
     a.proc.cont()
     cont_at = time.monotonic()
-    wait_until(lambda: len(listener.with_line("WATCHDOG=1", cont_at)) >= 3, 1.0,
-               what="WATCHDOG=1 after SIGCONT")
+    wait_until(
+        lambda: len(listener.with_line("WATCHDOG=1", cont_at)) >= 3,
+        1.0,
+        what="WATCHDOG=1 after SIGCONT",
+    )
 
     # Reload: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
     hup_at = time.monotonic()
     a.proc.signal(signal.SIGHUP)
-    reloading = wait_until(lambda: listener.with_line("RELOADING=1", hup_at), 2,
-                           what="RELOADING=1")
-    usec = next(int(x.split("=", 1)[1]) for x in reloading[0][2].split("\n")
-                if x.startswith("MONOTONIC_USEC="))
+    reloading = wait_until(lambda: listener.with_line("RELOADING=1", hup_at), 2, what="RELOADING=1")
+    usec = next(
+        int(x.split("=", 1)[1])
+        for x in reloading[0][2].split("\n")
+        if x.startswith("MONOTONIC_USEC=")
+    )
     assert hup_at <= usec / 1e6 <= reloading[0][0]
-    wait_until(lambda: listener.with_line("READY=1", reloading[0][0]), 2,
-               what="READY=1 after reload")
+    wait_until(
+        lambda: listener.with_line("READY=1", reloading[0][0]), 2, what="READY=1 after reload"
+    )
 
     # SIGTERM: STOPPING=1, then a clean exit.
     term_at = time.monotonic()
@@ -731,4 +784,3 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     assert a.events("daemon.stopped")
     assert VIP4 not in addresses(a.host.ns)
     assert {p for _, p, _ in listener.since()} == {pid}
-

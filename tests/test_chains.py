@@ -117,3 +117,12 @@ def test_clearing_after_an_unreadable_file_starts_it_afresh(tmp_path: Path) -> N
     again.load()
     assert again.load_error is None
     assert again.of("nfs") == {}
+
+
+def test_a_latch_that_cannot_be_saved_is_held_all_the_same(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    store = LatchStore(tmp_path / "state" / "latches.json")
+    latch = store.set("nfs", "disk", "detached")
+    assert store.of("nfs") == {"disk": latch}
+    assert store.save_error is not None
+    assert "state/latches.json" in store.save_error

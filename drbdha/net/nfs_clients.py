@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from drbdha import durable
 from drbdha.net import tickle
 from drbdha.resources import proc
 
@@ -56,22 +56,9 @@ def read_records(path: Path) -> list[tickle.Connection]:
 
 
 def write_records(path: Path, connections: Sequence[tickle.Connection]) -> None:
-    """Atomically and durably (fsync of the file, then of the directory): the reader is the
-    next master, after this one may have lost power."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps({"connections": [c.as_json() for c in connections]}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Atomically and durably: the reader is the next master, after this one may have lost
+    power."""
+    durable.replace(path, json.dumps({"connections": [c.as_json() for c in connections]}).encode())
 
 
 class NfsClientsStep:

@@ -53,6 +53,7 @@ def config(
     demote_timeout: float = 10.0,
     peer: bool = True,
     nfs: bool = False,
+    advert: float = 0.1,
 ) -> str:
     """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs; `nfs`: the
     full chain (filesystem, nfsd with its state on DRBD, the export)."""
@@ -77,7 +78,7 @@ interface = "eth0"
 vrid = {VRID}
 priority = {PRIORITY[node]}
 version = 3
-advert_interval = 0.1
+advert_interval = {advert}
 virtual_ipaddress = ["{VIP}/24"]
 preempt = {str(preempt).lower()}
 storage = "data"
@@ -117,7 +118,7 @@ class Sampler(threading.Thread):
         self._halt = threading.Event()
 
     def role(self, node: str) -> str | None:
-        """"Primary/Secondary" (local/peer), None when not readable."""
+        """ "Primary/Secondary" (local/peer), None when not readable."""
         if not self.lab.running(node):
             return None
         try:
@@ -249,6 +250,10 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
             lab.start(node, checkpoint=BOOTED)
     lab.heal()
     lab.up(install=False, drbd=False)
+    for node in NODES:  # a lab that was up before this session has none yet
+        if not lab.has_checkpoint(node, BOOTED):
+            lab.exec(node, f"pkill -f /root/writer.py; drbdadm down {RESOURCE}", check=False)
+            lab.checkpoint(node, BOOTED)
     lab.drbd_up(**drbd)
     lab.parallel(
         lambda n: lab.exec(

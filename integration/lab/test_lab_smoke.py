@@ -16,7 +16,6 @@ from cluster import NETNS, NODES, VMS, Lab, LabError
 pytestmark = pytest.mark.slow
 
 
-
 def test_drbd_connected_and_uptodate(lab: Lab) -> None:
     for node in NODES:
         st = lab.drbd_state(node)
