@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / 
 import demo_cluster
 from chainlab import EXPORT, MOUNTPOINT, TUNED, fresh_cluster
 from cluster import NODES, RESOURCE, VIP, Lab, wait_until
-from nfslab import ClientCapture, Phase, events, lost_on, mount_and_write, nfs_cluster
+from nfslab import ClientCapture, Phase, events, logged_at, lost_on, mount_and_write, nfs_cluster
 from timeline import Timeline, draw
 
 HERE = Path(__file__).resolve().parent
@@ -215,7 +215,7 @@ def classic_phases(lab: Lab, node: str, since: str, fault_at: float) -> list[Pha
     marks: dict[str, float] = {}
     for line in r.stdout.splitlines():
         e = json.loads(line)
-        at = int(e["__REALTIME_TIMESTAMP"]) / 1e6 - offset
+        at = logged_at(e) - offset  # keepalived and logger: journald's reception time
         msg = e.get("MESSAGE", "")
         if at < fault_at:
             continue

@@ -179,6 +179,8 @@ class Daemon:
         resume = set()
         for inst in instances:
             held = await inst.runner.reconcile()
+            for step, error in await inst.runner.prepare():
+                self.log.warning("step.prepare_failed", instance=inst.name, step=step, error=error)
             # Only a DRBD Primary says a previous run of ours served: nfsd or a service
             # running without it was started by someone else (nfs-server enabled at boot).
             if "drbd" in held:

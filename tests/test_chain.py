@@ -296,3 +296,21 @@ async def test_a_step_that_cannot_say_counts_as_held() -> None:
 
     steps[0].held = unknown  # type: ignore[method-assign]
     assert await runner.reconcile() == ("drbd",)
+
+
+@in_loop
+async def test_prepare_runs_what_steps_can_do_before_a_takeover_and_reports_failures() -> None:
+    runner, steps, log, _ = make(("drbd", "nfsd", "vip"))
+
+    async def ready() -> None:
+        log.append("prepare nfsd")
+
+    async def broken() -> None:
+        raise StepFailed("daemon_reload_failed", "exit 1")
+
+    steps[1].prepare = ready  # type: ignore[attr-defined]
+    assert await runner.prepare() == []
+    assert log == ["prepare nfsd"]
+    steps[1].prepare = broken  # type: ignore[attr-defined]
+    assert await runner.prepare() == [("nfsd", "daemon_reload_failed: exit 1")]
+    assert runner.plan.states == [StepState.DOWN] * 3  # nothing started

@@ -32,8 +32,13 @@ DRBD_REACTOR = {
 }
 SUFFIXES = ("_bucket", "_count", "_sum", "_total")
 # Grafana's variables, replaced by something PromQL accepts.
-GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$host": ".*",
-                "$vrrp_instance": ".*", "$drbd_resource": ".*"}
+GRAFANA_VARS = {
+    "$__rate_interval": "5m",
+    "$__range": "1h",
+    "$host": ".*",
+    "$vrrp_instance": ".*",
+    "$drbd_resource": ".*",
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +85,9 @@ def test_metric_names_exist_or_are_planned(dashboard: dict[str, Any]) -> None:
     exported = {f.name for f in Metrics().registry.collect()}
     used = set()
     for expr in _exprs(dashboard):
-        used |= {_family(m) for m in re.findall(r"(?<![$\w])(drbd(?:ha)?_[a-z_]+)(?=[{\[(\s)]|$)",
-                                                 expr)}
+        used |= {
+            _family(m) for m in re.findall(r"(?<![$\w])(drbd(?:ha)?_[a-z_]+)(?=[{\[(\s)]|$)", expr)
+        }
     # Enum gauges repeat their own name as a label (drbd_resource_role="Primary").
     unknown = used - exported - PLANNED - DRBD_REACTOR
     assert unknown == set()
@@ -100,6 +106,11 @@ def test_queries_parse(dashboard: dict[str, Any], tmp_path: Path) -> None:
         rules.append({"record": f"dashboard:query_{i}", "expr": expr})
     path = tmp_path / "rules.json"  # YAML is a superset of JSON
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
-    r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
-                       text=True, check=False, timeout=60)
+    r = subprocess.run(
+        ["promtool", "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -36,8 +36,9 @@ async def echo(req: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def serving(path: Path, handler: control.Handler = echo,
-                  **kw: Any) -> AsyncIterator[ControlServer]:
+async def serving(
+    path: Path, handler: control.Handler = echo, **kw: Any
+) -> AsyncIterator[ControlServer]:
     kw.setdefault("allowed_uids", {0, os.getuid()})  # lets a non-root CI run the round trips
     server = ControlServer(path, handler, **kw)
     await server.start()
@@ -142,8 +143,11 @@ def test_oversize_request(sock: Path) -> None:
             return bad, await ask(sock, {"command": "status"})
 
     bad, good = asyncio.run(main())
-    assert bad == {"ok": False, "code": "too_large",
-                   "error": "request too large (limit 65536 bytes)"}
+    assert bad == {
+        "ok": False,
+        "code": "too_large",
+        "error": "request too large (limit 65536 bytes)",
+    }
     assert good["ok"] is True
 
 
@@ -152,8 +156,11 @@ def test_silent_client_times_out(sock: Path) -> None:
         async with serving(sock, read_timeout=0.1):
             return await raw(sock, b"")
 
-    assert asyncio.run(main()) == {"ok": False, "code": "timeout",
-                                   "error": "no request line within 0.1s"}
+    assert asyncio.run(main()) == {
+        "ok": False,
+        "code": "timeout",
+        "error": "no request line within 0.1s",
+    }
 
 
 def test_handler_errors_become_replies(sock: Path) -> None:
@@ -164,13 +171,18 @@ def test_handler_errors_become_replies(sock: Path) -> None:
 
     async def main() -> list[dict[str, Any]]:
         async with serving(sock, handler):
-            return [await ask(sock, {"command": "force-failover"}),
-                    await ask(sock, {"command": "status"})]
+            return [
+                await ask(sock, {"command": "force-failover"}),
+                await ask(sock, {"command": "status"}),
+            ]
 
     refused, crashed = asyncio.run(main())
     assert refused == {"ok": False, "code": "refused", "error": "refused: no healthy peer visible"}
-    assert crashed == {"ok": False, "code": "internal",
-                       "error": "internal error: RuntimeError: boom"}
+    assert crashed == {
+        "ok": False,
+        "code": "internal",
+        "error": "internal error: RuntimeError: boom",
+    }
 
 
 def test_handler_deadline(sock: Path) -> None:
@@ -183,8 +195,11 @@ def test_handler_deadline(sock: Path) -> None:
         async with serving(sock, slow, handler_timeout=0.1):
             return await ask(sock, {"command": "force-failover"})
 
-    assert asyncio.run(main()) == {"ok": False, "code": "timeout",
-                                   "error": "force-failover did not finish within 0.1s"}
+    assert asyncio.run(main()) == {
+        "ok": False,
+        "code": "timeout",
+        "error": "force-failover did not finish within 0.1s",
+    }
 
 
 def test_long_command_is_not_cut_by_the_read_timeout(sock: Path) -> None:
@@ -275,7 +290,9 @@ def test_non_root_caller_is_refused_whatever_the_file_mode(open_dir: Path) -> No
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, reply
     assert json.loads(reply) == {
-        "ok": False, "code": "permission", "error": "permission denied: root only"
+        "ok": False,
+        "code": "permission",
+        "error": "permission denied: root only",
     }
     assert called == []  # the daemon never saw the request
 
@@ -394,8 +411,13 @@ def test_client_imports_stay_light() -> None:
         "heavy = {'asyncio', 'pyroute2', 'prometheus_client', 'drbdha.daemon', 'drbdha.net'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -419,8 +441,10 @@ def test_inbox_handler_hands_requests_to_the_main_loop(sock: Path) -> None:
         loop_task = asyncio.create_task(main_loop())
         try:
             async with serving(sock, control.inbox_handler(inbox.put_nowait)):
-                return [await ask(sock, {"command": "status"}),
-                        await ask(sock, {"command": "force-failover"})]
+                return [
+                    await ask(sock, {"command": "status"}),
+                    await ask(sock, {"command": "force-failover"}),
+                ]
         finally:
             loop_task.cancel()
 

@@ -17,8 +17,9 @@ from drbdha import logs
 def test_json_lines_when_not_a_terminal() -> None:
     out = io.StringIO()
     logs.configure("info", stream=out)
-    logs.get(vrrp_instance="nfs").info("vrrp.transition", old="backup", new="master",
-                                       reason="master_down")
+    logs.get(vrrp_instance="nfs").info(
+        "vrrp.transition", old="backup", new="master", reason="master_down"
+    )
     logs.get().debug("not.shown")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
@@ -33,9 +34,18 @@ def test_journal_renderer_sends_every_key_as_a_field() -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
     renderer = logs._JournalRenderer(lambda msg, **kw: sent.append((msg, kw)))
     with pytest.raises(structlog.DropEvent):
-        renderer(None, "warning", {"event": "vrrp.invalid_advert", "level": "warning",
-                                   "reason": "ttl", "vrid": 51, "message": "x"})
-    (msg, fields), = sent
+        renderer(
+            None,
+            "warning",
+            {
+                "event": "vrrp.invalid_advert",
+                "level": "warning",
+                "reason": "ttl",
+                "vrid": 51,
+                "message": "x",
+            },
+        )
+    ((msg, fields),) = sent
     assert msg.startswith("vrrp.invalid_advert ")
     assert "reason=ttl" in msg
     assert fields["PRIORITY"] == "4"

@@ -4,16 +4,15 @@ themselves run on the lab's cluster (integration/lab/test_nfs_vms.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pytest
 
 from drbdha.config import ExportConfig, StorageConfig
 from drbdha.net import nfs_clients
 from drbdha.net.tickle import Connection
 from drbdha.resources import nfs, nfs_advice
-
-if TYPE_CHECKING:
-    import pytest
 
 EXPORT = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24", "client.example"), 7, "rw,sync")
 
@@ -152,3 +151,42 @@ def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_n
     assert commands == [("systemctl", "restart", "rpc-statd-notify.service")]
     assert ("info", "nfs.clients_tickled", {"connections": 1, "segments": 3}) in log.events
     assert nfs_clients.read_records(tmp_path / nfs_clients.RECORD_FILE) == now
+
+
+def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_change(
+    tmp_path: Path,
+) -> None:
+    """At the daemon's start, so that the first takeover does not pay for a daemon-reload."""
+    import asyncio  # noqa: PLC0415
+
+    from drbdha.chain.step import StepFailed  # noqa: PLC0415
+    from drbdha.resources.proc import Result  # noqa: PLC0415
+
+    ran: list[list[str]] = []
+    code = 0
+
+    async def run(argv: Sequence[str]) -> Result:
+        ran.append(list(argv))
+        return Result(tuple(argv), code, "", "reload failed" if code else "")
+
+    step = nfs.NfsdStep(
+        scope="nfs-lab",
+        threads=8,
+        lease=10,
+        grace=10,
+        vip="192.0.2.100",
+        timeouts=(30.0, 30.0),
+        listening=lambda _: False,
+        run=run,
+    )
+    step.dropins = {tmp_path / f"{p.parent.name}/{p.name}": t for p, t in step.dropins.items()}
+    asyncio.run(step.prepare())
+    assert ran == [["systemctl", "daemon-reload"]]
+    assert all(p.read_text() == t for p, t in step.dropins.items())
+    asyncio.run(step.prepare())
+    assert ran == [["systemctl", "daemon-reload"]]  # unchanged: no second reload
+    next(iter(step.dropins)).write_text("edited by hand\n")
+    code = 1
+    with pytest.raises(StepFailed) as failed:
+        asyncio.run(step.prepare())
+    assert failed.value.reason == "daemon_reload_failed"

@@ -28,7 +28,12 @@ from drbdha.vrrp.events import State, Transition
 from drbdha.vrrp.machine import Snapshot
 
 CFG = VrrpInstanceConfig(
-    name="nfs", interface="eth0", vrid=51, priority=150, version=3, advert_interval=1.0,
+    name="nfs",
+    interface="eth0",
+    vrid=51,
+    priority=150,
+    version=3,
+    advert_interval=1.0,
     virtual_ipaddress=(IPv4Interface("10.0.0.100/24"),),
 )
 NO_COUNTS = Counters(adverts_sent=0, adverts_received=0, invalid={})
@@ -36,17 +41,27 @@ NO_COUNTS = Counters(adverts_sent=0, adverts_received=0, invalid={})
 
 def snap(state: State, **kw: Any) -> Snapshot:
     fields: dict[str, Any] = {
-        "state": state, "effective_priority": 150, "master_address": None,
-        "master_adver_interval": 1.0, "faults": (), "last_transition": None,
-        "last_transition_at": None, "preempt_hold_off_until": float("-inf"),
+        "state": state,
+        "effective_priority": 150,
+        "master_address": None,
+        "master_adver_interval": 1.0,
+        "faults": (),
+        "last_transition": None,
+        "last_transition_at": None,
+        "preempt_hold_off_until": float("-inf"),
     }
     fields.update(kw)
     return Snapshot(**fields)
 
 
 def doc_of(*instances: Any) -> dict[str, Any]:
-    d = document(version="0.1.0", pid=4242, uptime_s=7384.2, config_path="/etc/drbdha/drbdha.toml",
-                 instances=instances)
+    d = document(
+        version="0.1.0",
+        pid=4242,
+        uptime_s=7384.2,
+        config_path="/etc/drbdha/drbdha.toml",
+        instances=instances,
+    )
     received: dict[str, Any] = json.loads(json.dumps(d))  # what the CLI gets over the socket
     return received
 
@@ -59,22 +74,39 @@ def lines(doc: dict[str, Any]) -> list[str]:
 
 MASTER = instance_status(
     CFG,
-    snap(State.MASTER, master_address=IPv4Address("10.0.0.1"),
-         last_transition=Transition(State.BACKUP, State.MASTER, "master_down"),
-         last_transition_at=1000.0),
+    snap(
+        State.MASTER,
+        master_address=IPv4Address("10.0.0.1"),
+        last_transition=Transition(State.BACKUP, State.MASTER, "master_down"),
+        last_transition_at=1000.0,
+    ),
     now=1192.0,
     counters=Counters(adverts_sent=192, adverts_received=40, invalid={"ttl": 2, "checksum": 1}),
-    storage={"drbd": {"resource": "r0", "role": "Primary", "disk": "UpToDate",
-                      "peer_role": "Secondary", "peer_disk": "UpToDate",
-                      "connection": "Connected"},
-             "mount": None, "nfsd": None, "exports": None},
+    storage={
+        "drbd": {
+            "resource": "r0",
+            "role": "Primary",
+            "disk": "UpToDate",
+            "peer_role": "Secondary",
+            "peer_disk": "UpToDate",
+            "connection": "Connected",
+        },
+        "mount": None,
+        "nfsd": None,
+        "exports": None,
+    },
 )
 
 BACKUP = instance_status(
     CFG,
-    snap(State.BACKUP, effective_priority=100, master_address=IPv4Address("10.0.0.2"),
-         last_transition=Transition(State.INITIALIZE, State.BACKUP, "startup"),
-         last_transition_at=10.0, preempt_hold_off_until=130.0),
+    snap(
+        State.BACKUP,
+        effective_priority=100,
+        master_address=IPv4Address("10.0.0.2"),
+        last_transition=Transition(State.INITIALIZE, State.BACKUP, "startup"),
+        last_transition_at=10.0,
+        preempt_hold_off_until=130.0,
+    ),
     now=100.0,
     counters=Counters(adverts_sent=0, adverts_received=90, invalid={}),
     peer={"address": "10.0.0.2", "priority": 150, "last_seen_age_s": 0.42},
@@ -82,9 +114,12 @@ BACKUP = instance_status(
 
 FAULT = instance_status(
     CFG,
-    snap(State.FAULT, faults=("link",),
-         last_transition=Transition(State.MASTER, State.FAULT, "link"),
-         last_transition_at=50.0),
+    snap(
+        State.FAULT,
+        faults=("link",),
+        last_transition=Transition(State.MASTER, State.FAULT, "link"),
+        last_transition_at=50.0,
+    ),
     now=65.0,
     counters=NO_COUNTS,
 )
@@ -94,8 +129,13 @@ WARNED = instance_status(
     snap(State.BACKUP, master_address=IPv4Address("10.0.0.2")),
     now=5.0,
     counters=NO_COUNTS,
-    latches=[{"kind": "split-brain", "reason": "r0 connected StandAlone after split brain",
-              "age_s": 3720.0}],
+    latches=[
+        {
+            "kind": "split-brain",
+            "reason": "r0 connected StandAlone after split brain",
+            "age_s": 3720.0,
+        }
+    ],
     warnings=["peer DRBD disk Outdated", "no advert from 10.0.0.2 for 30s"],
 )
 
@@ -105,8 +145,7 @@ def test_healthy_master() -> None:
     assert health(doc) == EXIT_HEALTHY
     assert doc["daemon"]["health"] == "healthy"
     out = lines(doc)
-    assert out[0] == ("drbdha 0.1.0, pid 4242, up 2h03m, config /etc/drbdha/drbdha.toml: "
-                      "healthy")
+    assert out[0] == ("drbdha 0.1.0, pid 4242, up 2h03m, config /etc/drbdha/drbdha.toml: healthy")
     assert out[1] == ""
     assert out[2] == "nfs  (VRRPv3 vrid 51 on eth0)"
     assert "  state            MASTER" in out
@@ -205,8 +244,11 @@ def test_render_tolerates_missing_fields() -> None:
 
 def test_storage_placeholders_render_generically() -> None:
     doc = doc_of(MASTER)
-    doc["instances"][0]["storage"]["mount"] = {"device": "/dev/drbd0", "mountpoint": "/srv",
-                                               "mounted": True}
+    doc["instances"][0]["storage"]["mount"] = {
+        "device": "/dev/drbd0",
+        "mountpoint": "/srv",
+        "mounted": True,
+    }
     assert "  mount            device=/dev/drbd0 mountpoint=/srv mounted=yes" in lines(doc)
 
 
@@ -215,13 +257,36 @@ def test_document_is_json_and_schema_keys() -> None:
     assert set(doc) == {"daemon", "instances"}
     assert set(doc["daemon"]) == {"version", "pid", "uptime_s", "config_path", "health"}
     assert set(doc["instances"][0]) == {
-        "name", "interface", "vrid", "version", "state", "priority", "effective_priority",
-        "master_address", "is_master", "advert_interval", "master_adver_interval", "vips",
-        "vips_held", "preempt", "preempt_hold_off_remaining_s", "faults", "last_transition",
-        "counters", "peer", "storage", "latches", "inhibitions", "alerts", "warnings",
+        "name",
+        "interface",
+        "vrid",
+        "version",
+        "state",
+        "priority",
+        "effective_priority",
+        "master_address",
+        "is_master",
+        "advert_interval",
+        "master_adver_interval",
+        "vips",
+        "vips_held",
+        "preempt",
+        "preempt_hold_off_remaining_s",
+        "faults",
+        "last_transition",
+        "counters",
+        "peer",
+        "storage",
+        "latches",
+        "inhibitions",
+        "alerts",
+        "warnings",
     }
     assert doc["instances"][0]["last_transition"] == {
-        "old": "backup", "new": "master", "reason": "master_down", "age_s": 192.0
+        "old": "backup",
+        "new": "master",
+        "reason": "master_down",
+        "age_s": 192.0,
     }
     assert doc["instances"][0]["storage"]["drbd"]["role"] == "Primary"
     assert set(doc["instances"][0]["storage"]) == {"drbd", "mount", "nfsd", "exports"}
@@ -235,10 +300,14 @@ def test_counters_agree_with_the_metrics_registry() -> None:
     m.adverts_sent.labels("other").inc(100)
     m.invalid_adverts.labels("other", "checksum").inc()
     assert counters_from_registry(m.registry, "nfs") == {
-        "adverts_sent": 7, "adverts_received": 3, "invalid": {"ttl": 2}
+        "adverts_sent": 7,
+        "adverts_received": 3,
+        "invalid": {"ttl": 2},
     }
     assert counters_from_registry(m.registry, "absent") == {
-        "adverts_sent": 0, "adverts_received": 0, "invalid": {}
+        "adverts_sent": 0,
+        "adverts_received": 0,
+        "invalid": {},
     }
 
 
@@ -251,8 +320,16 @@ def test_render_does_not_mutate() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (0, "0.0s"), (0.42, "0.4s"), (9.96, "10s"), (12.7, "13s"), (192, "3m12s"),
-     (7384, "2h03m"), (3 * 86400 + 7 * 3600, "3d07h")],
+    [
+        (None, "-"),
+        (0, "0.0s"),
+        (0.42, "0.4s"),
+        (9.96, "10s"),
+        (12.7, "13s"),
+        (192, "3m12s"),
+        (7384, "2h03m"),
+        (3 * 86400 + 7 * 3600, "3d07h"),
+    ],
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
@@ -276,14 +353,33 @@ def test_status_line_for_systemd() -> None:
 def test_checks_row_shows_each_check_and_why_a_failing_one_fails() -> None:
     doc = doc_of(MASTER)
     doc["instances"][0]["storage"]["checks"] = [
-        {"name": "filesystem", "builtin": True, "failing": False, "weight": 0, "last_ok": True,
-         "detail": "", "runs": 9},
-        {"name": "web", "builtin": False, "failing": True, "weight": 0, "last_ok": False,
-         "detail": "curl: exit 7", "runs": 4},
-        {"name": "nfsd", "builtin": True, "failing": False, "weight": 0, "last_ok": None,
-         "detail": "", "runs": 0},
+        {
+            "name": "filesystem",
+            "builtin": True,
+            "failing": False,
+            "weight": 0,
+            "last_ok": True,
+            "detail": "",
+            "runs": 9,
+        },
+        {
+            "name": "web",
+            "builtin": False,
+            "failing": True,
+            "weight": 0,
+            "last_ok": False,
+            "detail": "curl: exit 7",
+            "runs": 4,
+        },
+        {
+            "name": "nfsd",
+            "builtin": True,
+            "failing": False,
+            "weight": 0,
+            "last_ok": None,
+            "detail": "",
+            "runs": 0,
+        },
     ]
     row = [line for line in lines(doc) if line.startswith("  checks")]
-    assert row == [
-        "  checks           filesystem ok, web FAILING (curl: exit 7), nfsd not run yet"
-    ]
+    assert row == ["  checks           filesystem ok, web FAILING (curl: exit 7), nfsd not run yet"]

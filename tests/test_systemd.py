@@ -23,8 +23,10 @@ UNIT = Path(__file__).resolve().parent.parent / "systemd" / "drbdha.service"
 HAVE_SYSTEMD_PYTHON = importlib.util.find_spec("systemd") is not None
 
 BACKENDS = [
-    pytest.param("systemd-python", marks=pytest.mark.skipif(
-        not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed")),
+    pytest.param(
+        "systemd-python",
+        marks=pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed"),
+    ),
     "stdlib",
 ]
 
@@ -109,8 +111,9 @@ def test_extend_timeout(notify: NotifySocket) -> None:
     assert notify.recv()[0].rstrip(b"\n") == b"EXTEND_TIMEOUT_USEC=30000000\nSTATUS=promoting r0"
 
 
-def test_watchdog_pings_at_half_the_period(notify: NotifySocket,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_pings_at_half_the_period(
+    notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")  # WatchdogSec=10s
     sd = Notifier()
     assert sd.watchdog_interval == 5.0
@@ -132,8 +135,9 @@ def test_watchdog_pid_ours_enables(notify: NotifySocket, monkeypatch: pytest.Mon
     assert Notifier().watchdog_interval == 1.5
 
 
-def test_watchdog_pid_mismatch_disables(notify: NotifySocket,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_pid_mismatch_disables(
+    notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))  # meant for our parent
     sd = Notifier()
@@ -144,8 +148,9 @@ def test_watchdog_pid_mismatch_disables(notify: NotifySocket,
 
 
 @pytest.mark.parametrize("value", ["", "0", "-5", "ten"])
-def test_bad_watchdog_usec_disables(notify: NotifySocket, monkeypatch: pytest.MonkeyPatch,
-                                    value: str) -> None:
+def test_bad_watchdog_usec_disables(
+    notify: NotifySocket, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     del notify
     monkeypatch.setenv("WATCHDOG_USEC", value)
     assert Notifier().watchdog_interval is None
@@ -228,7 +233,10 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit.write_text(UNIT.read_text().replace("/usr/bin/drbdha", str(stub)))
     r = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)],
-        capture_output=True, text=True, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     # Only complaints about our unit count; the host's other units are not ours to judge.
     ours = [ln for ln in (r.stdout + r.stderr).splitlines() if "drbdha.service" in ln]

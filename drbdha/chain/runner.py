@@ -63,6 +63,24 @@ class Runner:
         self.plan = Plan(self.plan.names, tuple(held))
         return self.plan.held
 
+    async def prepare(self) -> list[tuple[str, str]]:
+        """What steps can do before any takeover, done at start instead of on a takeover's
+        clock (nfsd: its unit's drop-ins and the daemon-reload they need). Each bounded by
+        the step's start timeout; returns (step, error) for those that failed, which only
+        means the takeover does that work itself."""
+        failed = []
+        for s in self.steps:
+            prepare = getattr(s, "prepare", None)
+            if prepare is None:
+                continue
+            try:
+                await asyncio.wait_for(prepare(), s.start_timeout)
+            except TimeoutError:
+                failed.append((s.name, f"timed out after {s.start_timeout:g} s"))
+            except StepFailed as e:
+                failed.append((s.name, str(e)))
+        return failed
+
     def want(self, up: bool) -> None:
         if self.plan.want(up):
             self._idle.clear()

@@ -217,14 +217,19 @@ class NfsdStep:
         # In a thread: pyroute2's sock_diag socket runs an event loop of its own.
         return await asyncio.to_thread(self.listening, NFS_PORT)
 
-    async def start(self) -> None:
-        if nfsd_threads() > 0 and await self._listening():
-            return
+    async def prepare(self) -> None:
+        """The drop-ins, and the daemon-reload they need when they changed (once per boot or
+        per change), at the daemon's start: off the takeover's clock."""
         changed = [
             await asyncio.to_thread(_write_if_changed, p, t) for p, t in self.dropins.items()
         ]
-        if any(changed):  # once per boot (or per change): a daemon-reload costs time
+        if any(changed):
             await self._check(["systemctl", "daemon-reload"], "daemon_reload_failed")
+
+    async def start(self) -> None:
+        if nfsd_threads() > 0 and await self._listening():
+            return
+        await self.prepare()  # nothing to do unless the start-time one failed
         await self._check(["systemctl", "start", UNIT], "nfsd_start_failed")
         # Ready means clients get an answer on 2049, not that systemctl returned.
         while True:

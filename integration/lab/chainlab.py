@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster import BOOTED, NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError, wait_until
+from qga import AgentError
 
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
@@ -92,10 +93,18 @@ demote_timeout = {demote_timeout}
 
 def roles(lab: Lab, node: str, timeout: float = 20) -> str | None:
     """DRBD's roles of r0 on `node`, "Primary/Secondary" (local/peer), None when r0 is down;
-    from /proc/drbd (DRBD 8.4), which costs the one-CPU emulated VM a `sed`, where `drbdadm
-    role` parses the DRBD configuration first: the Sampler asks twice a second."""
-    r = lab.exec(node, r"sed -n 's/^ *0: .* ro:\([^ ]*\) .*/\1/p' /proc/drbd", timeout=timeout)
-    return r.stdout.strip() or None
+    /proc/drbd (DRBD 8.4) read through the guest agent's file calls, no process in the VM
+    (`drbdadm role` would parse the DRBD configuration in a one-CPU emulated guest, and the
+    Sampler asks twice a second)."""
+    try:
+        text = lab.agent(node).read_file("/proc/drbd", timeout).decode(errors="replace")
+    except AgentError as e:
+        raise LabError(f"{node}: {e}") from None
+    for line in text.splitlines():
+        fields = line.split()
+        if fields[:1] == ["0:"]:
+            return next((f[3:] for f in fields if f.startswith("ro:")), None)
+    return None
 
 
 class Sampler(threading.Thread):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nfslab import Phase, events, lost_on, mount_and_write, takeover_phases
+from nfslab import Phase, events, logged_at, lost_on, mount_and_write, takeover_phases
 from timeline import Timeline
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def _result(lab: Lab, writers: dict[str, records.Writer], since: str, killed_at:
     entries = events(lab, PEER, since)
     peer_offset, client_offset = lab.clock_offset(PEER), lab.clock_offset("client")
     (vip,) = [e for e in entries if e.get("EVENT") == "vip.added"]
-    vip_at = int(vip["__REALTIME_TIMESTAMP"]) / 1e6 - peer_offset
+    vip_at = logged_at(vip) - peer_offset
     phases = phases_after(entries, peer_offset, killed_at)
     mounts = {}
     for version, w in writers.items():

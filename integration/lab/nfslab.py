@@ -7,6 +7,7 @@ and what the nodes' journals say about a takeover, on the host's clock."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import subprocess
 from collections.abc import Iterator
@@ -30,8 +31,14 @@ def nfs_cluster(lab: Lab, net: str = TUNED, advert: float = 0.1) -> Iterator[Sto
     mounts are gone."""
     with fresh_cluster(lab, net=net, **FENCING) as s:
         # As the README says: drbdha starts nfsd on the master, nothing else may.
+        # (disable costs a daemon-reload: only if the image had it enabled)
         lab.parallel(
-            lambda n: lab.exec(n, "systemctl disable --now nfs-server; rm -rf /srv/nfs"), NODES
+            lambda n: lab.exec(
+                n,
+                "if systemctl -q is-enabled nfs-server; then systemctl disable --now nfs-server; "
+                "else systemctl stop nfs-server; fi; rm -rf /srv/nfs",
+            ),
+            NODES,
         )
         lab.exec(
             "node1",
@@ -94,12 +101,21 @@ class Phase:
     end: float
 
 
+def logged_at(entry: dict[str, Any]) -> float:
+    """When drbdha logged a journal entry, on the node's wall clock: its own TIMESTAMP
+    field (journald's reception time lags by seconds in a loaded emulated VM)."""
+    stamp = entry.get("TIMESTAMP")
+    if stamp:
+        return dt.datetime.fromisoformat(stamp).timestamp()
+    return int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+
+
 def takeover_phases(entries: list[dict[str, Any]], offset: float) -> list[Phase]:
     """The takeover in a node's journal entries (node clock minus host clock = offset):
     the VRRP transition to master, then each step of the chain as it started."""
     out = []
     for e in entries:
-        at = int(e["__REALTIME_TIMESTAMP"]) / 1e6 - offset
+        at = logged_at(e) - offset
         kind = e.get("EVENT", "")
         if kind == "vrrp.transition" and e.get("NEW") == "master":
             out.append(Phase("VRRP master", at, at))

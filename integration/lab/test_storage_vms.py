@@ -39,10 +39,18 @@ def storage(tuned: Lab) -> Iterator[Storage]:
         yield s
 
 
-def test_service_link_cut_the_drbd_link_says_the_master_lives(storage: Storage, lab: Lab) -> None:
-    storage.configure()
+def test_link_cut_then_kill_9_then_a_demote_held_open(storage: Storage, lab: Lab) -> None:
+    """Three cases on one running cluster (CI time: each start of the daemons costs seconds
+    under emulation), each ending with node1 or node2 serving as the next one needs."""
+    storage.configure(demote_timeout=4.0)
     storage.start("node1", "node2")
     storage.wait_serving("node1")
+    service_link_cut_the_drbd_link_says_the_master_lives(storage, lab)
+    kill_9_on_the_primary_reconciles_without_a_second_promote(storage, lab)
+    demote_held_open_escalates_to_fault(storage, lab)
+
+
+def service_link_cut_the_drbd_link_says_the_master_lives(storage: Storage, lab: Lab) -> None:
     lab.cut("node1", "service")
 
     # node2 hears no adverts, but DRBD still sees a connected Primary: it must not take over.
@@ -170,12 +178,7 @@ def test_disk_failure_with_no_uptodate_peer_does_not_hand_over(storage: Storage,
     lab.drbd_reset()
 
 
-def test_kill_9_on_the_primary_reconciles_without_a_second_promote(
-    storage: Storage, lab: Lab
-) -> None:
-    storage.configure()
-    storage.start("node1", "node2")
-    storage.wait_serving("node1")
+def kill_9_on_the_primary_reconciles_without_a_second_promote(storage: Storage, lab: Lab) -> None:
     promotes = lab.exec(
         "node1", "dmesg | grep -c 'role( Secondary -> Primary )'", check=False
     ).stdout.strip()
@@ -197,10 +200,7 @@ def test_kill_9_on_the_primary_reconciles_without_a_second_promote(
     assert storage.state("node2") == "backup"
 
 
-def test_demote_held_open_escalates_to_fault(storage: Storage, lab: Lab) -> None:
-    storage.configure(demote_timeout=4.0)
-    storage.start("node1", "node2")
-    storage.wait_serving("node1")
+def demote_held_open_escalates_to_fault(storage: Storage, lab: Lab) -> None:
     holder = lab.exec(
         "node1", "nohup sleep 600 < /dev/drbd0 >/dev/null 2>&1 & echo $!"
     ).stdout.strip()
