@@ -261,14 +261,15 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
     lab.up(install=False, drbd=False)
     for node in NODES:  # a lab that was up before this session has none yet
         if not lab.has_checkpoint(node, BOOTED):
-            lab.exec(node, f"pkill -f /root/writer.py; drbdadm down {RESOURCE}", check=False)
+            lab.exec(node, f"pkill -f '/root/[w]riter.py'; drbdadm down {RESOURCE}", check=False)
             lab.checkpoint(node, BOOTED)
     lab.drbd_up(**drbd)
     lab.parallel(
         lambda n: lab.exec(
             n,
-            # A writer a failed test left behind would hold the device open.
-            f"pkill -f /root/writer.py; sleep 0.5; drbdadm secondary {RESOURCE}; "
+            # A writer a failed test left behind would hold the device open. ([w]: the
+            # pattern must not match this shell's own command line.)
+            f"pkill -f '/root/[w]riter.py'; sleep 0.5; drbdadm secondary {RESOURCE}; "
             "rm -rf /var/lib/drbdha",
             check=False,
         ),

@@ -235,8 +235,9 @@ class Lab:
         self._net_up()
         t_boot = time.monotonic()
         to_boot = [vm for vm in VMS if not self.running(vm)]
-        for vm in to_boot:
-            self.start(vm, img, wait=False)
+        resumed = [vm for vm in to_boot if self.has_checkpoint(vm, BOOTED)]
+        for vm in to_boot:  # a node powered off after `up` comes back as `up` left it
+            self.start(vm, img, wait=False, checkpoint=BOOTED if vm in resumed else None)
         self.heal()
         self.wait_ready(list(VMS))
         if to_boot:
@@ -246,7 +247,7 @@ class Lab:
             self.install_drbdha()
             # Booted just now, drbdha installed, DRBD not yet up: what a node powered on again
             # (fresh_cluster) resumes from.
-            for vm in [vm for vm in to_boot if vm in NODES]:
+            for vm in [vm for vm in to_boot if vm in NODES and vm not in resumed]:
                 self.checkpoint(vm, BOOTED)
         if drbd:
             self.drbd_up()

@@ -157,7 +157,7 @@ class Writer:
     def stop(self) -> None:
         if self.node is not None and self.lab.running(self.node):
             self.lab.exec(
-                self.node, f"pkill -f 'writer.py {HOST} {self.port} '", check=False, timeout=20
+                self.node, f"pkill -f '[w]riter.py {HOST} {self.port} '", check=False, timeout=20
             )
         if self._collector is not None:
             self._collector.terminate()
