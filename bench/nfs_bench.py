@@ -157,7 +157,14 @@ def classic_cluster(lab: Lab, timers: str) -> Iterator[None]:
     with fresh_cluster(lab, net=net):
         conf = (CLASSIC / "keepalived.conf").read_text().replace("@ADVERT@", f"{advert:g}")
         for node in NODES:
-            lab.exec(node, f"systemctl disable --now nfs-server; mkdir -p {MOUNTPOINT}")
+            # nfs-server as the recipe runs it: without the drop-ins a drbdha run left in /run
+            # (drbdha's lease, grace and server scope are not the classic stack's).
+            lab.exec(
+                node,
+                "systemctl disable --now nfs-server; cd /run/systemd/system && rm -f "
+                "nfs-server.service.d/50-drbdha.conf rpc-statd-notify.service.d/50-drbdha.conf; "
+                f"systemctl daemon-reload; mkdir -p {MOUNTPOINT}",
+            )
             lab.put(
                 node,
                 "/etc/keepalived/drbd-notify.sh",

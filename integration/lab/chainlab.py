@@ -31,6 +31,7 @@ MAKE_SECRET = "umask 077; head -c 32 /dev/urandom | base64 > /etc/drbdha/peer.ke
 
 
 MOUNTPOINT = "/srv/nfs"
+FAIL_FLAG = "/run/drbdha-lab-fail"
 EXPORT = "/srv/nfs/data"
 NFS_SECTION = f"""
 mountpoint = "{MOUNTPOINT}"
@@ -38,6 +39,16 @@ fstype = "ext4"
 nfs_state_dir = "{MOUNTPOINT}/.nfs-state"
 nfsv4_lease_time = 10
 nfsv4_grace_time = 10
+
+takeover_damping = 60
+
+# The lab's own check: fails while FAIL_FLAG exists (test_nfs_vms.py moves the service so).
+[[storage.data.checks]]
+name = "flag"
+command = ["/bin/sh", "-c", "! test -e {FAIL_FLAG}"]
+interval = 1
+fall = 2
+rise = 2
 
 [[storage.data.exports]]
 path = "{EXPORT}"
@@ -251,7 +262,8 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
     """Both nodes running, links healed, drbdha stopped, DRBD r0 Connected UpToDate with the
     given sections (drbd_up's net/disk/handlers), both Secondary, no drbdha state; a Sampler
     for the whole block. Afterwards: drbdha stopped, no VIP left behind, never two Primaries,
-    and the config and state removed."""
+    the config and state removed, and a node the block powered off on again (from the
+    checkpoint `up` made: DRBD down there until the next drbd_up)."""
     s = Storage(lab)
     s.stop()
     for node in NODES:
@@ -296,3 +308,6 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
             ),
             [n for n in NODES if lab.running(n)],
         )
+        for node in NODES:  # a node the test powered off: on again, as after `up` (DRBD down)
+            if not lab.running(node):
+                lab.start(node, checkpoint=BOOTED)

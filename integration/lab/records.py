@@ -28,6 +28,10 @@ from cluster import DISK_DEV, NETNS, Lab
 PORT = 7900
 HOST = "10.77.1.1"  # the host's address on the service network, inside NETNS
 RECORD = 512
+# An application appending records, not a stress test: at full speed (0) the writer alone
+# kept the one-CPU emulated VMs busy (nfsd, DRBD's replication on both nodes), which slowed
+# every takeover step it was there to watch. A blocked write still shows as one long write.
+PACE = 0.05
 
 WRITER = r"""
 import hashlib, os, socket, struct, sys, time
@@ -104,8 +108,9 @@ class Acks:
 class Writer:
     """Start with start(node); stop() ends the writer (if its node still runs) and the collector."""
 
-    def __init__(self, lab: Lab, interval: float = 0.0, port: int = PORT) -> None:
-        """`port`: the collector's (one per writer running at the same time)."""
+    def __init__(self, lab: Lab, interval: float = PACE, port: int = PORT) -> None:
+        """`interval`: seconds between one acknowledged record and the next write; `port`:
+        the collector's (one per writer running at the same time)."""
         self.lab = lab
         self.interval = interval
         self.port = port

@@ -14,17 +14,20 @@ returns.
   It runs last here: node1 stays off after it.
 - Two graceful force-failovers in a row, in opposite directions, with the client writing:
   the release works with every NFS helper running (statd, nfsdcld: in the classic stack
-  they kept /var/lib/nfs busy and the demote failed), and nothing acknowledged is lost.
+  they kept /var/lib/nfs busy and the demote failed), and nothing acknowledged is lost;
+  then a health check failing on the master moves the service, and the damping holds the
+  old master out once it is healthy again.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import demo_cluster
 import pytest
-from chainlab import MOUNTPOINT, Storage
+from chainlab import FAIL_FLAG, MOUNTPOINT, Storage
 from cluster import Lab, LabError, wait_until
 from nfslab import lost_on, mount_and_write, nfs_cluster
 
@@ -44,7 +47,9 @@ def nfs(lab: Lab) -> Iterator[Storage]:
         yield s
 
 
-def test_two_force_failovers_in_a_row_with_the_client_writing(nfs: Storage, lab: Lab) -> None:
+def test_two_force_failovers_then_a_failing_check_with_the_client_writing(
+    nfs: Storage, lab: Lab
+) -> None:
     nfs.start("node1", "node2")
     nfs.wait_serving("node1", timeout=120)
     (w,) = mount_and_write(lab, "4.2").values()
@@ -58,11 +63,32 @@ def test_two_force_failovers_in_a_row_with_the_client_writing(nfs: Storage, lab:
         assert "/var/lib/nfs" not in mounts
         assert lab.exec(old, "cat /proc/fs/nfsd/threads", check=False).stdout.strip() in ("", "0")
         w.wait_for(w.acks.acknowledged + 30, timeout=120)
-    w.stop()
     print(f"two switch-overs: the longest blocked write {w.acks.longest_write():.2f} s")
-    assert lost_on(lab, "node1", w) == 0
+
+    # The lab's check (weight 0) fails on the master: a FAULT, the chain released, node2
+    # takes over; healthy again, node1 is held out for takeover_damping (60 s from the
+    # failure).
+    lab.exec("node1", f"touch {FAIL_FLAG}")
+
+    def faulted() -> bool:
+        d = nfs.doc("node1")
+        return bool(d and "check:flag" in d["faults"])
+
+    wait_until("node1 in FAULT for its failing check", faulted, 30)
+    lab.exec("node1", f"rm -f {FAIL_FLAG}")
+    nfs.wait_serving("node2", timeout=120)
+
+    def damped() -> dict[str, Any] | None:
+        d = nfs.doc("node1")
+        return d if d and not d["faults"] and "takeover_damped" in d["inhibitions"] else None
+
+    wait_until("node1 healthy again and held out by the damping", damped, 30)
+    w.wait_for(w.acks.acknowledged + 30, timeout=120)
+    w.stop()
+    print(f"and a failing check: the longest blocked write {w.acks.longest_write():.2f} s")
+    assert lost_on(lab, "node2", w) == 0
     assert w.acks.errors == 0, f"the client saw {w.acks.errors} write errors"
-    wait_until("node2 backup", lambda: nfs.state("node2") == "backup", 60)
+    assert nfs.serving("node2")
 
 
 def test_power_off_the_master_nfs3_and_nfs42_clients_resume_with_every_record(
