@@ -202,6 +202,12 @@ def classic_cluster(lab: Lab, timers: str) -> Iterator[None]:
                 )
 
 
+CLASSIC_LOG = (
+    "journalctl -q -o short-monotonic -n 300 | grep -E 'eepalived|drbd-notify|nfs' | tail -40; "
+    "systemctl --no-pager status keepalived nfs-server | tail -20"
+)
+
+
 def classic_serving(lab: Lab, node: str) -> bool:
     r = lab.exec(
         node,
@@ -250,7 +256,13 @@ def classic_phases(lab: Lab, node: str, since: str, fault_at: float) -> list[Pha
 def run_classic(lab: Lab, fault: str, timers: str, give_up: float) -> dict[str, Any]:
     with classic_cluster(lab, timers):
         lab.exec("node1", "systemctl restart keepalived")
-        wait_until("node1 serving (classic)", lambda: classic_serving(lab, "node1"), 120)
+        try:
+            wait_until("node1 serving (classic)", lambda: classic_serving(lab, "node1"), 120)
+        except AssertionError as e:
+            log = lab.exec("node1", CLASSIC_LOG, check=False).stdout
+            raise AssertionError(
+                f"{e}; node1's keepalived and notify script said:\n{log}"
+            ) from None
         lab.exec("node2", "systemctl restart keepalived")
         time.sleep(3)  # node2 settles as backup
 
