@@ -57,7 +57,7 @@ def full(keep: bool, picture: Path) -> int:
 
     t0 = time.monotonic()
     lab = Lab(log=lambda m: print(f"lab: {m}", flush=True))
-    say("the VM image (built once, ~5 min; cached), then three VMs under emulation (~2-3 min)")
+    say("the VM image (built once, about a minute; cached), three VMs under emulation (~2 min)")
     try:
         lab.up()
         with nfslab.nfs_cluster(lab) as s:

@@ -6,6 +6,11 @@ RES=r0
 MNT=
 [ -r /etc/keepalived/drbd-notify.conf ] && . /etc/keepalived/drbd-notify.conf
 log() { logger -t drbd-notify "$*"; }
+# keepalived runs notify scripts concurrently: at its start the BACKUP (init) script, still
+# stopping nfs-server, demoted DRBD right after the MASTER script had promoted it, and the
+# mount failed. One at a time, in the order keepalived started them.
+exec 9>/run/drbd-notify.lock
+flock 9
 
 case "$1" in
 master)

@@ -76,11 +76,16 @@ class Result:
 def phases_after(entries: list[dict[str, Any]], offset: float, fault_at: float) -> list[Phase]:
     """The takeover in the new master's journal entries after the fault (host clock), the
     detection a bar from the fault to the VRRP transition."""
-    return [
-        Phase("VRRP detection", fault_at, p.end) if p.name == "VRRP master" else p
-        for p in takeover_phases(entries, offset)
-        if p.end >= fault_at
-    ]
+    found = [p for p in takeover_phases(entries, offset) if p.end >= fault_at]
+    moments = {p.name: p.end for p in reversed(found) if p.start == p.end}  # the first of each
+    out = []
+    if "VRRP master" in moments:
+        detected = moments.get("VRRP deferred", moments["VRRP master"])
+        out.append(Phase("VRRP detection", fault_at, detected))
+        if "VRRP deferred" in moments:
+            # DRBD still saw a connected Primary: drbdha waits for DRBD's own peer-loss time.
+            out.append(Phase("DRBD peer loss", detected, moments.get("DRBD peer gone", detected)))
+    return out + [p for p in found if p.start != p.end]
 
 
 def show_status(lab: Lab, node: str, say: Callable[[str], None]) -> None:

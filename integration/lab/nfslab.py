@@ -119,6 +119,10 @@ def takeover_phases(entries: list[dict[str, Any]], offset: float) -> list[Phase]
         kind = e.get("EVENT", "")
         if kind == "vrrp.transition" and e.get("NEW") == "master":
             out.append(Phase("VRRP master", at, at))
+        elif kind == "vrrp.takeover_deferred":  # master down, but DRBD still sees the peer
+            out.append(Phase("VRRP deferred", at, at))
+        elif kind == "takeover.inhibition_cleared" and e.get("REASON") == "peer_primary":
+            out.append(Phase("DRBD peer gone", at, at))
         elif kind == "step.started":
             out.append(Phase(e["STEP"], at - float(e["TOOK_MS"]) / 1000, at))
     return out
