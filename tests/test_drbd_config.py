@@ -807,24 +807,26 @@ fsid = 1
 """
 
 
-def nfs_server_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    """nfs_advice's view of a host with nfs-kernel-server installed and enabled at boot."""
+def nfs_config_with_nfs_server_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config with the NFS chain, on a host (as nfs_advice sees it) with nfs-kernel-server
+    installed and enabled at boot; DRBD's configuration from the fixture."""
     real = nfs_advice.findings
     monkeypatch.setattr(
         nfs_advice,
         "findings",
         lambda s: real(s, enabled=lambda _: True, which=lambda t: f"/usr/sbin/{t}"),
     )
+    toml = tmp_path / "drbdha.toml"
+    toml.write_text(TOML.format(resource="r0") + NFS_KEYS)
+    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    return toml
 
 
 @needs_drbdadm
 def test_check_config_says_nfs_server_must_not_start_at_boot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    nfs_server_enabled(monkeypatch)
-    toml = tmp_path / "drbdha.toml"
-    toml.write_text(TOML.format(resource="r0") + NFS_KEYS)
-    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    toml = nfs_config_with_nfs_server_enabled(tmp_path, monkeypatch)
     assert cli.main(["-c", str(toml), "check-config"]) == cli.EXIT_CONFIG
     out = capsys.readouterr().out
     assert "  ERROR storage.nfs.nfs_state_dir: nfs-server.service is enabled" in out
@@ -835,10 +837,7 @@ def test_run_refuses_to_start_on_what_check_config_calls_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The unit has no ExecStartPre=check-config: `run` makes the same checks itself."""
-    nfs_server_enabled(monkeypatch)
-    toml = tmp_path / "drbdha.toml"
-    toml.write_text(TOML.format(resource="r0") + NFS_KEYS)
-    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    toml = nfs_config_with_nfs_server_enabled(tmp_path, monkeypatch)
     monkeypatch.setattr("drbdha.daemon.run", lambda _: pytest.fail("the daemon must not start"))
     assert cli.main(["-c", str(toml), "run"]) == cli.EXIT_CONFIG
     out, err = capsys.readouterr()
