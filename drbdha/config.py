@@ -216,6 +216,18 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _not_example(v: Any) -> bool:
+    # The packaged /etc/drbdha/drbdha.toml is the example with `example = true`: its eth0,
+    # vrid 51 and r0 could well exist on the machine, and an instance started from them would
+    # advertise on a real LAN. Refused, so nothing runs until the admin has edited the file.
+    if _bool(v):
+        raise _Invalid(
+            "this is the example file: set interface, vrid, virtual_ipaddress, the storage "
+            "chain and [peer] for this node, then delete this line"
+        )
+    return False
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise _Invalid(f"must be a non-empty string, got {v!r}")
@@ -426,6 +438,7 @@ DAEMON_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "metrics_listen": (_listen, DaemonConfig.metrics_listen),
     "log_level": (_choice("debug", "info", "warning", "error"), DaemonConfig.log_level),
     "state_dir": (_path, DaemonConfig.state_dir),
+    "example": (_not_example, False),  # not a setting: never reaches DaemonConfig
 }
 
 INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
@@ -569,6 +582,7 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
     sections = {"daemon", "vrrp_instance", "storage", "peer"}
     problems = [(key, "unknown section") for key in data.keys() - sections]
     daemon = _read_table(data.get("daemon", {}), DAEMON_OPTIONS, "daemon", problems)
+    daemon.pop("example", None)
     raw_instances = data.get("vrrp_instance", [])
     if not isinstance(raw_instances, list) or not raw_instances:
         problems.append(("vrrp_instance", "at least one [[vrrp_instance]] is required"))

@@ -159,12 +159,36 @@ def test_defaults() -> None:
     )
 
 
-def test_example_config_in_etc_parses() -> None:
-    example = Path(__file__).parent.parent / "etc" / "drbdha.toml"
-    if not example.exists():
-        pytest.skip("etc/drbdha.toml not written yet")
-    cfg = load(example)
-    assert cfg.vrrp_instances
+EXAMPLE = Path(__file__).parent.parent / "etc" / "drbdha.toml"
+
+
+def test_example_config_is_refused_until_edited(tmp_path: Path) -> None:
+    """The example is what the package installs as /etc/drbdha/drbdha.toml: its one error is
+    `example = true`, which says what to do; without that line it is a valid configuration."""
+    with pytest.raises(ConfigError) as e:
+        load(EXAMPLE)
+    ((key, msg),) = e.value.problems
+    assert key == "daemon.example"
+    assert "delete this line" in msg
+    edited = EXAMPLE.read_text().replace("example = true\n", "")
+    assert edited != EXAMPLE.read_text()
+    assert load(_write(tmp_path, edited)).vrrp_instances
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_example_config_stops_check_config_and_run(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drbdha import cli  # noqa: PLC0415 (the command, not the loader)
+
+    assert cli.main([command, "-c", str(EXAMPLE)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "daemon.example: this is the example file" in err
+
+
+def test_example_false_or_absent_is_no_setting() -> None:
+    for daemon in ({"example": False}, {}):
+        assert parse({"daemon": daemon, "vrrp_instance": [_instance()]}).daemon == DaemonConfig()
 
 
 def test_dataclasses_are_frozen() -> None:
@@ -409,6 +433,8 @@ DAEMON_BAD = [
     ("log_level", "verbose", "'debug', 'info', 'warning', 'error'"),
     ("log_level", 1, "'debug', 'info', 'warning', 'error'"),
     ("state_dir", "var/lib/drbdha", "absolute"),
+    ("example", True, "this is the example file"),
+    ("example", "no", "true or false"),
 ]
 
 
