@@ -7,6 +7,12 @@ namespace (its real __path__, none of its __init__ code) so that importing a sub
 just that submodule and what it needs. The submodules import each other by full path, never
 from the package root, so they work unchanged; tests exercise them through drbdha.net. If
 pyroute2 is already imported in full (a test process, say), that module is used as it is.
+
+The Debian package ships pyroute2 0.9 in drbdha's own directory, /usr/share/drbdha/vendor:
+Debian's python3-pyroute2 is 0.7 (bookworm 0.7.2, trixie 0.7.7), without AsyncIPRoute. When
+drbdha runs from Debian's dist-packages and that directory exists, it goes first on
+sys.path, ahead of a python3-pyroute2 some other package may have installed. Anywhere else
+(a venv, pip) the pyroute2 installed with drbdha is used.
 """
 
 from __future__ import annotations
@@ -14,6 +20,16 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from pathlib import Path
+from typing import Final
+
+VENDOR: Final = Path("/usr/share/drbdha/vendor")
+DIST_PACKAGES: Final = Path("/usr/lib/python3/dist-packages")
+
+
+def use_vendored(path: list[str], vendor: Path = VENDOR, here: Path = Path(__file__)) -> None:
+    if here.is_relative_to(DIST_PACKAGES) and vendor.is_dir() and str(vendor) not in path:
+        path.insert(0, str(vendor))
 
 
 def _bare_package() -> None:
@@ -29,6 +45,7 @@ def _bare_package() -> None:
     sys.modules["pyroute2"] = package
 
 
+use_vendored(sys.path)
 _bare_package()
 
 from pyroute2.iproute.linux import AsyncIPRoute  # noqa: E402

@@ -1,0 +1,264 @@
+"""The Debian package as debian/build-deb builds it from this tree: its files, conffile,
+dependencies and maintainer scripts, lintian, the man pages against the CLI and the example
+configuration, the unit under systemd-analyze verify, and the vendored pyroute2 under
+Debian's python3.
+
+The build (about 15 s, plus 10 s of lintian) runs once for the module, in a copy of the
+tree (debian/build-deb): nothing is left in the working tree. debian/fetch-vendor gets the
+pyroute2 wheel through pip the first time, if debian/vendor/ does not have it yet. Without
+debhelper & co. the build tests are skipped, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import drbdha
+from drbdha import cli, manpages
+from drbdha.net import _pyroute2
+
+TREE = Path(__file__).resolve().parent.parent
+BUILD_TOOLS = ("dpkg-buildpackage", "dh", "pybuild", "lintian", "argparse-manpage")
+# What CI must install to build and check the package: debian/control's Build-Depends and
+# lintian (and pip for debian/fetch-vendor, which the test takes from this interpreter).
+APT = (
+    "debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools "
+    "python3-argparse-manpage lintian"
+)
+DEB_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+
+
+def _require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t, path=DEB_ENV["PATH"]) is None]
+    if not missing:
+        return
+    msg = f"{', '.join(missing)} not installed (apt-get install {APT})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _run(*argv: str | Path, env: dict[str, str] | None = None, cwd: str | None = None) -> str:
+    r = subprocess.run(
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        env=env or DEB_ENV,
+        cwd=cwd,
+        check=False,
+    )
+    assert r.returncode == 0, f"{argv}: {r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+# ---- without a build -----------------------------------------------------------------
+
+
+def test_one_version_everywhere() -> None:
+    changelog = (TREE / "debian" / "changelog").read_text().splitlines()[0]
+    debian = re.fullmatch(r"drbdha \((?P<v>[^)]+)\) \S+; urgency=\w+", changelog)
+    assert debian is not None
+    pyproject = tomllib.loads((TREE / "pyproject.toml").read_text())["project"]["version"]
+    assert debian["v"] == pyproject == drbdha.__version__
+
+
+def test_vendored_pyroute2_only_for_the_packaged_drbdha(tmp_path: Path) -> None:
+    packaged = _pyroute2.DIST_PACKAGES / "drbdha" / "net" / "_pyroute2.py"
+    path = ["/somewhere"]
+    _pyroute2.use_vendored(path, vendor=tmp_path, here=packaged)
+    _pyroute2.use_vendored(path, vendor=tmp_path, here=packaged)
+    assert path == [str(tmp_path), "/somewhere"]  # first, and once
+    path = []
+    _pyroute2.use_vendored(path, vendor=tmp_path / "absent", here=packaged)
+    _pyroute2.use_vendored(path, vendor=tmp_path, here=TREE / "drbdha" / "net" / "_pyroute2.py")
+    assert path == []  # no vendor directory, or a drbdha of a venv or a clone
+
+
+# ---- the built package ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _require(*BUILD_TOOLS)
+    out = tmp_path_factory.mktemp("deb")
+    # pip for fetch-vendor: this interpreter's (Debian's python3 may have none).
+    env = {**DEB_ENV, "PYTHON": sys.executable, "TMPDIR": str(out)}
+    r = subprocess.run(
+        [TREE / "debian" / "build-deb", out], capture_output=True, text=True, env=env, check=False
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    (built,) = out.glob("drbdha_*_all.deb")
+    assert built.name == f"drbdha_{drbdha.__version__}_all.deb"
+    return built
+
+
+@pytest.fixture(scope="module")
+def root(deb: Path) -> Path:
+    """The package's files, unpacked."""
+    root = deb.parent / "root"
+    _run("dpkg-deb", "-x", deb, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def unit_dir(root: Path) -> Path:
+    # bookworm's debhelper installs units in /lib/systemd/system, trixie's in /usr/lib/...
+    (unit,) = root.glob("**/systemd/system/drbdha.service")
+    return unit.parent
+
+
+def _control(deb: Path, name: str) -> str:
+    return _run("dpkg-deb", "--info", deb, name)
+
+
+@pytest.mark.slow
+def test_file_list(deb: Path, unit_dir: Path) -> None:
+    files = {
+        line.split()[-1].removeprefix(".") for line in _run("dpkg-deb", "-c", deb).splitlines()
+    }
+    unit = "/" + str(unit_dir.relative_to(deb.parent / "root") / "drbdha.service")
+    assert unit in {"/lib/systemd/system/drbdha.service", "/usr/lib/systemd/system/drbdha.service"}
+    want = {
+        "/usr/bin/drbdha",
+        unit,
+        "/etc/drbdha/drbdha.toml",
+        "/usr/share/man/man8/drbdha.8.gz",
+        "/usr/share/man/man5/drbdha.toml.5.gz",
+        "/usr/share/doc/drbdha/README.md",
+        "/usr/share/doc/drbdha/grafana/drbdha.json",
+        "/usr/share/doc/drbdha/copyright",
+        "/usr/lib/python3/dist-packages/drbdha/cli.py",
+        "/usr/share/drbdha/vendor/pyroute2/iproute/linux.py",
+    }
+    assert want - files == set()
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert _control(deb, "conffiles").split() == ["/etc/drbdha/drbdha.toml"]
+
+
+@pytest.mark.slow
+def test_dependencies(deb: Path) -> None:
+    fields = {f: _run("dpkg-deb", "--field", deb, f).strip() for f in ("Depends", "Recommends")}
+    depends = {d.split()[0] for d in fields["Depends"].split(", ")}
+    assert {"python3-systemd", "python3-structlog", "python3-prometheus-client"} <= depends
+    assert "python3-pyroute2" not in depends  # carried in /usr/share/drbdha/vendor
+    assert "python3-structlog (>= 22.1)" in fields["Depends"]  # pyproject.toml's bounds
+    assert set(fields["Recommends"].split(", ")) == {"drbd-utils", "nfs-kernel-server"}
+
+
+@pytest.mark.slow
+def test_maintainer_scripts_never_start_and_restart_only_a_running_daemon(deb: Path) -> None:
+    postinst, prerm = _control(deb, "postinst"), _control(deb, "prerm")
+    # Install: neither enabled nor started. Upgrade: try-restart, which restarts the daemon
+    # only if it runs; a stopped one stays stopped.
+    assert "try-restart 'drbdha.service'" in postinst
+    assert not re.search(r"deb-systemd-invoke (start|restart)\b", postinst)
+    assert "if deb-systemd-helper debian-installed 'drbdha.service'" in postinst  # --no-enable
+    assert "new installations run enable" not in postinst  # the enabling snippet's comment
+    # Removal stops it (debian/drbdha.prerm; --no-start drops debhelper's own stop).
+    assert '[ "$1" = remove ]' in prerm
+    assert "deb-systemd-invoke stop drbdha.service" in prerm
+    assert "rm -rf /var/lib/drbdha" in _control(deb, "postrm")
+
+
+@pytest.mark.slow
+def test_lintian_has_no_errors_or_warnings(deb: Path) -> None:
+    r = subprocess.run(
+        ["lintian", "--pedantic", "--info", deb],
+        capture_output=True,
+        text=True,
+        env=DEB_ENV,
+        check=False,
+    )
+    tags = [line for line in r.stdout.splitlines() if re.match(r"[A-Z]: ", line)]
+    print("\n".join(tags))  # informational tags too, for the log
+    assert [t for t in tags if t[0] in "EW"] == []
+    assert r.returncode == 0, r.stderr
+
+
+def _page(root: Path, path: str) -> str:
+    return gzip.decompress((root / path).read_bytes()).decode()
+
+
+@pytest.mark.slow
+def test_man_pages_cover_every_subcommand_and_key(root: Path) -> None:
+    drbdha8 = _page(root, "usr/share/man/man8/drbdha.8.gz")
+    text = drbdha8.replace("\\-", "-")
+    for name in manpages.subcommands(cli._parser()):
+        assert f"'drbdha {name}'" in text
+    toml5 = _page(root, "usr/share/man/man5/drbdha.toml.5.gz")
+    conf = (root / "etc/drbdha/drbdha.toml").read_text()
+    assert conf == (TREE / "etc" / "drbdha.toml").read_text()
+    missing = [k for k in manpages.keys_of(conf) if f"\\fB{manpages.roff(k)}\\fR = " not in toml5]
+    assert missing == []
+    for page in ("man8/drbdha.8.gz", "man5/drbdha.toml.5.gz"):
+        r = subprocess.run(
+            ["man", "--warnings", "-l", root / "usr/share/man" / page],
+            capture_output=True,
+            text=True,
+            env={**DEB_ENV, "MANWIDTH": "80"},
+            check=False,
+        )
+        assert (r.returncode, r.stderr) == (0, ""), page
+        assert "SEE ALSO" in r.stdout
+
+
+@pytest.mark.slow
+def test_systemd_analyze_verify_the_installed_unit(root: Path, unit_dir: Path) -> None:
+    """The unit as the package installs it, unchanged, in a root made of the package and
+    the host's own units (sysinit.target & co.) and /bin/kill (ExecReload=)."""
+    _require("systemd-analyze")
+    shutil.copytree(
+        "/lib/systemd/system",
+        unit_dir,
+        dirs_exist_ok=True,
+        symlinks=True,
+        ignore=lambda _dir, names: [n for n in names if n.startswith("drbdha")],
+    )
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy2("/bin/kill", root / "bin" / "kill")
+    r = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", "drbdha.service"],
+        capture_output=True,
+        text=True,
+        env=DEB_ENV,
+        check=False,
+    )
+    # verify exits 0 on unknown keys and bad values too: any output is a finding.
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+@pytest.mark.slow
+def test_packaged_code_runs_on_debians_python3(root: Path) -> None:
+    """drbdha and the vendored pyroute2 (AsyncIPRoute) as Debian's /usr/bin/python3
+    imports them; the daemon's own modules too where Debian's structlog and
+    prometheus-client are installed."""
+    env = {
+        **DEB_ENV,
+        "PYTHONPATH": f"{root}/usr/share/drbdha/vendor:{root}/usr/lib/python3/dist-packages",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    python = "/usr/bin/python3"
+    out = _run(python, "-m", "drbdha", "--version", env=env, cwd="/")
+    assert out.strip() == f"drbdha {drbdha.__version__}"
+    probe = (
+        "import pyroute2, drbdha.net._pyroute2 as p; print(pyroute2.__path__[0], p.AsyncIPRoute)"
+    )
+    out = _run(python, "-c", probe, env=env, cwd="/")
+    assert out.startswith(f"{root}/usr/share/drbdha/vendor/pyroute2 ")
+    has = subprocess.run(
+        [python, "-c", "import structlog, prometheus_client, systemd.daemon"],
+        check=False,
+        capture_output=True,
+    )
+    if has.returncode != 0:
+        pytest.skip("python3-structlog, python3-prometheus-client, python3-systemd not installed")
+    _run(python, "-c", "import drbdha.daemon, drbdha.logs, drbdha.metrics", env=env, cwd="/")
