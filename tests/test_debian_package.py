@@ -236,29 +236,36 @@ def test_systemd_analyze_verify_the_installed_unit(root: Path, unit_dir: Path) -
     assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
-@pytest.mark.slow
-def test_packaged_code_runs_on_debians_python3(root: Path) -> None:
-    """drbdha and the vendored pyroute2 (AsyncIPRoute) as Debian's /usr/bin/python3
-    imports them; the daemon's own modules too where Debian's structlog and
-    prometheus-client are installed."""
-    env = {
+def _packaged_env(root: Path) -> dict[str, str]:
+    return {
         **DEB_ENV,
         "PYTHONPATH": f"{root}/usr/share/drbdha/vendor:{root}/usr/lib/python3/dist-packages",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    python = "/usr/bin/python3"
-    out = _run(python, "-m", "drbdha", "--version", env=env, cwd="/")
+
+
+@pytest.mark.slow
+def test_packaged_cli_and_vendored_pyroute2_run_on_debians_python3(root: Path) -> None:
+    env = _packaged_env(root)
+    out = _run("/usr/bin/python3", "-m", "drbdha", "--version", env=env, cwd="/")
     assert out.strip() == f"drbdha {drbdha.__version__}"
     probe = (
         "import pyroute2, drbdha.net._pyroute2 as p; print(pyroute2.__path__[0], p.AsyncIPRoute)"
     )
-    out = _run(python, "-c", probe, env=env, cwd="/")
+    out = _run("/usr/bin/python3", "-c", probe, env=env, cwd="/")
     assert out.startswith(f"{root}/usr/share/drbdha/vendor/pyroute2 ")
+
+
+@pytest.mark.slow
+def test_packaged_daemon_imports_with_debians_libraries(root: Path) -> None:
+    """The daemon's modules with Debian's structlog, prometheus-client and systemd (the
+    package's Depends), where they are installed."""
     has = subprocess.run(
-        [python, "-c", "import structlog, prometheus_client, systemd.daemon"],
+        ["/usr/bin/python3", "-c", "import structlog, prometheus_client, systemd.daemon"],
         check=False,
         capture_output=True,
     )
     if has.returncode != 0:
         pytest.skip("python3-structlog, python3-prometheus-client, python3-systemd not installed")
-    _run(python, "-c", "import drbdha.daemon, drbdha.logs, drbdha.metrics", env=env, cwd="/")
+    probe = "import drbdha.daemon, drbdha.logs, drbdha.metrics"
+    _run("/usr/bin/python3", "-c", probe, env=_packaged_env(root), cwd="/")
