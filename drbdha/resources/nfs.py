@@ -220,9 +220,7 @@ class NfsdStep:
     async def prepare(self) -> None:
         """The drop-ins, and the daemon-reload they need when they changed (once per boot or
         per change), at the daemon's start: off the takeover's clock."""
-        changed = [
-            await asyncio.to_thread(_write_if_changed, p, t) for p, t in self.dropins.items()
-        ]
+        changed = [await asyncio.to_thread(write_if_changed, p, t) for p, t in self.dropins.items()]
         if any(changed):
             await self._check(["systemctl", "daemon-reload"], "daemon_reload_failed")
 
@@ -250,7 +248,7 @@ class NfsdStep:
             raise StepFailed(reason, r.summary())
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
+def write_if_changed(path: Path, text: str) -> bool:
     """Atomically; True if the file changed."""
     try:
         if path.read_text() == text:
@@ -305,7 +303,7 @@ class ExportsStep:
         return self.file.exists()
 
     async def start(self) -> None:
-        await asyncio.to_thread(_write_if_changed, self.file, self.text)
+        await asyncio.to_thread(write_if_changed, self.file, self.text)
         r = await self.run(["exportfs", "-r"])
         if not r.ok:
             raise StepFailed("exportfs_failed", r.summary())
