@@ -43,6 +43,7 @@ from drbdha.net.addresses import Addresses, AddressSnapshot
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
+from drbdha.peer_probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.resources.drbd import DrbdChanged
 from drbdha.systemd import Notifier
 
@@ -107,6 +108,7 @@ class Daemon:
         self.chains = Chains(
             self.apply, self.inbox.put, self.latches, self.metrics, self.log, self.clock
         )
+        self.probe = PeerProbe(self.inbox.put, self.metrics, self.log, self.clock)
         self._tasks: asyncio.TaskGroup | None = None
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
@@ -440,6 +442,10 @@ class Daemon:
                 self.chains.on_check(self.instances[name], event, now)
             case OutdateSelf() if self._tasks is not None:
                 self._tasks.create_task(self.chains.outdate_self(event))
+            case ProbePeer() if self._tasks is not None:
+                self._tasks.create_task(self.probe.run(event))
+            case PeerProbed(instance=name) if name in self.instances:
+                self.probe.probed(self.instances[name], event)
 
     async def _read_socket(self, key: SocketKey, now: float) -> None:
         self._pending.discard(key)
@@ -486,6 +492,7 @@ class Daemon:
             # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
             # must not build 1000 status lines.
             self._status_dirty = True
+        self.probe.settle(inst)
         deadline = inst.machine.get_timer()
         if deadline != inst.scheduled:
             inst.scheduled = deadline
@@ -499,6 +506,7 @@ class Daemon:
         if inst.deferred_logged:
             reasons = sorted(inst.machine.inhibitions) or ["chain_stopping"]
             self.log.warning("vrrp.takeover_deferred", instance=inst.name, reasons=reasons)
+            self.probe.deferred(inst)
         else:
             self.log.info("vrrp.takeover_resumed", instance=inst.name)
 

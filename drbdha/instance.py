@@ -60,6 +60,7 @@ class Instance:
     takeover_started: float | None = None  # when the machine last asked for the chain
     deferred_logged: bool = False  # machine.takeover_deferred as last logged
     link_lost_at: float | None = None  # DRBD lost its Primary peer while we were Secondary
+    probe: str | None = None  # the peer probe in this deferral: "asked", "promoted", "done"
     fencing: dict[str, Any] | None = None  # status: how this resource is fenced
     health: Health | None = None  # the chain's checks (storage chains only)
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use

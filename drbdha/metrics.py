@@ -121,6 +121,13 @@ class Metrics:
             ["vrrp_instance", "outcome"],
             registry=r,
         )
+        self.peer_probes = Counter(
+            "drbdha_peer_probes",
+            "Takeovers held back by a silent master that DRBD still showed as a connected "
+            "Primary, in which DRBD was asked to check that peer at once, by outcome",
+            ["vrrp_instance", "outcome"],
+            registry=r,
+        )
         self.check_failing = Gauge(
             "drbdha_check_failing",
             "1 while a health check is failing (fall failures in a row, until rise successes)",

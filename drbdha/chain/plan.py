@@ -71,6 +71,16 @@ class Plan:
             self.failure = None
         return True
 
+    def adopt(self, index: int) -> bool:
+        """A step found up that the chain did not start (DRBD promoted by the peer probe):
+        held from now on, in a new generation, so a chain that is to be down stops it and
+        reports how that went. False if the step is not down or a step is in flight."""
+        if self._in_flight is not None or self.states[index] is not StepState.DOWN:
+            return False
+        self.states[index] = StepState.UP
+        self.generation += 1
+        return True
+
     @property
     def target(self) -> bool | None:
         return False if self.rolling_back else self.wanted

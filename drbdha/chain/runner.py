@@ -86,6 +86,14 @@ class Runner:
             self._idle.clear()
             self._wake.set()
 
+    def adopt(self, name: str) -> bool:
+        """Plan.adopt for the step `name`, and the runner woken to act on it."""
+        if not self.plan.adopt(self.plan.names.index(name)):
+            return False
+        self._idle.clear()
+        self._wake.set()
+        return True
+
     @property
     def generation(self) -> int:
         return self.plan.generation

@@ -10,6 +10,12 @@ Rules:
 - Demote escalates: `drbdadm secondary` (retried for half the stop budget: openers come and
   go), then `drbdsetup secondary --force` where the kernel module has it (DRBD >= 9.1.7),
   then a failed stop that the daemon escalates by policy.
+- The peer probe: when VRRP says the master is gone and DRBD still shows it a connected
+  Primary, one `drbdadm primary` makes DRBD check the peer at once. DRBD refuses it while
+  the peer is Primary (single-primary rule) but pings the peer because of it and tries once
+  more after its ping-timeout (8.4 and 9, drbd_set_role), so a dead peer is dropped in about
+  half a second instead of after ping-int + ping-timeout of silence, and the retry may
+  already promote us (through the fence-peer handler, as any promote).
 - The watcher restarts `drbdsetup events2` whenever it exits; the tracker starts over from
   the new initial dump, and until that dump ends the facts are unknown.
 """
@@ -58,6 +64,28 @@ def events2_argv(resource: str, version: tuple[int, ...] | None) -> list[str]:
 
 def has_secondary_force(version: tuple[int, ...] | None) -> bool:
     return version is not None and version >= (9, 1, 7)
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """What the peer probe's `drbdadm primary` did: "promoted" (DRBD dropped the dead peer
+    and the retry went through), "refused" (the peer still answers, or a gate of DRBD's
+    own), "failed" (no answer in time, or drbdadm could not run)."""
+
+    outcome: str
+    detail: str
+
+
+async def probe_peer(resource: str, run: Run = proc.run) -> Probed:
+    """The caller bounds it with asyncio.timeout() (DRBD's retry can run the fence-peer
+    handler, as a promote does)."""
+    try:
+        r = await run(["drbdadm", "primary", resource])
+    except OSError as e:  # drbdadm missing or not executable
+        return Probed("failed", str(e))
+    if r.ok:
+        return Probed("promoted", "the peer was dropped and the promote went through")
+    return Probed("refused", r.summary())
 
 
 class DrbdStep:
