@@ -13,9 +13,11 @@ Rules:
 - The peer probe: when VRRP says the master is gone and DRBD still shows it a connected
   Primary, one `drbdadm primary` makes DRBD check the peer at once. DRBD refuses it while
   the peer is Primary (single-primary rule) but pings the peer because of it and tries once
-  more after its ping-timeout (8.4 and 9, drbd_set_role), so a dead peer is dropped in about
-  half a second instead of after ping-int + ping-timeout of silence, and the retry may
-  already promote us (through the fence-peer handler, as any promote).
+  more after its ping-timeout (DRBD 8.4's drbd_set_role, seen in the lab's kernel logs), so a
+  dead peer is dropped in about half a second instead of after ping-int + ping-timeout of
+  silence, and the retry may already promote us (through the fence-peer handler, as any
+  promote). DRBD 9 refuses the same way; its ping is not measured here, and a refusal
+  only means the takeover waits for DRBD's own detection, as without the probe.
 - The watcher restarts `drbdsetup events2` whenever it exits; the tracker starts over from
   the new initial dump, and until that dump ends the facts are unknown.
 """
