@@ -83,6 +83,23 @@ def test_vendored_pyroute2_only_for_the_packaged_drbdha(tmp_path: Path) -> None:
     assert path == []  # no vendor directory, or a drbdha of a venv or a clone
 
 
+@pytest.mark.parametrize("suffix", ["lab1", "+", "+lab/1", "+.lab1", "+lab1.", "+lab 1"])
+def test_build_deb_refuses_a_version_suffix_debian_and_pep440_would_not_take(
+    suffix: str, tmp_path: Path
+) -> None:
+    # Refused before anything is fetched or built (the VM lab builds "+lab1" for an upgrade).
+    r = subprocess.run(
+        [TREE / "debian" / "build-deb", tmp_path],
+        capture_output=True,
+        text=True,
+        env={**DEB_ENV, "DRBDHA_VERSION_SUFFIX": suffix},
+        check=False,
+    )
+    assert r.returncode == 2, r
+    assert "DRBDHA_VERSION_SUFFIX" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- the built package ---------------------------------------------------------------
 
 
