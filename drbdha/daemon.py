@@ -487,7 +487,7 @@ class Daemon:
         """Carry out a machine's effects (without waiting: chain work goes to the runner)
         and re-arm its timer: call after every machine input (force-failover does too)."""
         if inst.machine.takeover_deferred != inst.deferred_logged:
-            self._log_deferred(inst)
+            self._log_deferred(inst, now)
         if effects and inst.execute(effects, now) and self.sd.enabled:
             # Sent from _turn at most every STATUS_INTERVAL: a takeover of 1000 instances
             # must not build 1000 status lines.
@@ -499,14 +499,14 @@ class Daemon:
             if deadline is not None:
                 heapq.heappush(self._heap, (deadline, next(self._seq), inst))
 
-    def _log_deferred(self, inst: Instance) -> None:
+    def _log_deferred(self, inst: Instance, now: float) -> None:
         """One event when the master is gone by VRRP but we cannot take over, and one when
         that ends: the DRBD link says the peer is alive, our disk is not UpToDate, ..."""
         inst.deferred_logged = inst.machine.takeover_deferred
         if inst.deferred_logged:
             reasons = sorted(inst.machine.inhibitions) or ["chain_stopping"]
             self.log.warning("vrrp.takeover_deferred", instance=inst.name, reasons=reasons)
-            self.probe.deferred(inst)
+            self.probe.deferred(inst, now)
         else:
             self.log.info("vrrp.takeover_resumed", instance=inst.name)
 

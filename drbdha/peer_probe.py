@@ -58,15 +58,19 @@ class PeerProbe:
         self.log = log
         self.clock = clock
 
-    def deferred(self, inst: Instance) -> None:
+    def deferred(self, inst: Instance, now: float) -> None:
         """The machine's takeover just became deferred: probe if the rules allow."""
-        peer = inst.machine.last_peer
+        m = inst.machine
+        peer = m.last_peer
         if (
             inst.storage is None
             or inst.probe is not None
-            or frozenset(inst.machine.inhibitions) != SILENT_PEER_ONLY
+            or frozenset(m.inhibitions) != SILENT_PEER_ONLY
             or peer is None  # never heard a master: nothing went silent
             or peer.priority == 0
+            # Heard within the interval: not silent (under load the timer and an advert can
+            # meet in one turn of the loop, as at a backup's start).
+            or now - peer.seen_at < m.master_down_interval
         ):
             return
         inst.probe = "asked"

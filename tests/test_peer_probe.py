@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from test_chain import FakeStep, _until_settled, in_loop
-from test_drbd_step import FakeCommands
+from test_drbd_step import FakeCommands, res
 from test_fencing_rule import FakeLog
 
 from drbdha.chain.plan import Action, Plan, StepState
@@ -30,6 +30,7 @@ from drbdha.vrrp.events import State
 from drbdha.vrrp.machine import Peer
 
 PEER = IPv4Address("192.0.2.2")
+NOW = 10.0  # the deferral; the peer's last advert came at 1.0, Master_Down_Interval is 0.35
 
 
 # ---- drbd.probe_peer -------------------------------------------------------------------------
@@ -55,12 +56,14 @@ def test_a_probe_without_drbdadm_is_failed() -> None:
 
 def instance(
     inhibitions: tuple[str, ...] = ("peer_primary",),
+    *,
     priority: int | None = 200,
     state: State = State.BACKUP,
     deferred: bool = True,
     storage: bool = True,
+    heard_at: float = 1.0,
 ) -> Any:
-    peer = None if priority is None else Peer(PEER, priority, 1.0)
+    peer = None if priority is None else Peer(PEER, priority, heard_at)
     runner = SimpleNamespace(adopted=[])
     runner.adopt = lambda name: runner.adopted.append(name) or True
     return SimpleNamespace(
@@ -74,6 +77,7 @@ def instance(
             last_peer=peer,
             state=state,
             takeover_deferred=deferred,
+            master_down_interval=0.35,
         ),
         runner=runner,
     )
@@ -88,8 +92,8 @@ def make() -> tuple[PeerProbe, list[object], FakeLog]:
 def test_a_silent_primary_peer_is_probed_once_per_deferral() -> None:
     probe, put, _ = make()
     inst = instance()
-    probe.deferred(inst)
-    probe.deferred(inst)
+    probe.deferred(inst, NOW)
+    probe.deferred(inst, NOW)
     assert put == [ProbePeer("lab", "r0", 7.0)]
     assert inst.probe == "asked"
 
@@ -103,12 +107,21 @@ def test_a_silent_primary_peer_is_probed_once_per_deferral() -> None:
         instance(priority=None),  # never heard a master: nothing went silent
         instance(priority=0),  # handing over: the peer demotes by itself
         instance(storage=False),
+        instance(heard_at=9.8),  # heard 0.2 s ago: the timer met an advert in one loop turn
     ],
-    ids=["not_uptodate", "backoff", "chain_stopping", "never_heard", "priority_0", "no_storage"],
+    ids=[
+        "not_uptodate",
+        "backoff",
+        "chain_stopping",
+        "never_heard",
+        "priority_0",
+        "no_storage",
+        "heard_just_now",
+    ],
 )
 def test_no_probe_unless_the_silent_peer_is_the_only_reason(inst: Any) -> None:
     probe, put, _ = make()
-    probe.deferred(inst)
+    probe.deferred(inst, NOW)
     assert put == []
     assert inst.probe is None
 
@@ -188,15 +201,15 @@ def test_a_promote_without_a_takeover_is_handed_to_the_chain_to_demote(state: St
 def test_a_refused_probe_is_not_repeated_until_the_deferral_ends() -> None:
     probe, put, _ = make()
     inst = instance()
-    probe.deferred(inst)
+    probe.deferred(inst, NOW)
     probe.probed(inst, PeerProbed("lab", "refused"))
-    probe.deferred(inst)
+    probe.deferred(inst, NOW)
     assert len(put) == 1
     inst.machine.takeover_deferred = False
     probe.settle(inst)
     assert inst.probe is None
     inst.machine.takeover_deferred = True
-    probe.deferred(inst)
+    probe.deferred(inst, NOW)
     assert len(put) == 2
 
 
@@ -243,3 +256,31 @@ async def test_runner_demotes_an_adopted_step_and_reports_it() -> None:
     assert not steps[0].up
     assert isinstance(settled[-1], ChainSettled)
     task.cancel()
+
+
+# ---- the probe and the takeover's own promote, one at a time ---------------------------------
+
+
+@in_loop
+async def test_the_takeover_promote_waits_for_a_probe_and_finds_us_primary() -> None:
+    facts = {"now": res(peer_role="Unknown", peer_disk="DUnknown", connection="Connecting")}
+    cmds = FakeCommands()
+    step = drbd.DrbdStep(
+        StorageConfig(name="nfs", drbd_resource="r9"), lambda: facts["now"], lambda: False, cmds
+    )
+    release = asyncio.Event()
+
+    async def probe_in_fence_peer_handler(argv: Any) -> Any:
+        await release.wait()
+        facts["now"] = res(role="Primary", peer_role="Unknown", peer_disk="Outdated")
+        return await FakeCommands()(argv)
+
+    probe = asyncio.create_task(drbd.probe_peer("r9", probe_in_fence_peer_handler))
+    await asyncio.sleep(0)
+    start = asyncio.create_task(step.start())
+    await asyncio.sleep(0.05)
+    assert not start.done()  # held behind the probe's drbdadm primary
+    release.set()
+    assert (await probe).outcome == "promoted"
+    await start
+    assert cmds.calls == []  # Primary already: no second promote

@@ -78,11 +78,24 @@ class Probed:
     detail: str
 
 
+_promote_locks: dict[str, asyncio.Lock] = {}
+
+
+def promote_lock(resource: str) -> asyncio.Lock:
+    """One `drbdadm primary` of ours at a time per resource: the probe's and the takeover's
+    race otherwise (DRBD fails the second with exit 20 while the first is in the fence-peer
+    handler, and the takeover backs off)."""
+    return _promote_locks.setdefault(resource, asyncio.Lock())
+
+
 async def probe_peer(resource: str, run: Run = proc.run) -> Probed:
     """The caller bounds it with asyncio.timeout() (DRBD's retry can run the fence-peer
-    handler, as a promote does)."""
+    handler, as a promote does). DRBD 8.4 spends its one retry on the refusal, so a probe
+    that made DRBD drop a dead peer still ends "refused" when the fence-peer handler ran in
+    it (the peer is Outdated then, and the takeover's own promote goes straight through)."""
     try:
-        r = await run(["drbdadm", "primary", resource])
+        async with promote_lock(resource):
+            r = await run(["drbdadm", "primary", resource])
     except OSError as e:  # drbdadm missing or not executable
         return Probed("failed", str(e))
     if r.ok:
@@ -110,13 +123,15 @@ class DrbdStep:
         self.version = version
 
     async def start(self) -> None:
-        res = await self._wait_for_peer_to_demote()
-        if res is not None and res.role == "Primary":
-            return  # already Primary (a restarted daemon): no second promote
-        why = promotion_refusal(res, split_brain_latched=self.split_brain_latched())
-        if why is not None:
-            raise StepFailed(why, "promotion gate", backoff=True)
-        r = await self.run(["drbdadm", "primary", self.resource])
+        await self._wait_for_peer_to_demote()
+        async with promote_lock(self.resource):  # after a peer probe still running
+            res = self.facts()
+            if res is not None and res.role == "Primary":
+                return  # already Primary (a restarted daemon, the probe): no second promote
+            why = promotion_refusal(res, split_brain_latched=self.split_brain_latched())
+            if why is not None:
+                raise StepFailed(why, "promotion gate", backoff=True)
+            r = await self.run(["drbdadm", "primary", self.resource])
         if r.ok:
             return
         reason = REFUSAL_EXITS.get(r.returncode, "promote_refused")
