@@ -193,3 +193,40 @@ def count_resets(tcpdump: str) -> tuple[int, int]:
         elif flags == "[S]":
             connecting.add(src.rsplit(".", 1)[1])
     return refused, resets
+
+
+class ScopeCapture:
+    """tcpdump (to a pcap) of what the VIP's port 2049 sends the client: which node's NIC
+    (source MAC) sent a segment carrying a given byte string, such as the NFS server scope
+    of an EXCHANGE_ID reply (RFC 8881 18.35: a client reclaims its state on a new server only
+    when the scope is the same)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.path = lab.work / "scope.pcap"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        tap = VMS["client"].tap("svc")
+        only = f"tcp and src host {VIP} and src port 2049"
+        self._proc = subprocess.Popen(
+            ["ip", "netns", "exec", NETNS, "tcpdump", "-i", tap, "-U", "-w", str(self.path), only],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        assert self._proc is not None
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+    def senders_of(self, needle: bytes) -> set[str]:
+        """The nodes whose segments carried `needle`, by their NICs' MAC addresses."""
+        from scapy.all import Ether, rdpcap  # noqa: PLC0415 (heavy; only this check needs it)
+
+        by_mac = {VMS[n].mac("svc").lower(): n for n in NODES}
+        return {
+            by_mac.get(p[Ether].src.lower(), p[Ether].src)
+            for p in rdpcap(str(self.path))
+            if Ether in p and needle in bytes(p)
+        }

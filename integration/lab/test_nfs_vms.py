@@ -16,7 +16,8 @@ returns.
   the release works with every NFS helper running (statd, nfsdcld: in the classic stack
   they kept /var/lib/nfs busy and the demote failed), and nothing acknowledged is lost;
   then a health check failing on the master moves the service, and the damping holds the
-  old master out once it is healthy again.
+  old master out once it is healthy again. The client's capture shows both nodes sending
+  the same NFS server scope in their EXCHANGE_ID replies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import demo_cluster
 import pytest
 from chainlab import FAIL_FLAG, MOUNTPOINT, Storage
 from cluster import Lab, LabError, wait_until
-from nfslab import lost_on, mount_and_write, nfs_cluster
+from nfslab import ScopeCapture, lost_on, mount_and_write, nfs_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,8 @@ def test_two_force_failovers_then_a_failing_check_with_the_client_writing(
 ) -> None:
     nfs.start("node1", "node2")
     nfs.wait_serving("node1", timeout=120)
+    scope = ScopeCapture(lab)
+    scope.start()
     (w,) = mount_and_write(lab, "4.2").values()
     for old, new in (("node1", "node2"), ("node2", "node1")):
         lab.exec(old, "drbdha force-failover", timeout=120)
@@ -64,6 +67,12 @@ def test_two_force_failovers_then_a_failing_check_with_the_client_writing(
         assert lab.exec(old, "cat /proc/fs/nfsd/threads", check=False).stdout.strip() in ("", "0")
         w.wait_for(w.acks.acknowledged + 30, timeout=120)
     print(f"two switch-overs: the longest blocked write {w.acks.longest_write():.2f} s")
+    scope.stop()
+    # On the wire: both nodes' EXCHANGE_ID replies carried the same server scope, the
+    # config's default for instance "lab" (so the client reclaimed on the new server), and
+    # neither node's own hostname, nfsd's default scope.
+    assert scope.senders_of(b"drbdha-lab") == {"node1", "node2"}
+    assert scope.senders_of(b"node1") | scope.senders_of(b"node2") == set()
 
     # The lab's check (weight 0) fails on the master: a FAULT, the chain released, node2
     # takes over; healthy again, node1 is held out for takeover_damping (60 s from the
