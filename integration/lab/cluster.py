@@ -18,9 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import gzip
 import hashlib
-import io
 import json
 import os
 import shlex
@@ -28,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -171,6 +168,52 @@ def kvm_is_fast() -> bool:
     return " vmx" in flags or " svm" in flags
 
 
+# What debian/build-deb builds the package from: drbdha/ and pyproject.toml (the wheel), the
+# unit, the example, debian/ (with the vendored wheel), and what goes to /usr/share/doc.
+PACKAGE_INPUTS = (
+    "pyproject.toml",
+    "README.md",
+    "drbdha",
+    "systemd",
+    "etc",
+    "contrib/grafana",
+    "debian",
+)
+
+
+def package_digest() -> str:
+    """sha256 of PACKAGE_INPUTS as debian/build-deb takes them (the files git sees: tracked
+    and untracked, less what .gitignore excludes): each one's path, executable bit and content
+    (a symlink: its target). A change anywhere else (tests, docs) builds nothing again."""
+    ls = _sh(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            *PACKAGE_INPUTS,
+        ]
+    )
+    h = hashlib.sha256()
+    for rel in sorted(set(ls.stdout.split("\0")) - {""}):
+        p = REPO / rel
+        if p.is_symlink():
+            what = b"-> " + str(p.readlink()).encode()
+        elif p.is_file():
+            what = (b"x " if os.access(p, os.X_OK) else b"f ") + hashlib.sha256(
+                p.read_bytes()
+            ).digest()
+        else:  # tracked, deleted in the tree: build-deb skips it too
+            continue
+        h.update(rel.encode() + b"\0" + what + b"\0")
+    return h.hexdigest()
+
+
 class Lab:
     def __init__(
         self,
@@ -178,11 +221,21 @@ class Lab:
         work_dir: str | None = None,
         log: Callable[[str], None] | None = None,
         boot_timeout: float | None = None,
+        suite: str | None = None,
     ) -> None:
         self.run = Path(run_dir or os.environ.get("DRBDHA_LAB_RUN", DEFAULT_RUN))
         self.work = Path(work_dir or os.environ.get("DRBDHA_LAB_WORK", DEFAULT_WORK))
         self._log = log or (lambda msg: print(f"lab: {msg}", file=sys.stderr, flush=True))
         self.boot_timeout = boot_timeout or float(os.environ.get("DRBDHA_LAB_BOOT_TIMEOUT", "420"))
+        # The Debian release of the VMs: `suite`, else DRBDHA_LAB_SUITE, else the one the
+        # lab's VMs already run (so that `lab start` after `lab up --suite trixie` stays on
+        # trixie), else the host's. Another one than the running lab's: `lab down` first.
+        running = self._image()[1:]
+        self.suite = (
+            suite
+            or os.environ.get("DRBDHA_LAB_SUITE")
+            or (running[0] if running else image_mod.host_release())
+        )
         self.t0 = time.monotonic()
 
     def log(self, msg: str) -> None:
@@ -214,14 +267,25 @@ class Lab:
 
     # ---------------------------------------------------------------------------- up
     def build(self, force: bool = False) -> image_mod.Image:
-        return image_mod.ensure_image(force=force, log=self.log)
+        return image_mod.ensure_image(force=force, log=self.log, release=self.suite)
+
+    def _image(self) -> list[str]:
+        """[key, release] of the image the VMs' root overlays in the work directory are
+        over, [] before the first boot."""
+        try:
+            return (self.work / "image").read_text().split()
+        except OSError:
+            return []
+
+    def _image_key(self) -> str | None:
+        return next(iter(self._image()), None)
 
     def up(self, install: bool = True, drbd: bool = True) -> None:
         """Bring the whole lab to a known good state; safe to call when it is already up.
 
         Builds the image if needed, makes the network, boots every VM that is not running,
-        undoes faults (heal), installs drbdha from the working tree, and brings DRBD r0 to
-        Connected and UpToDate/UpToDate.
+        undoes faults (heal), installs drbdha's .deb built from the working tree
+        (install_drbdha), and brings DRBD r0 to Connected and UpToDate/UpToDate.
         """
         t0 = time.monotonic()
         for tool in ("qemu-system-x86_64", "qemu-img", "ip"):
@@ -230,6 +294,12 @@ class Lab:
                     f"{tool} not found: apt-get install qemu-system-x86 qemu-utils iproute2"
                 )
         img = self.build()
+        running = [vm for vm in VMS if self.running(vm)]
+        if running and self._image_key() not in (None, img.key):
+            raise LabError(
+                f"{', '.join(running)} run from image {self._image_key()}, the image's inputs "
+                f"now make {img.key} ({img.dir}): `lab down` first"
+            )
         self.run.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self._net_up()
@@ -324,7 +394,10 @@ class Lab:
         for net in cut:
             self.cut(vm, net)
         overlay = self.work / f"{vm}.qcow2"
+        if overlay.exists() and self._image_key() not in (None, img.key):
+            raise LabError(f"{vm}'s disk is over image {self._image_key()}, not {img.key}")
         if not overlay.exists():
+            (self.work / "image").write_text(f"{img.key} {self.suite}\n")
             _sh(
                 [
                     "qemu-img",
@@ -615,93 +688,91 @@ class Lab:
         ]
 
     # ---------------------------------------------------------------------------- drbdha
-    def drbdha_tarball(self) -> bytes:
-        """drbdha from the working tree (package, unit, example config), as it is now."""
-        buf = io.BytesIO()
-
-        def skip(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
-            base = PurePosixPath(ti.name).name
-            if base == "__pycache__" or base.endswith((".pyc", ".pyo")):
-                return None
-            ti.uid = ti.gid = 0
-            ti.uname = ti.gname = "root"
-            return ti
-
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for rel in ("drbdha", "src/drbdha", "systemd", "etc", "pyproject.toml"):
-                p = REPO / rel
-                if p.exists():
-                    tar.add(str(p), arcname=rel, filter=skip)
-        return gzip.compress(buf.getvalue(), mtime=0)  # the same tree, the same bytes
+    def build_deb(self, suffix: str = "") -> Path:
+        """drbdha_<version>_all.deb built from the working tree by `debian/build-deb`, into the
+        work directory; built again only when what the package is built from changed
+        (package_digest()). `suffix`: DRBDHA_VERSION_SUFFIX, the same tree as a later version
+        ("+lab1": 0.1.0+lab1), for an upgrade."""
+        digest = package_digest()
+        debs = self.work / "deb"
+        out = debs / f"{digest}{suffix}"
+        if built := sorted(out.glob("drbdha_*_all.deb")):
+            return built[0]
+        debs.mkdir(parents=True, exist_ok=True)
+        for old in debs.iterdir():  # builds of trees that are gone
+            if not old.name.startswith(digest):
+                shutil.rmtree(old, ignore_errors=True)
+        t0 = time.monotonic()
+        tmp = debs / f".{out.name}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        # pip for debian/fetch-vendor, the first time only: this interpreter's (the lab runs
+        # under the repository's .venv in CI; Debian's python3 may have none).
+        env = {**os.environ, "PYTHON": sys.executable, "DRBDHA_VERSION_SUFFIX": suffix}
+        r = _sh([str(REPO / "debian" / "build-deb"), str(tmp)], check=False, env=env)
+        if r.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabError(f"debian/build-deb failed:\n{(r.stdout + r.stderr)[-3000:]}")
+        tmp.rename(out)
+        (deb,) = out.glob("drbdha_*_all.deb")
+        self.log(f"{deb.name} built from {REPO} in {time.monotonic() - t0:.1f} s")
+        return deb
 
     def _installed(self, vm: str) -> str | None:
-        """The digest of the tarball last installed in `vm` (while it ran from this overlay)."""
+        """What install_deb() last installed in `vm` (while it ran from this overlay): the
+        package_digest() of the tree, with the version suffix if it had one."""
         try:
             return self._p(vm, "installed").read_text().strip()
         except OSError:
             return None
 
-    def install_drbdha(self, vms: Iterable[str] = NODES, force: bool = False) -> None:
-        """Copy drbdha from the working tree into the nodes; tolerant of an incomplete package.
+    def forget_install(self, vm: str) -> None:
+        """drbdha in `vm` is no longer known to be the tree's package (a test removes or
+        replaces it): the next install_drbdha() installs it there again."""
+        self._p(vm, "installed").unlink(missing_ok=True)
 
-        /usr/lib/drbdha holds the source (on sys.path through a .pth file), /usr/bin/drbdha runs
-        `python3 -m drbdha`, and systemd/drbdha.service (if the tree has it) becomes a unit.
-        A running drbdha is restarted so it runs the code under test. Nothing is done when
-        the tree is what was installed last (unless `force`).
-        """
+    def install_deb(self, vm: str, deb: Path, command: str = "dpkg -i") -> float:
+        """Install a .deb build_deb() made in `vm` (the seconds it took): copied to
+        /root/dist/, then `cd /root && COMMAND ./dist/NAME.deb` (as the README says, with
+        `apt install`). dpkg -i installs the same version again, or an older one. A running
+        drbdha is restarted by the package (its postinst: try-restart)."""
+        self.forget_install(vm)
+        t0 = time.monotonic()
+        script = (
+            f"set -e; cd /root; rm -rf dist; mkdir dist; cat > dist/{deb.name}; "
+            f"DEBIAN_FRONTEND=noninteractive {command} ./dist/{deb.name} </dev/null; rm -r dist; "
+            # On disk now: a `lab kill` (power cut) in the next ~30 s would otherwise leave the
+            # files just written empty after the reboot (ext4 delayed allocation).
+            "sync"
+        )
+        self.exec(vm, script, input=deb.read_bytes(), timeout=300)
+        self._p(vm, "installed").write_text(deb.parent.name + "\n")
+        return time.monotonic() - t0
+
+    def install_drbdha(self, vms: Iterable[str] = NODES, force: bool = False) -> None:
+        """Build drbdha's .deb from the working tree (build_deb()) and install it in the nodes,
+        as a package: /usr/bin/drbdha, the unit (neither enabled nor started by the package),
+        /etc/drbdha/drbdha.toml the example. A running drbdha is restarted onto the new code.
+        Nothing is done when the tree is what was installed last (unless `force`)."""
         vms = list(vms)
-        data = self.drbdha_tarball()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = package_digest()
         if not force and all(self._installed(vm) == digest for vm in vms):
             # Unchanged since the last install (an `up` of a running lab): nothing to do, and
             # the nodes' checkpoints stay valid.
             self.log(f"drbdha unchanged on {', '.join(vms)}")
             return
+        deb = self.build_deb()
         for vm in vms:  # a checkpoint from before would resume the code it replaces
             self._checkpoints(vm).unlink(missing_ok=True)
-            self._p(vm, "installed").unlink(missing_ok=True)
-        script = r"""
-set -e
-rm -rf /usr/lib/drbdha.new && mkdir -p /usr/lib/drbdha.new
-tar -xzf - -C /usr/lib/drbdha.new
-rm -rf /usr/lib/drbdha && mv /usr/lib/drbdha.new /usr/lib/drbdha
-top=/usr/lib/drbdha; [ -d /usr/lib/drbdha/src/drbdha ] && top=/usr/lib/drbdha/src
-echo "$top" > /usr/lib/python3/dist-packages/drbdha-lab.pth
-# Compiled now, as a package's postinst does: otherwise the first start after each install (or
-# after each resume from a checkpoint taken before one) compiles it, 5-10 s under emulation.
-python3 -m compileall -q "$top/drbdha" >/dev/null
-cat > /usr/bin/drbdha <<'EOF'
-#!/bin/sh
-# Installed by the drbdha lab from the working tree.
-exec /usr/bin/python3 -m drbdha "$@"
-EOF
-chmod 755 /usr/bin/drbdha
-ln -sf /usr/bin/drbdha /usr/local/bin/drbdha
-mkdir -p /etc/drbdha
-example=/usr/lib/drbdha/etc/drbdha.toml
-if [ -f $example ]; then cp $example /etc/drbdha/drbdha.toml.example; fi
-if [ -f /usr/lib/drbdha/systemd/drbdha.service ]; then
-    install -m 0644 /usr/lib/drbdha/systemd/drbdha.service /etc/systemd/system/drbdha.service
-    systemctl daemon-reload
-    systemctl try-restart drbdha.service || true
-else
-    rm -f /etc/systemd/system/drbdha.service
-    systemctl daemon-reload
-fi
-# On disk now: a `lab kill` (power cut) in the next ~30 s would otherwise leave the files just
-# written empty after the reboot (ext4 delayed allocation; the dirty pages were only in the VM).
-sync
-"""
-        self.parallel(lambda vm: self.exec(vm, script, input=data, timeout=120), vms)
-        for vm in vms:
-            self._p(vm, "installed").write_text(digest + "\n")
-        what = (
-            "package"
-            if ((REPO / "drbdha").exists() or (REPO / "src/drbdha").exists())
-            else "no package yet"
+        # dpkg --force-confnew --force-confmiss: /etc/drbdha/drbdha.toml becomes the package's,
+        # whatever a test left there or removed (each test writes its own before starting
+        # drbdha), and dpkg never stops to ask. A Depends the image lacks fails here.
+        took = self.parallel(
+            lambda vm: self.install_deb(vm, deb, "dpkg -i --force-confnew --force-confmiss"), vms
         )
-        unit = "unit" if (REPO / "systemd/drbdha.service").exists() else "no unit yet"
-        self.log(f"drbdha installed from {REPO} ({what}, {unit}) on {', '.join(vms)}")
+        self.log(
+            f"{deb.name} installed on "
+            + ", ".join(f"{vm} ({t:.1f} s)" for vm, t in zip(vms, took, strict=True))
+        )
 
     # ---------------------------------------------------------------------------- DRBD
     def drbd_config(self, net: str = "", disk: str = "", handlers: str = "") -> str:

@@ -1,10 +1,14 @@
 """Builds and caches the lab's VM image (Python stdlib only).
 
-One Debian root file system for every VM, bootstrapped with mmdebstrap from the same release and
-apt sources as the host, turned into a raw ext4 image (`mkfs.ext4 -d`, no loop device) plus the
-kernel and initrd for direct kernel boot. The result is cached under a directory named by a hash
-of everything that goes into it (this file, the files in guest/, the apt sources, the release), so
-it is rebuilt only when one of those changes.
+One Debian root file system for every VM, bootstrapped with mmdebstrap, turned into a raw ext4
+image (`mkfs.ext4 -d`, no loop device) plus the kernel and initrd for direct kernel boot. The
+release is the host's (its own apt sources) unless DRBDHA_LAB_SUITE (`lab up --suite`) names
+another, which comes from Debian's default mirror. The result is cached under a directory named by
+a hash of everything that goes into it (this file, the files in guest/, the apt sources, the
+release), so it is rebuilt only when one of those changes, and each release has its own.
+
+The image has drbdha's runtime dependencies from Debian (the package's Depends) and not drbdha:
+the lab installs the .deb it builds from the working tree (cluster.py, install_drbdha).
 """
 
 from __future__ import annotations
@@ -15,29 +19,26 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 GUEST_DIR = HERE / "guest"
-PYPROJECT = HERE.parent.parent / "pyproject.toml"
 
 DEFAULT_CACHE = "/var/cache/drbdha-lab"
 IMAGE_SIZE = "1500M"
 KEEP_BUILDS = 2
 
-# What the VMs need. drbdha's own runtime dependencies (pyproject.toml [project] dependencies)
-# do not all fit bookworm's packages (drbdha uses pyroute2's AsyncIPRoute, 0.9+; bookworm has
-# 0.7.2), so they are downloaded as wheels on the host, within pyproject's ranges, and installed
-# offline into the image's /usr/local/lib/python3.X/dist-packages. systemd-python (C) comes from
-# Debian's python3-systemd 235.
+# What the VMs need. drbdha's Depends are Debian's (python3-systemd, python3-structlog,
+# python3-prometheus-client; pyroute2 0.9 is inside the package), here so that the .deb installs
+# offline (the VMs have no network and no apt lists): a Depends the image lacks fails the
+# install (dpkg -i). Nothing else is installed beside them (no pip wheels in /usr/local, which
+# would come first on sys.path and hide a wrong Depends). man-db: `man drbdha`.
 PACKAGES = [
     "linux-image-amd64",
     "initramfs-tools",
@@ -60,11 +61,18 @@ PACKAGES = [
     "psmisc",
     "python3",
     "python3-systemd",
+    "python3-structlog",
+    "python3-prometheus-client",
+    "man-db",
     "qemu-guest-agent",
     "openssh-server",
 ]
 
-# Documentation and translations are of no use in a test VM and cost image size and build time.
+# Documentation and translations are of no use in a test VM and cost image size and build time;
+# drbdha's own are kept: its tests read its man pages and the README the unit's Documentation=
+# names. dpkg applies these in the image too (mmdebstrap writes them to
+# /etc/dpkg/dpkg.cfg.d/99mmdebstrap), so they decide what the .deb installs there; the last
+# pattern that matches a path wins, so the includes come after the excludes.
 DPKG_EXCLUDES = [
     "/usr/share/doc/*",
     "/usr/share/man/*",
@@ -72,6 +80,16 @@ DPKG_EXCLUDES = [
     "/usr/share/locale/*",
     "/usr/share/lintian/*",
 ]
+# The "?" in man? is needed: dpkg keeps an excluded directory only if it starts with an
+# include's text before its first wildcard, so "/usr/share/man/man8/drbdha.8.gz" would not
+# bring back man8/ and the install would fail ("unable to create ... No such file or
+# directory"); "man?" keeps /usr/share/man/man1..9 (empty but for drbdha's pages).
+DPKG_INCLUDES = [
+    "/usr/share/man/man?/drbdha.8.gz",
+    "/usr/share/man/man?/drbdha.toml.5.gz",
+    "/usr/share/doc/drbdha/*",
+]
+SUITES = ("bookworm", "trixie")  # the releases the lab is tried on (any Debian suite may work)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +113,11 @@ def host_release() -> str:
     if not codename:
         raise RuntimeError("cannot tell the host's Debian release from /etc/os-release")
     return codename
+
+
+def lab_release() -> str:
+    """The release the lab's VMs run: DRBDHA_LAB_SUITE, else the host's."""
+    return os.environ.get("DRBDHA_LAB_SUITE") or host_release()
 
 
 def _deb822_stanzas(text: str) -> Iterator[dict[str, str]]:
@@ -155,16 +178,8 @@ def host_sources(release: str) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-def python_requirements() -> list[str]:
-    """drbdha's runtime dependencies from pyproject.toml, as pip requirement strings."""
-    if not PYPROJECT.exists():
-        return []
-    with PYPROJECT.open("rb") as f:
-        return list(tomllib.load(f).get("project", {}).get("dependencies", []))
-
-
 def build_inputs(release: str | None = None) -> dict:
-    release = release or host_release()
+    release = release or lab_release()
     guest = {}
     for p in sorted(GUEST_DIR.iterdir()):
         if p.is_file():
@@ -174,8 +189,8 @@ def build_inputs(release: str | None = None) -> dict:
         "arch": os.uname().machine,
         "sources": host_sources(release),
         "packages": PACKAGES,
-        "python_requirements": python_requirements(),
         "dpkg_excludes": DPKG_EXCLUDES,
+        "dpkg_includes": DPKG_INCLUDES,
         "image_size": IMAGE_SIZE,
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "guest": guest,
@@ -200,8 +215,8 @@ def _image_at(key: str, d: Path) -> Image | None:
     )
 
 
-def cached_image() -> Image | None:
-    inputs = build_inputs()
+def cached_image(release: str | None = None) -> Image | None:
+    inputs = build_inputs(release)
     key = build_key(inputs)
     return _image_at(key, cache_dir() / key)
 
@@ -214,9 +229,12 @@ def _run(cmd: list[str], **kw: Any) -> None:
     subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Image:
-    """The cached image for the current inputs, built first if it is missing (or if force)."""
-    inputs = build_inputs()
+def ensure_image(
+    force: bool = False, log: Callable[[str], None] = _log, release: str | None = None
+) -> Image:
+    """The cached image for the current inputs (`release`: lab_release()), built first if it
+    is missing (or if force)."""
+    inputs = build_inputs(release)
     key = build_key(inputs)
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
@@ -246,6 +264,7 @@ def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Imag
             "--customize-hook=" + f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}"',
         ]
         cmd += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
+        cmd += [f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES]
         cmd += [inputs["release"], str(rootfs_dir)]
         cmd += inputs["sources"]
         with (work / "mmdebstrap.log").open("w") as logf:
@@ -255,7 +274,6 @@ def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Imag
                 tail = (work / "mmdebstrap.log").read_text().splitlines()[-30:]
                 raise RuntimeError("mmdebstrap failed:\n" + "\n".join(tail)) from None
         t_bootstrap = time.monotonic() - t0
-        wheels = _install_wheels(inputs["python_requirements"], rootfs_dir, work, log)
         kernels = sorted(rootfs_dir.glob("boot/vmlinuz-*"))
         initrds = sorted(rootfs_dir.glob("boot/initrd.img-*"))
         if not kernels or not initrds:
@@ -281,7 +299,6 @@ def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Imag
         manifest = dict(
             inputs,
             key=key,
-            wheels=wheels,
             kernel=kernels[-1].name,
             initrd=initrds[-1].name,
             bootstrap_seconds=round(t_bootstrap, 1),
@@ -295,56 +312,23 @@ def ensure_image(force: bool = False, log: Callable[[str], None] = _log) -> Imag
         return _image_at(key, final)  # type: ignore[return-value]
 
 
-def _run_shown(cmd: list[str]) -> None:
-    """Run quietly; on failure raise with the command's output."""
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{r.stdout}{r.stderr}")
-
-
-def _pip() -> list[str]:
-    """A pip to download wheels with: this Python's, else the repository's .venv, else pip3."""
-    candidates = [
-        [sys.executable, "-m", "pip"],
-        [str(PYPROJECT.parent / ".venv/bin/python"), "-m", "pip"],
-        ["pip3"],
-    ]
-    for cmd in candidates:
-        try:
-            ok = subprocess.run([*cmd, "--version"], capture_output=True, check=False)
-        except OSError:
-            continue
-        if ok.returncode == 0:
-            return cmd
-    raise RuntimeError("no pip on the host for drbdha's dependencies (apt-get install python3-pip)")
-
-
-def _install_wheels(
-    requirements: list[str], tree: Path, work: Path, log: Callable[[str], None]
-) -> list[str]:
-    """Download wheels for `requirements` on the host and install them into the image, offline."""
-    if not requirements:
-        return []
-    wheel_dir = work / "wheels"
-    pip = [*_pip(), "--disable-pip-version-check", "-q"]
-    pydirs = sorted(tree.glob("usr/lib/python3.[0-9]*"))
-    if not pydirs:
-        raise RuntimeError("no python3 in the image")
-    target = tree / "usr/local/lib" / pydirs[-1].name / "dist-packages"
-    _run_shown([*pip, "download", "--only-binary=:all:", "-d", str(wheel_dir), *requirements])
-    whls = sorted(str(p) for p in wheel_dir.glob("*.whl"))
-    offline = ["--root-user-action=ignore", "--no-deps", "--no-index", "--no-compile"]
-    _run_shown([*pip, "install", *offline, "--target", str(target), *whls])
-    shutil.rmtree(wheel_dir)
-    names = [Path(w).name for w in whls]
-    log(f"wheels installed in the image: {', '.join(names)}")
-    return names
+def _release_of(d: Path) -> str | None:
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("release")
+    except (OSError, ValueError):
+        return None
 
 
 def _prune(base: Path, keep: Path) -> None:
-    """Keep the newest KEEP_BUILDS images, and only finished ones."""
+    """Keep the newest KEEP_BUILDS images of `keep`'s release, and only finished ones; the
+    other releases' images stay (a trixie build does not evict the bookworm image CI uses)."""
+    release = _release_of(keep)
     builds = sorted(
-        (p for p in base.iterdir() if p.is_dir() and (p / "manifest.json").exists()),
+        (
+            p
+            for p in base.iterdir()
+            if p.is_dir() and (p / "manifest.json").exists() and _release_of(p) == release
+        ),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
