@@ -299,11 +299,14 @@ class Daemon:
             return
         host, _, port = listen.rpartition(":")
         # prometheus_client serves from its own thread; it only reads the registry.
-        self._metrics_server, _ = start_http_server(
+        started = start_http_server(
             int(port),
             addr=host.strip("[]") or "0.0.0.0",  # noqa: S104  (":port" asks for all, explicitly)
             registry=self.metrics.registry,
         )
+        # (server, thread) since prometheus-client 0.17; None before (bookworm's 0.16), where
+        # the server's daemon thread simply ends with the process.
+        self._metrics_server = started[0] if started else None
         self.log.info("metrics.listening", address=listen)
 
     async def _serve_control(self) -> None:
