@@ -26,15 +26,14 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 CONFIG = "/etc/drbdha/drbdha.toml"
 EXAMPLE = (REPO / "etc" / "drbdha.toml").read_text()
 VIP = "10.77.1.164"  # none of the other tests' (chainlab.VIP is .100)
-# A VRRP instance without storage: what an admin's edit of the example may come to. Without
-# metrics: with bookworm's python3-prometheus-client 0.16.0, start_http_server() returns None
-# (a (server, thread) pair from 0.17 on) and drbdha/daemon.py's _serve_metrics() fails with
-# "TypeError: cannot unpack non-iterable NoneType object" at start (found by this lab).
+# A VRRP instance without storage: what an admin's edit of the example may come to. Metrics
+# on: with bookworm's python3-prometheus-client 0.16 this lab found the daemon failing at
+# start there (start_http_server() returns None before 0.17).
 EDITED = f"""\
 # Written by integration/lab/test_package_vms.py
 [daemon]
 control_socket = "/run/drbdha/control.sock"
-metrics_listen = ""
+metrics_listen = "127.0.0.1:9943"
 
 [[vrrp_instance]]
 name = "pkg"
