@@ -748,6 +748,18 @@ class Lab:
         self._p(vm, "installed").write_text(deb.parent.name + "\n")
         return time.monotonic() - t0
 
+    def restore(self, vm: str) -> bool:
+        """`vm` as `up` left it, if it has the `booted` checkpoint: powered off and resumed from
+        it (seconds, where installing the tree's .deb again takes about a minute under
+        emulation). The checkpoint holds the tree's package: install_drbdha() drops it when it
+        installs another tree. False (nothing done) without the checkpoint."""
+        if not self.has_checkpoint(vm, BOOTED):
+            return False
+        self.kill(vm)
+        self.start(vm, checkpoint=BOOTED)
+        self._p(vm, "installed").write_text(package_digest() + "\n")
+        return True
+
     def install_drbdha(self, vms: Iterable[str] = NODES, force: bool = False) -> None:
         """Build drbdha's .deb from the working tree (build_deb()) and install it in the nodes,
         as a package: /usr/bin/drbdha, the unit (neither enabled nor started by the package),

@@ -181,9 +181,8 @@ def test_readme_start_then_upgrade_restarts_the_running_daemon(lab: Lab, node: s
     assert after["daemon"]["version"] == f"{VERSION}+lab1", "not restarted onto the new code"
     assert after["daemon"]["pid"] == _main_pid(lab, node) != before["daemon"]["pid"]
     assert _sh(lab, node, f"cat {CONFIG}") == EDITED  # the admin's edit kept
-    # Back to the tree's version (a downgrade, dpkg -i): restarted once more.
-    back = lab.install_deb(node, lab.build_deb())
-    again = _master(lab, node)
-    assert again["daemon"]["version"] == VERSION
-    assert again["daemon"]["pid"] not in (before["daemon"]["pid"], after["daemon"]["pid"])
-    print(f"upgrade {took:.1f} s, downgrade {back:.1f} s")
+    print(f"upgrade {took:.1f} s")
+    # Back to the tree's package for the next tests: the node resumed from its checkpoint
+    # (seconds) rather than a downgrade (a minute and a half of py3compile under emulation).
+    if lab.restore(node):
+        assert _sh(lab, node, "drbdha --version").strip() == f"drbdha {VERSION}"
