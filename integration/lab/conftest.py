@@ -5,6 +5,11 @@ r0 Connected and UpToDate/UpToDate). A test that changes shared state puts it ba
 lab.heal() / lab.drbd_reset()). At the end of the session the lab is taken down, twice, and the
 host is checked for anything left behind. DRBDHA_LAB_KEEP=1 keeps the lab up after the session
 (a later session reuses it at once: `up` on a running lab only reinstalls drbdha).
+
+When the run selects lab tests beside others, the lab tests go last and the lab boots in the
+background (`lab up` at nice 19, so the VMs' emulation yields the CPU to the namespace tests'
+daemons) while the unit and namespace tests run: on a fresh machine the image build and the
+boot take minutes that would otherwise be spent waiting. DRBDHA_LAB_EARLY=0 turns that off.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -22,6 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import image
 from cluster import NETNS, Lab
+
+HERE = Path(__file__).resolve().parent
+
+EARLY_LOG = Path(f"/var/tmp/{NETNS}-early-up.log")  # noqa: S108 (root-only, beside the work dir)
 
 
 def lab_skip_reason() -> str | None:
@@ -35,22 +47,100 @@ def lab_skip_reason() -> str | None:
     return None
 
 
+class _Session:
+    """The session's hold on the lab: the host-wide lock, and the background boot if any."""
+
+    def __init__(self) -> None:
+        self.lock: IO[str] | None = None
+        self.early: subprocess.Popen[bytes] | None = None
+        self.early_at = 0.0
+
+    def acquire(self, wait: bool) -> bool:
+        # One pytest session at a time per lab on a host (another one's teardown would take
+        # this one's VMs down). The lock lives in the image cache, which is kept anyway.
+        if self.lock is not None:
+            return True
+        cache = image.cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = (cache / f".session-{NETNS}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                lock.close()
+                return False
+            print(f"lab: waiting for another test session using the lab {NETNS}", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        self.lock = lock
+        return True
+
+    def boot_early(self) -> None:
+        with EARLY_LOG.open("wb") as log:
+            self.early = subprocess.Popen(
+                ["nice", "-n", "19", sys.executable, str(HERE / "lab"), "up"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.early_at = time.monotonic()
+
+    def join_early(self) -> None:
+        if self.early is None:
+            return
+        rc = self.early.wait()
+        took = time.monotonic() - self.early_at
+        self.early = None
+        print(f"\nlab: the background `lab up` ended with {rc} ({took:.0f} s)")
+        if rc != 0:
+            # Start again from nothing rather than from a half-made lab (a node booted but
+            # never checkpointed would cold-boot at every power-on).
+            sys.stderr.write(EARLY_LOG.read_text(errors="replace")[-4000:])
+            Lab().down()
+        EARLY_LOG.unlink(missing_ok=True)
+
+
+_SESSION = _Session()
+
+
+def _is_lab_item(item: pytest.Item) -> bool:
+    return HERE in Path(str(item.fspath)).parents
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    del config
+    # The lab's tests last (a stable sort keeps their order), so the background boot has the
+    # unit and namespace tests' time to finish in.
+    items.sort(key=_is_lab_item)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # (The namespace tests' own fixture is named `lab` too: look where the test lives.)
+    wanted = any(_is_lab_item(i) and "lab" in getattr(i, "fixturenames", ()) for i in session.items)
+    others = not all(_is_lab_item(i) for i in session.items)
+    if not (wanted and others) or lab_skip_reason() or os.environ.get("DRBDHA_LAB_EARLY") == "0":
+        return
+    if _SESSION.acquire(wait=False):
+        _SESSION.boot_early()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    del session
+    # A session that ended before any lab test (a failure with -x, ^C) still waits for the
+    # boot it started, and removes the lab unless asked to keep it.
+    if _SESSION.early is not None:
+        _SESSION.join_early()
+        if os.environ.get("DRBDHA_LAB_KEEP") != "1":
+            Lab().down()
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
-    # One pytest session at a time per lab on a host (another one's teardown would take this
-    # one's VMs down). The lock lives in the image cache, which is kept anyway.
-    cache = image.cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / f".session-{NETNS}.lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"lab: waiting for another test session using the lab {NETNS}", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield from _session(Lab())
+    _SESSION.acquire(wait=True)
+    _SESSION.join_early()
+    yield from _session(Lab())
 
 
 def _session(the_lab: Lab) -> Iterator[Lab]:
