@@ -24,10 +24,12 @@ recipes have none: bench/classic/README.md).
     integration/lab/lab up
     .venv/bin/python bench/nfs_bench.py [--runs 5] [--default-runs 3] [--json out.json]
         [--picture docs/takeover] [--faults power-off,switch-over] [--stacks drbdha,classic]
+    .venv/bin/python bench/nfs_bench.py --summarize out.json   # the summaries again, no runs
 
-It prints one JSON line per run and a summary per stack, fault, timers and NFS version, with
-drbdha's stall as a ratio to the classic stack's; --picture draws the first tuned power-off of
-each stack one above the other (PNG and SVG).
+It prints one JSON line per run, a summary per stack, fault, timers and NFS version, with
+drbdha's stall as a ratio to the classic stack's, and each phase's duration and end (from the
+fault), median and max, with each mount's first write after the fault; --picture draws the
+first tuned power-off of each stack one above the other (PNG and SVG).
 """
 
 from __future__ import annotations
@@ -325,6 +327,41 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def phase_summary(runs: list[dict[str, Any]]) -> list[str]:
+    """Per stack, timers and fault: each phase's duration and the time from the fault to its
+    end (median and max over the runs that had it), and each mount's first write after the
+    fault."""
+    lines = []
+    keys = sorted({(r["stack"], r["timers"], r["fault"]) for r in runs}, reverse=True)
+    for key in keys:
+        mine = [r for r in runs if (r["stack"], r["timers"], r["fault"]) == key]
+        lines.append(f"{' '.join(key)} ({len(mine)} runs): phase  took median/max  ends median/max")
+        names: list[str] = []
+        for r in mine:
+            names += [p["name"] for p in r["phases"] if p["name"] not in names]
+        for name in names:
+            took = [p["end"] - p["start"] for r in mine for p in r["phases"] if p["name"] == name]
+            ends = [
+                p["end"] - r["fault_at"] for r in mine for p in r["phases"] if p["name"] == name
+            ]
+            lines.append(
+                f"  {name:<26} {statistics.median(took):6.2f} {max(took):6.2f} s"
+                f"   {statistics.median(ends):6.2f} {max(ends):6.2f} s  ({len(took)} runs)"
+            )
+        for version in (f"NFSv{v}" for v in VERSIONS):
+            first = [
+                m["first_write_after_fault_s"]
+                for r in mine
+                if (m := r["mounts"][version])["first_write_after_fault_s"] is not None
+            ]
+            if first:
+                lines.append(
+                    f"  {'first write ' + version:<26} {'':15}   {statistics.median(first):6.2f} "
+                    f"{max(first):6.2f} s  ({len(first)} runs)"
+                )
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs with tuned timers (default 5)")
@@ -334,7 +371,14 @@ def main() -> int:
     ap.add_argument("--give-up", type=float, default=180.0, help="s to wait for writes again")
     ap.add_argument("--json", type=Path, help="write every run's figures here")
     ap.add_argument("--picture", type=Path, help="the first tuned power-off of each stack")
+    ap.add_argument(
+        "--summarize", type=Path, help="no runs: the summaries of an earlier --json file"
+    )
     args = ap.parse_args()
+    if args.summarize:
+        runs = json.loads(args.summarize.read_text())
+        print("\n".join(summary(runs) + phase_summary(runs)))
+        return 0
     runners = {"drbdha": run_drbdha, "classic": run_classic}
     lab = Lab()
     lab.up()
@@ -352,10 +396,10 @@ def main() -> int:
                     }
                     print(json.dumps(shown), flush=True)
                     runs.append(r)
-    for line in summary(runs):
+                    if args.json:  # after every run: a run that breaks keeps the others
+                        args.json.write_text(json.dumps(runs, indent=1) + "\n")
+    for line in summary(runs) + phase_summary(runs):
         print(line)
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1) + "\n")
     if args.picture:
         shown = []
         for stack in ("drbdha", "classic"):
