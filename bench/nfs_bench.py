@@ -52,7 +52,7 @@ from cluster import NODES, RESOURCE, VIP, Lab, wait_until
 from nfslab import ClientCapture, Phase, events, logged_at, lost_on, mount_and_write, nfs_cluster
 from timeline import Timeline, draw
 
-from drbdha.resources.nfs import HELPERS
+from drbdha.resources.nfs import HELPERS, OPTIONAL_HELPERS
 
 HERE = Path(__file__).resolve().parent
 CLASSIC = HERE / "classic"
@@ -197,9 +197,11 @@ def classic_cluster(lab: Lab, timers: str) -> Iterator[None]:
             for node in [n for n in NODES if lab.running(n)]:
                 lab.exec(
                     node,
-                    # The harness's own cleanup, not the recipe's release: statd and nfsdcld
-                    # hold the bound /var/lib/nfs (the recipe's pitfall), so they go too.
+                    # The harness's own cleanup, not the recipe's release: statd, nfsdcld
+                    # and (trixie) fsidd hold the bound /var/lib/nfs (the recipe's pitfall),
+                    # so they go too.
                     f"systemctl stop keepalived; systemctl stop nfs-server {' '.join(HELPERS)}; "
+                    f"systemctl stop {' '.join(OPTIONAL_HELPERS)}; "
                     f"umount /var/lib/nfs; umount {MOUNTPOINT}; drbdadm secondary {RESOURCE}; "
                     "rm -f /etc/keepalived/keepalived.conf /etc/keepalived/drbd-notify.conf; "
                     f": > /etc/exports; ip -4 addr del {VIP}/24 dev eth0 2>/dev/null; true",

@@ -190,3 +190,40 @@ def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_chan
     with pytest.raises(StepFailed) as failed:
         asyncio.run(step.prepare())
     assert failed.value.reason == "daemon_reload_failed"
+
+
+@pytest.mark.parametrize(
+    ("load_state", "stopped"),
+    [("loaded", ["fsidd.service"]), ("not-found", []), (None, [])],
+    ids=["trixie", "bookworm", "systemctl-failed"],
+)
+def test_nfsd_stop_stops_the_optional_helpers_that_are_installed(
+    load_state: str | None, stopped: list[str]
+) -> None:
+    """trixie's fsidd holds /var/lib/nfs open and outlives nfs-server; bookworm has no
+    fsidd.service, and `systemctl stop` of a unit that does not exist fails."""
+    import asyncio  # noqa: PLC0415
+
+    from drbdha.resources.proc import Result  # noqa: PLC0415
+
+    ran: list[list[str]] = []
+
+    async def run(argv: Sequence[str]) -> Result:
+        ran.append(list(argv))
+        if argv[1] == "show":
+            return Result(tuple(argv), 1 if load_state is None else 0, f"{load_state}\n", "")
+        return Result(tuple(argv), 0, "", "")
+
+    step = nfs.NfsdStep(
+        scope="nfs-lab",
+        threads=8,
+        lease=10,
+        grace=10,
+        vip="192.0.2.100",
+        timeouts=(30.0, 30.0),
+        listening=lambda _: False,
+        run=run,
+    )
+    asyncio.run(step.stop())
+    assert ran[0] == ["systemctl", "show", "-p", "LoadState", "--value", "fsidd.service"]
+    assert ran[1] == ["systemctl", "stop", nfs.UNIT, *nfs.HELPERS, *stopped]

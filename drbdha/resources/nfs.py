@@ -58,6 +58,11 @@ HELPERS = (
     "nfs-idmapd.service",
     "nfs-mountd.service",
 )
+# Helpers only some nfs-utils have, stopped too where installed (`systemctl stop` of a unit
+# that does not exist fails): fsidd (nfs-utils 2.6.3+, trixie) holds
+# /var/lib/nfs/reexpdb.sqlite3 open and is required by nfs-server, not bound to it, so it
+# stays after nfs-server stops and keeps the bind busy.
+OPTIONAL_HELPERS = ("fsidd.service",)
 EXPORTS_D = Path("/etc/exports.d")
 # The layout nfs-utils expects (the resource agent's prepare_directory does the same), with
 # Debian's modes: drbdha's umask (0077) must not make /var/lib/nfs unreadable to statd.
@@ -236,11 +241,21 @@ class NfsdStep:
             await asyncio.sleep(POLL)
 
     async def stop(self) -> None:
-        await self._check(["systemctl", "stop", UNIT, *HELPERS], "nfsd_stop_failed")
+        helpers = [*HELPERS, *await self._installed(OPTIONAL_HELPERS)]
+        await self._check(["systemctl", "stop", UNIT, *helpers], "nfsd_stop_failed")
         while True:
             if nfsd_threads() == 0:
                 return
             await asyncio.sleep(POLL)
+
+    async def _installed(self, units: Sequence[str]) -> list[str]:
+        """Those of `units` systemd has a unit file for (asked at each stop: an upgrade of
+        nfs-utils may add one)."""
+        r = await self.run(["systemctl", "show", "-p", "LoadState", "--value", *units])
+        # None if systemd cannot say: a helper left running only keeps the bind busy, and
+        # the bind's unmount then signals what holds it.
+        states = r.stdout.split() if r.ok else ["not-found"] * len(units)
+        return [u for u, st in zip(units, states, strict=True) if st != "not-found"]
 
     async def _check(self, argv: Sequence[str], reason: str) -> None:
         r = await self.run(argv)

@@ -65,6 +65,10 @@ PACKAGES = [
     "python3-prometheus-client",
     "man-db",
     "qemu-guest-agent",
+    # hwclock, which the agent's guest-set-time runs (a node resumed from a checkpoint gets
+    # the host's time): in util-linux-extra since bookworm, pulled in there by another
+    # package, not on trixie.
+    "util-linux-extra",
     "openssh-server",
 ]
 
