@@ -12,7 +12,7 @@ import pytest
 from drbdha.config import ExportConfig, StorageConfig
 from drbdha.net import nfs_clients
 from drbdha.net.tickle import Connection
-from drbdha.resources import nfs, nfs_advice
+from drbdha.resources import nfs, nfs_advice, proc
 
 EXPORT = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24", "client.example"), 7, "rw,sync")
 
@@ -153,6 +153,19 @@ def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_n
     assert nfs_clients.read_records(tmp_path / nfs_clients.RECORD_FILE) == now
 
 
+def nfsd_step(run: proc.Run) -> nfs.NfsdStep:
+    return nfs.NfsdStep(
+        scope="nfs-lab",
+        threads=8,
+        lease=10,
+        grace=10,
+        vip="192.0.2.100",
+        timeouts=(30.0, 30.0),
+        listening=lambda _: False,
+        run=run,
+    )
+
+
 def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_change(
     tmp_path: Path,
 ) -> None:
@@ -169,16 +182,7 @@ def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_chan
         ran.append(list(argv))
         return Result(tuple(argv), code, "", "reload failed" if code else "")
 
-    step = nfs.NfsdStep(
-        scope="nfs-lab",
-        threads=8,
-        lease=10,
-        grace=10,
-        vip="192.0.2.100",
-        timeouts=(30.0, 30.0),
-        listening=lambda _: False,
-        run=run,
-    )
+    step = nfsd_step(run)
     step.dropins = {tmp_path / f"{p.parent.name}/{p.name}": t for p, t in step.dropins.items()}
     asyncio.run(step.prepare())
     assert ran == [["systemctl", "daemon-reload"]]
@@ -214,16 +218,7 @@ def test_nfsd_stop_stops_the_optional_helpers_that_are_installed(
             return Result(tuple(argv), 1 if load_state is None else 0, f"{load_state}\n", "")
         return Result(tuple(argv), 0, "", "")
 
-    step = nfs.NfsdStep(
-        scope="nfs-lab",
-        threads=8,
-        lease=10,
-        grace=10,
-        vip="192.0.2.100",
-        timeouts=(30.0, 30.0),
-        listening=lambda _: False,
-        run=run,
-    )
+    step = nfsd_step(run)
     asyncio.run(step.stop())
     assert ran[0] == ["systemctl", "show", "-p", "LoadState", "--value", "fsidd.service"]
     assert ran[1] == ["systemctl", "stop", nfs.UNIT, *nfs.HELPERS, *stopped]
