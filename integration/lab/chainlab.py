@@ -66,9 +66,10 @@ def config(
     peer: bool = True,
     nfs: bool = False,
     advert: float = 0.1,
+    nfs_section: str = NFS_SECTION,
 ) -> str:
     """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs; `nfs`: the
-    full chain (filesystem, nfsd with its state on DRBD, the export)."""
+    full chain (filesystem, nfsd with its state on DRBD, the export), `nfs_section` its keys."""
     peer_section = (
         f"""
 [peer]
@@ -99,7 +100,7 @@ storage = "data"
 drbd_resource = "{RESOURCE}"
 promote_backoff = 5.0
 demote_timeout = {demote_timeout}
-{NFS_SECTION if nfs else ""}{peer_section}"""
+{nfs_section if nfs else ""}{peer_section}"""
 
 
 def roles(lab: Lab, node: str, timeout: float = 20) -> str | None:

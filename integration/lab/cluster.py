@@ -316,7 +316,7 @@ class Lab:
         if install:
             self.install_drbdha()
             fresh = [vm for vm in to_boot if vm in NODES and vm not in resumed]
-            self.parallel(self._nfs_dropins, fresh)
+            self.parallel(self.nfs_dropins, fresh)
             # Booted just now, drbdha installed, DRBD not yet up: what a node powered on again
             # (fresh_cluster) resumes from.
             for vm in fresh:
@@ -325,7 +325,7 @@ class Lab:
             self.drbd_up()
         self.log(f"up in {time.monotonic() - t0:.1f} s")
 
-    def _nfs_dropins(self, vm: str) -> None:
+    def nfs_dropins(self, vm: str) -> None:
         """The systemd drop-ins drbdha's nfsd step writes at its first start after a boot, for
         the lab's NFS config (scope drbdha-lab, 8 threads, lease and grace 10 s, the VIP),
         written with drbdha's own function, and the daemon-reload they need, before the
