@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / 
 
 import demo_cluster
 from chainlab import EXPORT, MOUNTPOINT, TUNED, fresh_cluster
-from cluster import NODES, RESOURCE, VIP, Lab, wait_until
+from cluster import NODES, RESOURCE, VIP, CommandFailed, Lab, wait_until
 from nfslab import ClientCapture, Phase, events, logged_at, lost_on, mount_and_write, nfs_cluster
 from timeline import Timeline, draw
 
@@ -100,7 +100,7 @@ def measure(
         after = [d for d in done if d > fault_at]
         mounts[f"NFSv{version}"] = {
             "acknowledged": w.acks.acknowledged,
-            "lost": lost_on(lab, "node2", w),
+            "lost": lost_or_none(lab, w),
             "errors": w.acks.errors,
             "stall_s": round(w.acks.longest_write(), 3),
             "first_write_after_fault_s": round(after[0] - fault_at, 3) if after else None,
@@ -120,6 +120,15 @@ def measure(
         "fault_at": fault_at,
         "phases": [vars(p) for p in phases(fault_at, since["node2"])],
     }
+
+
+def lost_or_none(lab: Lab, w: Any) -> int | None:
+    """Acknowledged records missing on node2, or None where node2 never mounted the
+    filesystem (a takeover that failed: the classic switch-over whose release is refused)."""
+    try:
+        return lost_on(lab, "node2", w)
+    except CommandFailed:
+        return None
 
 
 # ---------------------------------------------------------------------------------- drbdha
@@ -307,14 +316,20 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
                 ]
                 if not mine:
                     continue
-                st = [r["mounts"][version]["stall_s"] for r in mine]
+                # A run that never wrote again has no stall to give (its write is still
+                # blocked): counted under "not resumed" instead.
+                st = [r["mounts"][version]["stall_s"] for r in mine if r["resumed"]] or [
+                    float("nan")
+                ]
                 stalls[stack] = st
-                lost = sum(r["mounts"][version]["lost"] for r in mine)
+                lost = sum(r["mounts"][version]["lost"] or 0 for r in mine)
+                unchecked = sum(r["mounts"][version]["lost"] is None for r in mine)
                 acked = sum(r["mounts"][version]["acknowledged"] for r in mine)
                 lines.append(
                     f"{timers:8} {fault:11} {version:7} {stack:7}: stall median "
-                    f"{statistics.median(st):6.2f} s, max {max(st):6.2f} s over {len(st)} runs; "
-                    f"lost {lost} of {acked}; refused {sum(r['refused'] for r in mine)}, "
+                    f"{statistics.median(st):6.2f} s, max {max(st):6.2f} s over {len(mine)} runs; "
+                    f"lost {lost} of {acked} (node2 had no filesystem to check in {unchecked}); "
+                    f"refused {sum(r['refused'] for r in mine)}, "
                     f"resets {sum(r['resets'] for r in mine)}; promotion refused in "
                     f"{sum(bool(r['promote_refused']) for r in mine)}, split brain in "
                     f"{sum(r['split_brain'] for r in mine)}; not resumed in "
@@ -364,6 +379,32 @@ def phase_summary(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def picture(runs: list[dict[str, Any]], path: Path) -> None:
+    """The first tuned power-off of each stack, one above the other."""
+    shown = []
+    for stack in ("drbdha", "classic"):
+        first = [
+            r
+            for r in runs
+            if (r["stack"], r["fault"], r["timers"]) == (stack, "power-off", "tuned")
+        ]
+        if first:
+            r = first[0]
+            shown.append(
+                Timeline(
+                    "drbdha" if stack == "drbdha" else "keepalived + notify script",
+                    r["fault_at"],
+                    [Phase(**p) for p in r["phases"]],
+                    {m: f["done"] for m, f in r["mounts"].items()},
+                )
+            )
+    if shown:
+        print(
+            "picture:",
+            ", ".join(map(str, draw(shown, path, "NFS master powered off (tuned timers)"))),
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs with tuned timers (default 5)")
@@ -380,6 +421,8 @@ def main() -> int:
     if args.summarize:
         runs = json.loads(args.summarize.read_text())
         print("\n".join(summary(runs) + phase_summary(runs)))
+        if args.picture:
+            picture(runs, args.picture)
         return 0
     runners = {"drbdha": run_drbdha, "classic": run_classic}
     lab = Lab()
@@ -403,30 +446,7 @@ def main() -> int:
     for line in summary(runs) + phase_summary(runs):
         print(line)
     if args.picture:
-        shown = []
-        for stack in ("drbdha", "classic"):
-            first = [
-                r
-                for r in runs
-                if (r["stack"], r["fault"], r["timers"]) == (stack, "power-off", "tuned")
-            ]
-            if first:
-                r = first[0]
-                shown.append(
-                    Timeline(
-                        "drbdha" if stack == "drbdha" else "keepalived + notify script",
-                        r["fault_at"],
-                        [Phase(**p) for p in r["phases"]],
-                        {m: f["done"] for m, f in r["mounts"].items()},
-                    )
-                )
-        if shown:
-            print(
-                "picture:",
-                ", ".join(
-                    map(str, draw(shown, args.picture, "NFS master powered off (tuned timers)"))
-                ),
-            )
+        picture(runs, args.picture)
     return 0
 
 
