@@ -316,11 +316,12 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
                 ]
                 if not mine:
                     continue
-                # A run that never wrote again has no stall to give (its write is still
-                # blocked): counted under "not resumed" instead.
-                st = [r["mounts"][version]["stall_s"] for r in mine if r["resumed"]] or [
-                    float("nan")
-                ]
+                # The longest write, once the blocked one completed; a mount that never wrote
+                # again (within --give-up) has no stall to give: counted apart.
+                wrote = [r["mounts"][version] for r in mine]
+                st = [m["stall_s"] for m in wrote if m["first_write_after_fault_s"] is not None]
+                never = len(wrote) - len(st)
+                st = st or [float("nan")]
                 stalls[stack] = st
                 lost = sum(r["mounts"][version]["lost"] or 0 for r in mine)
                 unchecked = sum(r["mounts"][version]["lost"] is None for r in mine)
@@ -332,8 +333,7 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
                     f"refused {sum(r['refused'] for r in mine)}, "
                     f"resets {sum(r['resets'] for r in mine)}; promotion refused in "
                     f"{sum(bool(r['promote_refused']) for r in mine)}, split brain in "
-                    f"{sum(r['split_brain'] for r in mine)}; not resumed in "
-                    f"{sum(not r['resumed'] for r in mine)}"
+                    f"{sum(r['split_brain'] for r in mine)}; never wrote again in {never}"
                 )
             if len(stalls) == 2:
                 d, c = stalls["drbdha"], stalls["classic"]
