@@ -302,6 +302,13 @@ def run_classic(lab: Lab, fault: str, timers: str, give_up: float) -> dict[str, 
 # ---------------------------------------------------------------------------------- summary
 
 
+def stuck(run: dict[str, Any], version: str) -> bool:
+    """The mount's last write was still blocked when the run gave up: no completed write in
+    the last 5 s of the --give-up wait (a run that did not resume stopped then)."""
+    done = run["mounts"][version]["done"]
+    return not run["resumed"] and run["fault_at"] + run["give_up"] - max(done, default=0) > 5
+
+
 def summary(runs: list[dict[str, Any]]) -> list[str]:
     lines = []
     keys = sorted({(r["timers"], r["fault"]) for r in runs}, reverse=True)
@@ -316,11 +323,11 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
                 ]
                 if not mine:
                     continue
-                # The longest write, once the blocked one completed; a mount that never wrote
-                # again (within --give-up) has no stall to give: counted apart.
-                wrote = [r["mounts"][version] for r in mine]
-                st = [m["stall_s"] for m in wrote if m["first_write_after_fault_s"] is not None]
-                never = len(wrote) - len(st)
+                # The longest write, once the blocked one completed; a mount still blocked
+                # when the run gave up has no stall to give (its write never completed):
+                # counted apart.
+                st = [r["mounts"][version]["stall_s"] for r in mine if not stuck(r, version)]
+                never = len(mine) - len(st)
                 st = st or [float("nan")]
                 stalls[stack] = st
                 lost = sum(r["mounts"][version]["lost"] or 0 for r in mine)
@@ -333,7 +340,8 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
                     f"refused {sum(r['refused'] for r in mine)}, "
                     f"resets {sum(r['resets'] for r in mine)}; promotion refused in "
                     f"{sum(bool(r['promote_refused']) for r in mine)}, split brain in "
-                    f"{sum(r['split_brain'] for r in mine)}; never wrote again in {never}"
+                    f"{sum(r['split_brain'] for r in mine)}; still blocked at the give-up in "
+                    f"{never}"
                 )
             if len(stalls) == 2:
                 d, c = stalls["drbdha"], stalls["classic"]
@@ -420,6 +428,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.summarize:
         runs = json.loads(args.summarize.read_text())
+        for r in runs:  # files from before runs recorded it: this run's --give-up
+            r.setdefault("give_up", args.give_up)
         print("\n".join(summary(runs) + phase_summary(runs)))
         if args.picture:
             picture(runs, args.picture)
@@ -434,6 +444,7 @@ def main() -> int:
                 for stack in args.stacks.split(","):
                     r = runners[stack](lab, fault, timers, args.give_up)
                     r.update(stack=stack, fault=fault, timers=timers, run=i + 1)
+                    r["give_up"] = args.give_up
                     shown = {k: v for k, v in r.items() if k != "phases"}
                     shown["mounts"] = {
                         m: {k: v for k, v in f.items() if k != "done"}
