@@ -252,8 +252,8 @@ class NfsdStep:
         """Those of `units` systemd has a unit file for (asked at each stop: an upgrade of
         nfs-utils may add one)."""
         r = await self.run(["systemctl", "show", "-p", "LoadState", "--value", *units])
-        # None if systemd cannot say: a helper left running only keeps the bind busy, and
-        # the bind's unmount then signals what holds it.
+        # None of them if systemd cannot say: a helper left running only keeps the bind busy,
+        # and the bind's unmount then signals what holds it.
         states = r.stdout.split() if r.ok else ["not-found"] * len(units)
         return [u for u, st in zip(units, states, strict=True) if st != "not-found"]
 
