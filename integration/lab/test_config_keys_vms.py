@@ -115,6 +115,8 @@ def tour(lab: Lab) -> Iterator[Storage]:
             yield s
         finally:
             lab.exec("client", f"umount -f -l {CLIENT_MOUNT}*; true", check=False, timeout=60)
+            # drbdha released first, so the drop-ins below never change under a serving nfsd.
+            s.stop()
             for n in [n for n in NODES if lab.running(n)]:
                 lab.exec(n, f"rm -f {FLAG} /etc/systemd/system/{WEB}", check=False)
                 # The lab's own nfsd drop-ins again (this test's scope, threads, lease and
