@@ -129,9 +129,10 @@ def power_off_master(
     )
     show_status(lab, PEER, say)
     say("the takeover on the new master, seconds after the power-off:")
+    width = max((len(p.name) for p in result.phases), default=0)
     for p in result.phases:
         span = f"{p.start - killed_at:6.2f} - {p.end - killed_at:6.2f}" if p.end > p.start else ""
-        say(f"  {p.name:<12} {span:>17}  done at {p.end - killed_at:.2f}")
+        say(f"  {p.name:<{width}} {span:>15}  done at {p.end - killed_at:.2f}")
     say(
         f"every acknowledged record checked in its file on {PEER}: "
         + ", ".join(f"NFSv{v} {m.lost} of {m.acknowledged} lost" for v, m in result.mounts.items())
