@@ -6,12 +6,19 @@ drbdha to outdate its copy and exits with DRBD's code for the answer (wire.EXIT_
 - 4 the peer's copy is Outdated now (or was): DRBD goes on, the peer cannot be promoted;
 - 3 the peer is Inconsistent or worse: nothing to fence;
 - 6 the peer is Primary: refused; a promoting caller then outdates itself;
-- 5 no connection within fence_timeout: the peer is taken as dead (DRBD goes on only if
-  its own disk is UpToDate). A live peer cut off on both networks looks the same: the
-  two-node limit the README describes;
-- 1 anything else (a reachable peer that could not be outdated, the wrong secret, no
-  [peer] section): DRBD calls the handler broken, keeps a Primary's I/O frozen and refuses
-  a promotion. Reporting such a peer as dead could let it be promoted on stale data later.
+- 5 silence within fence_timeout (no SYN-ACK, no RST): the peer is taken as dead (DRBD
+  goes on only if its own disk is UpToDate). A live peer cut off on both networks looks
+  the same: the two-node limit the README describes;
+- 1 anything else (a reachable peer that could not be outdated, a host that refuses the
+  connection because its drbdha is down, the wrong secret, no [peer] section): DRBD calls
+  the handler broken, keeps a Primary's I/O frozen and refuses a promotion. Reporting such
+  a peer as dead could let it be promoted on stale data later. The Primary's own daemon
+  then goes on asking (fencing/keeper.py) and resumes the I/O once the peer is fenced.
+
+Proof of life is any answer from the peer's host: a connection, or a refusal (a TCP RST,
+or ICMP port unreachable, both ECONNREFUSED). Once seen, this run never answers 5, even if
+the host falls silent afterwards (it may be rebooting with its copy still UpToDate).
+EHOSTUNREACH is not proof: the kernel reports it when the neighbour does not answer ARP/ND.
 
 Synchronous and standard-library only: it runs in the kernel's helper path, once.
 """
@@ -43,11 +50,14 @@ class Answer:
         reply: dict[str, Any] | None = None,
         *,
         retry: bool = False,
+        refused: bool = False,
     ) -> None:
         self.outcome = outcome
         self.detail = detail
         self.reply = reply or {}
         self.retry = retry  # a failure that may pass (the peer tried and failed, or went silent)
+        self.alive = outcome != wire.UNREACHABLE  # the peer's host answered in some way
+        self.refused = refused  # ... only by refusing the connection
 
     @property
     def exit_code(self) -> int:
@@ -64,19 +74,35 @@ def fence_peer(config: Config, resource: str) -> Answer:
     except SecretError as e:
         return Answer(wire.FAILED, str(e))
     # A reachable peer that failed to outdate may succeed a moment later (its DRBD noticed
-    # the failed link itself meanwhile); until then DRBD holds our I/O, so keep trying.
+    # the failed link itself meanwhile, its drbdha came back); until then DRBD holds our
+    # I/O, so keep trying.
     deadline = time.monotonic() + DEADLINE
+    alive = False
     while True:
         answer = ask(config.peer, key, resource)
-        if not answer.retry or time.monotonic() + RETRY_PAUSE >= deadline:
+        alive = alive or answer.alive
+        if alive and answer.outcome == wire.UNREACHABLE:
+            detail = f"the peer's host answered earlier, now silent: {answer.detail}"
+            answer = Answer(wire.FAILED, detail, retry=True)
+        # A refused connect costs nothing: _connect paces its own attempts.
+        pause = 0.0 if answer.refused else RETRY_PAUSE
+        if not answer.retry or time.monotonic() + pause >= deadline:
             return answer
-        time.sleep(RETRY_PAUSE)
+        time.sleep(pause)
 
 
 def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
-    sock = _connect(peer)
+    sock, refused = _connect(peer)
+    if sock is None and refused:
+        return Answer(
+            wire.FAILED,
+            f"{peer.address}:{peer.port} refused the connection: the host is alive and its "
+            "drbdha is not listening",
+            retry=True,
+            refused=True,
+        )
     if sock is None:
-        return Answer(wire.UNREACHABLE, f"no connection to {peer.address}:{peer.port}")
+        return Answer(wire.UNREACHABLE, f"no answer from {peer.address}:{peer.port}")
     with sock, sock.makefile("rb") as f:
         try:
             sock.settimeout(peer.fence_timeout)
@@ -109,20 +135,26 @@ def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
     return Answer(str(outcome), str(reply.get("detail", "")), reply, retry=outcome == wire.FAILED)
 
 
-def _connect(peer: PeerConfig) -> socket.socket | None:
-    """A connection within fence_timeout, in short attempts (one lost SYN must not make a
-    live peer look dead; the peer's drbdha restarting refuses for a moment); None when the
-    time is up."""
+def _connect(peer: PeerConfig) -> tuple[socket.socket | None, bool]:
+    """(a connection within fence_timeout or None, whether any attempt was refused), in
+    short attempts: one lost SYN must not make a live peer look dead, and the peer's drbdha
+    restarting refuses for a moment before it listens again."""
     deadline = time.monotonic() + peer.fence_timeout
+    refused = False
     while (left := deadline - time.monotonic()) > 0:
         started = time.monotonic()
         try:
-            return socket.create_connection(
+            sock = socket.create_connection(
                 (str(peer.address), peer.port), timeout=min(ATTEMPT, left)
             )
-        except OSError:  # timed out, refused, no route
-            time.sleep(max(0.0, min(ATTEMPT - (time.monotonic() - started), left)))
-    return None
+        except ConnectionRefusedError:  # RST or ICMP port unreachable: the host is up
+            refused = True
+        except OSError:  # timed out, no route, neighbour unresolved: silence
+            pass
+        else:
+            return sock, refused
+        time.sleep(max(0.0, min(ATTEMPT - (time.monotonic() - started), left)))
+    return None, refused
 
 
 def log(event: str, **fields: Any) -> None:
