@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -673,3 +674,63 @@ def test_status_json_disconnected_peer(status: dict[str, Resource]) -> None:
 def test_status_json_malformed(text: str) -> None:
     with pytest.raises(ValueError):
         parse_status_json(text)
+
+
+# ---- why I/O is suspended (issue 19 §1: the Primary's frozen I/O while fencing) -----------
+
+
+@pytest.mark.parametrize(
+    ("word", "reasons", "frozen"),
+    [
+        ("no", frozenset(), False),
+        ("fencing", frozenset({"fencing"}), True),
+        ("user,fencing", frozenset({"user", "fencing"}), True),
+        ("user", frozenset({"user"}), False),
+        ("no-data,fencing,quorum", frozenset({"no-data", "fencing", "quorum"}), True),
+    ],
+)
+def test_suspended_reasons_from_events2(word: str, reasons: frozenset[str], frozen: bool) -> None:
+    t = Tracker()
+    lines = [
+        f"exists resource name:r0 role:Primary suspended:{word}",
+        "exists device name:r0 volume:0 minor:0 disk:UpToDate",
+        "exists -",
+    ]
+    for line in lines:
+        ev = parse_events2_line(line)
+        assert ev is not None
+        t.feed(ev)
+    r = t.resource("r0")
+    assert r is not None
+    assert r.suspended_by == reasons
+    assert r.suspended is (word != "no")
+    assert r.frozen_for_fencing is frozen
+
+
+def test_a_secondary_suspended_for_fencing_is_not_a_frozen_primary() -> None:
+    t = Tracker()
+    for line in ["exists resource name:r0 role:Secondary suspended:fencing", "exists -"]:
+        ev = parse_events2_line(line)
+        assert ev is not None
+        t.feed(ev)
+    r = t.resource("r0")
+    assert r is not None
+    assert not r.frozen_for_fencing
+
+
+def test_suspended_reasons_from_status_json() -> None:
+    base = {
+        "name": "r0",
+        "role": "Primary",
+        "suspended": True,
+        "suspended-user": False,
+        "suspended-no-data": False,
+        "suspended-fencing": True,
+        "suspended-quorum": False,
+        "force-io-failures": False,
+        "devices": [],
+        "connections": [],
+    }
+    (r,) = parse_status_json(json.dumps([base])).values()
+    assert r.suspended_by == frozenset({"fencing"})
+    assert r.frozen_for_fencing

@@ -160,6 +160,14 @@ class Resource:
     devices: tuple[Volume, ...]
     connections: tuple[Connection, ...]
     split_brain: bool = False
+    # Why I/O is suspended ("user", "no-data", "fencing", "quorum"), from the same field.
+    suspended_by: frozenset[str] = frozenset()
+
+    @property
+    def frozen_for_fencing(self) -> bool:
+        """A Primary whose writes DRBD holds until the peer is fenced (resource-and-stonith:
+        the fence-peer handler has not answered, or answered that it could not fence)."""
+        return self.role == "Primary" and "fencing" in self.suspended_by
 
     @property
     def connected(self) -> bool:
@@ -385,7 +393,14 @@ def _build(name: str, raw: _Raw, *, split_brain: bool) -> Resource:
         devices=devices,
         connections=connections,
         split_brain=split_brain,
+        suspended_by=_reasons(r.get("suspended", "no")),
     )
+
+
+def _reasons(value: str) -> frozenset[str]:
+    """events2's suspended field: "no", or the reasons joined by commas (drbdsetup.c
+    susp_str(), the same in 8.4 and 9: "user,fencing")."""
+    return frozenset(w for w in value.split(",") if w and w != "no")
 
 
 # ---- drbdsetup status --json ----------------------------------------------------------
@@ -433,7 +448,14 @@ def _json_resource(j: Any) -> Resource:
         connections=tuple(
             sorted(map(_json_connection, _list(j["connections"])), key=lambda c: c.peer_node_id)
         ),
+        # resource_status_json(): one bool per reason beside "suspended".
+        suspended_by=frozenset(
+            why for why in JSON_SUSPENDED if j.get(f"suspended-{why}", False) is True
+        ),
     )
+
+
+JSON_SUSPENDED: Final = ("user", "no-data", "fencing", "quorum")
 
 
 def _json_connection(c: Any) -> Connection:
