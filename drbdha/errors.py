@@ -29,3 +29,17 @@ class MalformedPacket(DrbdhaError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class LatchError(DrbdhaError):
+    """The latch file could not be written, so a latch was not cleared (latches.py).
+
+    Nothing changed: the file and the latches held in memory are as they were. `reason`
+    is one line for the operator, such as "cannot write /var/lib/drbdha/latches.json:
+    [Errno 30] Read-only file system"; `path` is the latch file.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(reason)
