@@ -146,7 +146,6 @@ def _feed_checked(tracker: Tracker, line: str) -> None:
         assert new is None or isinstance(new, Resource)
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(events2_lines(), TEXT))
 @example("exists device name:r0 volume:" + "9" * 5_000 + " minor:0 disk:UpToDate")

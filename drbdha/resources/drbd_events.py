@@ -5,7 +5,9 @@ Rules:
 - parse_events2_line() checks only the line's shape: an action, an object, key:value tokens
   (split on the first ':' only; values such as local:ipv4:1.2.3.4:7789 keep theirs), the
   identity keys each object needs, and that numeric keys are numbers. Unknown keys are kept.
-  A malformed line raises ValueError(reason); the caller logs it and reads on.
+  A malformed line raises ValueError(reason); the caller logs it and reads on. A number is
+  ASCII digits, at most 20 (DRBD's widest is a u64): so every line accepted here can be fed
+  to a Tracker without raising (int() refuses over 4,300 digits, str.isdigit() takes "²").
 - DRBD 9 and 8.4 both print this format. 8.4 fakes peer-node-id:0 and conn-name:peer, has no
   may_promote/promotion_score/quorum/client/open/path, and prints `- skipped N` when netlink
   dropped events (DU user/v84/drbdsetup.c print_notifications): that becomes the action
@@ -42,7 +44,8 @@ _IDENTITY: Final[Mapping[str, tuple[str, ...]]] = {
     "helper": ("name", "helper"),
 }
 _INT_KEYS: Final = frozenset({"volume", "minor", "peer-node-id", "promotion_score", "out-of-sync"})
-_INT = re.compile(r"-?[0-9]+")
+_INT = re.compile(r"-?[0-9]{1,20}")
+_COUNT = re.compile(r"[0-9]{1,20}")
 # drbdsetup format_timestamp(): "%04u-%02u-%02uT%02u:%02u:%02u.%06u%+03d:%02u ".
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+([+-][0-9]{2}:[0-9]{2}|Z)?")
 # DRBD's own enum order (drbd_disk_state), worst first; worst_disk() uses it.
@@ -85,7 +88,7 @@ def parse_events2_line(line: str) -> Event | None:
     timestamp = None
     if words[0] not in ACTIONS and _TIMESTAMP.fullmatch(words[0]):
         timestamp, words = words[0], words[1:]
-    if words[:2] == ["-", "skipped"] and len(words) == 3 and words[2].isdigit():
+    if words[:2] == ["-", "skipped"] and len(words) == 3 and _COUNT.fullmatch(words[2]):
         return Event("skipped", "-", {"count": words[2]}, timestamp)
     if not words or words[0] not in ACTIONS:
         raise ValueError(f"unknown action {words[0] if words else ''!r}")
