@@ -44,6 +44,7 @@ REFUSAL_EXITS = {17: "no_uptodate_disk", 5: "lower_than_outdated", 16: "no_local
 DEMOTE_RETRY = 0.5  # seconds between demote attempts while the device is held open
 WAIT_POLL = 0.05  # seconds between looks at the facts while the peer demotes
 RESTART_DELAY = 1.0  # seconds before events2 is started again after it exited
+NOT_UP_MESSAGES = ("Unknown resource", "No such resource", "Device minor not allocated")
 
 
 def kmod_version(proc_drbd: Path = Path("/proc/drbd")) -> tuple[int, ...] | None:
@@ -166,9 +167,30 @@ class DrbdStep:
         raise StepFailed("demote_failed", first)
 
     async def held(self) -> bool:
-        r = await self.run(["drbdadm", "role", self.resource])
-        # 9: "Primary"; 8.4: "Primary/Secondary". Not up at all: nothing is held.
-        return r.ok and r.stdout.strip().startswith("Primary")
+        """Only a definite answer reads as not held: Secondary, or DRBD saying the resource
+        is not up or not defined. Anything else (drbdadm missing, another error, output we
+        do not know) is unknown, and unknown counts as held (chain/runner.py)."""
+        try:
+            r = await self.run(["drbdadm", "role", self.resource])
+        except OSError:
+            return True
+        # 9: "Primary"; 8.4: "Primary/Secondary" (ours first).
+        if r.ok:
+            return not r.stdout.strip().startswith("Secondary")
+        return not _not_up(r)
+
+
+def _not_up(r: proc.Result) -> bool:
+    """DRBD's own words for a resource that is not up (drbd-utils b4b2f5b9): drbdsetup exits
+    10 with "Unknown resource" (9, role_cmd) or "No such resource" (9, status_cmd), or with
+    "Device minor not allocated" (8.4, print_config_error of ERR_MINOR_INVALID); drbdadm
+    exits 1 (E_USAGE) with "not defined in your config" for a resource it cannot bring up.
+    The exit code alone says too little: 10 is also any other kernel error on 8.4 and an
+    invalid config, 1 any usage error."""
+    text = r.stderr + r.stdout
+    if r.returncode == 10:
+        return any(m in text for m in NOT_UP_MESSAGES)
+    return r.returncode == 1 and "not defined in your config" in text
 
 
 @dataclass(frozen=True, slots=True)
