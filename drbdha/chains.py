@@ -28,6 +28,7 @@ from drbdha import guard, status, steps
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.clock import Clock
+from drbdha.fencing.keeper import KeepFencing
 from drbdha.health import CheckResult, Health
 from drbdha.instance import Instance
 from drbdha.latches import KINDS as LATCH_KINDS
@@ -40,6 +41,10 @@ from drbdha.resources.drbd_events import Resource
 from drbdha.vrrp.events import State
 
 Apply = Callable[[Instance, list[Any], float], None]
+IO_FROZEN = (
+    "I/O frozen: fencing the peer (DRBD holds every write until the peer's copy is "
+    "outdated; drbdha asks the peer's drbdha every second)"
+)
 OUTDATE_TIMEOUT = 20.0  # seconds for outdating our own copy (a few drbdadm runs)
 POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
 SYSRQ = {"reboot": "b", "poweroff": "o"}
@@ -136,6 +141,7 @@ class Chains:
         if inst.storage is not None:
             watcher = self.watchers[inst.storage.drbd_resource]
             inst.drbd = watcher.facts()
+            self._note_frozen(inst, inst.drbd)
             self._judge(inst, None, inst.drbd, now)
             self._export_drbd(inst)
 
@@ -205,9 +211,23 @@ class Chains:
         if inst is None:
             return
         inst.drbd = ev.new
+        self._note_frozen(inst, ev.new)
         self._judge(inst, ev.old, ev.new, now)
         self._export_drbd(inst)
         self._note_link(inst, ev.old, ev.new, now)
+
+    def _note_frozen(self, inst: Instance, new: Resource | None) -> None:
+        """A Primary whose I/O DRBD holds for fencing: alert while it lasts, and have the
+        peer asked in the background should the handler not get through
+        (fencing/keeper.py)."""
+        frozen = new is not None and new.frozen_for_fencing
+        if frozen and "io_frozen" not in inst.alerts:
+            assert new is not None
+            inst.alerts["io_frozen"] = IO_FROZEN
+            self.log.critical("alert", instance=inst.name, kind="io_frozen", message=IO_FROZEN)
+            self.put(KeepFencing(inst.name, new.name))
+        elif not frozen and inst.alerts.pop("io_frozen", None) is not None:
+            self.log.info("alert.cleared", instance=inst.name, kind="io_frozen")
 
     def _note_link(
         self, inst: Instance, old: Resource | None, new: Resource | None, now: float

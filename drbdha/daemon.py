@@ -29,6 +29,7 @@ from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config, VrrpInstanceConfig, load
 from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
 from drbdha.fencing import status as fencing_status
+from drbdha.fencing.keeper import Keeper, KeepFencing
 from drbdha.fencing.secret import read_secret
 from drbdha.fencing.server import PeerServer
 from drbdha.handover import Handover
@@ -121,6 +122,8 @@ class Daemon:
         self._links: LinkWatcher | None = None
         self._control: control.ControlServer | None = None
         self._peer_server: PeerServer | None = None
+        self._keeper: Keeper | None = None  # with a [peer] section
+        self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
         self._stopping = False
         self._status_dirty = False  # a state changed since systemd's STATUS= was last sent
@@ -321,9 +324,16 @@ class Daemon:
         """The fence channel (a [peer] section), and each resource's fencing for status."""
         peer = self.config.peer
         if peer is not None:
+            key = read_secret(peer.secret_file)
+            self._keeper = Keeper(
+                peer,
+                key,
+                self.log,
+                count=lambda inst, outcome: self.metrics.fence_keeper.labels(inst, outcome).inc(),
+            )
             self._peer_server = PeerServer(
                 peer,
-                read_secret(peer.secret_file),
+                key,
                 lambda: frozenset(self.chains.watchers),
                 lambda res: w.facts() if (w := self.chains.watchers.get(res)) else None,
                 self.log,
@@ -338,6 +348,30 @@ class Daemon:
         """How each chain's DRBD resource is fenced, for status (drbdadm dump, in a task)."""
         if self._tasks is not None and any(i.storage for i in instances):
             self._tasks.create_task(fencing_status.fill(instances, self.config.peer))
+
+    def _keep_fencing(self, ev: KeepFencing) -> None:
+        """One keeper task per frozen resource (fencing/keeper.py)."""
+        task = self._keeping.get(ev.resource)
+        if self._tasks is None or (task is not None and not task.done()):
+            return
+        if self._keeper is None:
+            self.log.error(
+                "fence.cannot_keep",
+                instance=ev.instance,
+                resource=ev.resource,
+                reason="no [peer] section: drbdha cannot ask the peer",
+                hint=f"once the peer's copy is Outdated: drbdadm resume-io {ev.resource}",
+            )
+            return
+        watcher = self.chains.watchers.get(ev.resource)
+
+        def frozen() -> bool:
+            facts = watcher.facts() if watcher is not None else None
+            return facts is not None and facts.frozen_for_fencing
+
+        self._keeping[ev.resource] = self._tasks.create_task(
+            _logged(self._keeper.keep(ev, frozen), self.log, "fence.keeper_failed")
+        )
 
     # ---- main loop -----------------------------------------------------------------------
 
@@ -445,6 +479,8 @@ class Daemon:
                 self.chains.on_check(self.instances[name], event, now)
             case OutdateSelf() if self._tasks is not None:
                 self._tasks.create_task(self.chains.outdate_self(event))
+            case KeepFencing():
+                self._keep_fencing(event)
             case ProbePeer() if self._tasks is not None:
                 self._tasks.create_task(self.probe.run(event))
             case PeerProbed(instance=name) if name in self.instances:
@@ -727,6 +763,15 @@ class Daemon:
         if not cleared:
             raise control.CommandError("no latch is set", "refused")
         return {"cleared": cleared}
+
+
+async def _logged(work: Any, log: Any, event: str) -> None:
+    """Await `work`; an exception is logged, never raised into the task group (it would
+    cancel the chain runners)."""
+    try:
+        await work
+    except Exception:
+        log.exception(event)
 
 
 def _release_budget(instances: list[Instance]) -> float:

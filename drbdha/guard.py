@@ -26,7 +26,7 @@ NO_RESIGN = frozenset({"drbd_unknown"})
 PREEMPT_OK = frozenset({"peer_primary"})
 
 
-ALERT_KINDS = ("disk_lost", "no_uptodate_copy")
+ALERT_KINDS = ("disk_lost", "no_uptodate_copy", "io_frozen")
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,14 @@ class Metrics:
             ["vrrp_instance", "outcome"],
             registry=r,
         )
+        self.fence_keeper = Counter(
+            "drbdha_fence_keeper",
+            "A Primary's I/O frozen by DRBD after its fence-peer handler failed, finished "
+            "by drbdha asking the peer: resumed (by drbdha), resume_failed, resolved (DRBD "
+            "resumed by itself)",
+            ["vrrp_instance", "outcome"],
+            registry=r,
+        )
         self.check_failing = Gauge(
             "drbdha_check_failing",
             "1 while a health check is failing (fall failures in a row, until rise successes)",
@@ -143,7 +151,8 @@ class Metrics:
         )
         self.alert = Gauge(
             "drbdha_alert",
-            "1 while an alert stands (disk_lost, no_uptodate_copy)",
+            "1 while an alert stands (disk_lost, no_uptodate_copy, io_frozen: a Primary's "
+            "I/O held by DRBD until the peer is fenced)",
             ["vrrp_instance", "kind"],
             registry=r,
         )
