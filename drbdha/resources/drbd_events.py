@@ -422,6 +422,8 @@ def parse_status_json(text: str) -> dict[str, Resource]:
         return {r.name: r for r in map(_json_resource, _list(doc))}
     except (KeyError, TypeError) as e:
         raise ValueError(f"status json: missing or mistyped {e}") from e
+    except RecursionError:  # json.loads on arrays or objects nested about 1,000 deep
+        raise ValueError("status json: nested too deeply") from None
 
 
 def _json_resource(j: Any) -> Resource:
