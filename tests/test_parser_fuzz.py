@@ -280,7 +280,6 @@ def dump_texts(draw: st.DrawFn) -> str:
     return body
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(dump_texts(), TEXT, deep_json().map(lambda s: s.replace('"a":', "net"))))
 @example("resource r0 { on { address 10.0.0.1:7789; } }")

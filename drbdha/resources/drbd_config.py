@@ -13,6 +13,9 @@ Rules:
   absent) out. Options inherit common -> resource -> volume / connection; a resource whose
   volumes or connections set their own values gets one variant per distinct combination, and
   findings() checks each.
+- Any text that is not a dump drbdadm could print raises DrbdConfigError, never anything
+  else: sections nested deeper than MAX_DEPTH, and `on` or `volume` sections without their
+  name, included.
 - DEFAULTS are what DRBD uses for an absent option; they are the same in 8.4 and 9 for every
   option here (quorum and on-no-quorum exist only in 9).
 """
@@ -80,6 +83,9 @@ FIELDS: Final[dict[str, str]] = {
     "disk-timeout": "disk_timeout",
 }
 _SECTIONS: Final = frozenset({"net", "disk", "options", "handlers"})
+# How deep sections may nest; drbdadm's dumps go four deep (resource > on HOST > volume > disk).
+MAX_DEPTH: Final = 16
+_NAMED: Final = frozenset({"on", "volume"})  # sections that drbdadm always prints with a name
 
 
 class DrbdConfigError(DrbdhaError):
@@ -155,7 +161,11 @@ def _tokens(text: str) -> list[tuple[str, bool]]:
     return out
 
 
-def _statements(tokens: list[tuple[str, bool]], i: int, *, top: bool) -> tuple[list[_Stmt], int]:
+def _statements(
+    tokens: list[tuple[str, bool]], i: int, *, top: bool, depth: int = 0
+) -> tuple[list[_Stmt], int]:
+    if depth > MAX_DEPTH:
+        raise DrbdConfigError(f"drbdadm dump output nested deeper than {MAX_DEPTH} sections")
     stmts: list[_Stmt] = []
     while i < len(tokens):
         tok, punct = tokens[i]
@@ -173,7 +183,9 @@ def _statements(tokens: list[tuple[str, bool]], i: int, *, top: bool) -> tuple[l
         if i == len(tokens):
             raise DrbdConfigError(f"drbdadm dump output ends inside {tok!r}")
         if tokens[i][0] == "{":
-            block, i = _statements(tokens, i + 1, top=False)
+            block, i = _statements(tokens, i + 1, top=False, depth=depth + 1)
+            if tok in _NAMED and not args:
+                raise DrbdConfigError(f"'{tok} {{' without a name in drbdadm dump output")
             stmts.append(_Stmt(tok, tuple(args), tuple(block)))
         elif tokens[i][0] == ";":
             stmts.append(_Stmt(tok, tuple(args), None))
