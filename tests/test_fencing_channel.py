@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -28,6 +29,7 @@ from test_drbd_step import res
 
 from drbdha.config import PeerConfig
 from drbdha.fencing import handler, wire
+from drbdha.fencing import server as fencing_server
 from drbdha.fencing.server import PeerServer
 from drbdha.resources.drbd_events import Resource
 from drbdha.resources.proc import Result
@@ -399,3 +401,56 @@ async def test_each_request_is_counted_once_by_result_and_reason() -> None:
         await server.close()
     assert (good.exit_code, bad.exit_code) == (4, 1)
     assert counted == [("outdated", ""), ("refused", "bad_mac")]
+
+
+# ---- a flood of connections ----------------------------------------------------------
+
+
+@in_loop
+async def test_a_flood_of_silent_connections_is_bounded_and_the_peer_served_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More silent connections than the bound, all from the peer's address: the ones over
+    it are refused "busy" and closed at once, the others are dropped REQUEST_TIMEOUT after
+    they connected; then the peer's request is served."""
+    limit, over, request_timeout = 3, 4, 1.0
+    monkeypatch.setattr(fencing_server, "MAX_CONNECTIONS", limit, raising=False)
+    monkeypatch.setattr(fencing_server, "REQUEST_TIMEOUT", request_timeout)
+    counted: list[tuple[str, str]] = []
+    peer = PeerServer(
+        peer_cfg(LOOPBACK, 0),
+        KEY,
+        lambda: frozenset({"r0"}),
+        lambda _r: DISCONNECTED,
+        FakeLog(),
+        run=FakeDrbdadm({DSTATE: OUTDATED}),
+        count=lambda result, reason: counted.append((result, reason)),
+    )
+    await peer.start(host=LOOPBACK)
+    assert peer._server is not None
+    client = peer_cfg(LOOPBACK, peer._server.sockets[0].getsockname()[1])
+    flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        started = time.monotonic()
+        flood += [await asyncio.open_connection(LOOPBACK, client.port) for _ in range(limit + over)]
+        async with asyncio.timeout(request_timeout / 2):  # "at once"
+            firsts = [wire.decode(await reader.readline()) for reader, _ in flood]
+            assert [await reader.read() for reader, _ in flood[limit:]] == [b""] * over
+        assert [m["type"] for m in firsts] == ["challenge"] * limit + ["refused"] * over
+        assert {m.get("reason") for m in firsts[limit:]} == {"busy"}
+        assert peer.active == limit
+        while_full = await asyncio.to_thread(handler.ask, client, KEY, "r0")
+        assert time.monotonic() - started < request_timeout  # the flood still holds its places
+        assert (while_full.outcome, while_full.detail) == ("failed", "the peer refused: busy")
+
+        async with asyncio.timeout(request_timeout * 2):
+            assert [await reader.read() for reader, _ in flood[:limit]] == [b""] * limit
+        assert peer.active == 0
+        after = await asyncio.to_thread(handler.ask, client, KEY, "r0")
+    finally:
+        for _, writer in flood:
+            writer.close()
+        await peer.close()
+    assert (after.outcome, after.exit_code) == ("outdated", 4)
+    busy, silent = ("refused", "busy"), ("refused", "no_request")
+    assert sorted(counted) == sorted([busy] * (over + 1) + [silent] * limit + [("outdated", "")])

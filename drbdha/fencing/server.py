@@ -3,6 +3,10 @@
 Rules:
 - Only the configured peer address is served; every request is authenticated (wire.py) and
   bounded in time; one request per connection; each ends in one log event.
+- At most MAX_CONNECTIONS are served at once: one more is refused ("busy") and closed at
+  once, as is any from another address, so a flood holds a bounded number of sockets and
+  tasks. A client that sends nothing (or does not read) holds its place for REQUEST_TIMEOUT
+  from the connection on, then CLOSE_TIMEOUT at most to close.
 - This node outdates its own copy only while it is Secondary (DRBD refuses on a Primary as
   well), and replies with its DRBD state either way.
 - It runs beside the main loop and touches no machine: outdating changes DRBD, which the
@@ -22,8 +26,12 @@ from drbdha.fencing import wire
 from drbdha.resources import drbd, proc
 from drbdha.resources.drbd_events import Resource
 
-REQUEST_TIMEOUT = 5.0  # seconds for the client's request after our challenge
+REQUEST_TIMEOUT = 5.0  # seconds from the connection to the client's request, challenge included
 ACTION_TIMEOUT = 10.0  # seconds for outdating (five drbdadm runs at most, each quick)
+CLOSE_TIMEOUT = 1.0  # seconds to hand the last bytes over and close, then the connection is reset
+# The peer's handler asks one request at a time per resource; a few resources, a retry
+# overlapping a request that timed out on its side: 8 is far above what a peer needs.
+MAX_CONNECTIONS = 8
 
 Facts = Callable[[str], Resource | None]
 
@@ -49,6 +57,7 @@ class PeerServer:
         self._count = count  # (result, reason) per request: the daemon's Prometheus counter
         self._locks: dict[str, asyncio.Lock] = {}
         self._server: asyncio.Server | None = None
+        self.active = 0  # connections being served (never above MAX_CONNECTIONS)
 
     async def start(self, host: str | None = None) -> None:
         """Listen on every address (the source is checked per connection) or on `host`."""
@@ -65,11 +74,32 @@ class PeerServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        started = time.monotonic()
         source = _source(writer)
+        if not _same_address(source, self.cfg.address):
+            self._refuse_at_once(writer, source, "unknown_source")
+            return
+        if self.active >= MAX_CONNECTIONS:
+            self._refuse_at_once(writer, source, "busy")
+            return
+        self.active += 1
+        try:
+            await self._serve_one(reader, writer, source)
+        finally:
+            self.active -= 1
+
+    def _refuse_at_once(self, writer: asyncio.StreamWriter, source: str, reason: str) -> None:
+        """Refuse without waiting for anything: these hold no place among MAX_CONNECTIONS."""
+        self.log.error("fence.refused", reason=reason, source=source, active=self.active)
+        self._counted("refused", reason)
+        _close_at_once(writer, wire.refused(reason))
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
+    ) -> None:
+        started = time.monotonic()
         fields: dict[str, Any] = {"source": source}
         try:
-            fields |= await self._exchange(reader, writer, source)
+            fields |= await self._exchange(reader, writer)
             self.log.warning("fence.request", took_ms=_ms(started), **fields)
             self._counted(fields["outcome"], "")
         except wire.Refused as e:
@@ -83,27 +113,22 @@ class PeerServer:
             self.log.error("fence.refused", reason="connection_lost", error=str(e), **fields)
             self._counted("refused", "connection_lost")
         finally:
-            try:
-                await writer.drain()
-                writer.close()
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+            await _close(writer)
 
     def _counted(self, result: str, reason: str) -> None:
         if self._count is not None:
             self._count(result, reason)
 
     async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
-        if not _same_address(source, self.cfg.address):
-            raise wire.Refused("unknown_source")
         server_nonce = wire.nonce()
-        writer.write(wire.encode(wire.challenge(server_nonce)))
-        await writer.drain()
         try:
+            # One deadline for the challenge and the request: a client that reads nothing
+            # (drain) or sends a byte at a time holds its place REQUEST_TIMEOUT at most.
             async with asyncio.timeout(REQUEST_TIMEOUT):
+                writer.write(wire.encode(wire.challenge(server_nonce)))
+                await writer.drain()
                 line = await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
             raise wire.Refused("too_long") from None
@@ -161,6 +186,30 @@ class PeerServer:
             return
         if not r.ok:
             self.log.error("fence.reconnect_failed", resource=resource, error=r.summary())
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Hand over what is left and close; reset the connection if that takes CLOSE_TIMEOUT
+    (a client that does not read)."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, OSError):
+        pass
+
+
+def _close_at_once(writer: asyncio.StreamWriter, line: bytes) -> None:
+    """Send `line` and close, waiting for nothing: what the kernel did not take at once (a
+    client that does not read) is dropped with the connection."""
+    writer.write(line)
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()
 
 
 def _source(writer: asyncio.StreamWriter) -> str:
