@@ -318,7 +318,6 @@ def _versions() -> st.SearchStrategy[bytes]:
     )
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(st.binary(), _versions()))
 @example(b"version: 9.2.4 (api:2/proto:86-122)\n\xff\xfe")

@@ -48,12 +48,14 @@ NOT_UP_MESSAGES = ("Unknown resource", "No such resource", "Device minor not all
 
 
 def kmod_version(proc_drbd: Path = Path("/proc/drbd")) -> tuple[int, ...] | None:
-    """The loaded module's version from /proc/drbd's first line ("version: 9.2.4 (api:2...")."""
+    """The loaded module's version from /proc/drbd's first line ("version: 9.2.4 (api:2..."),
+    None when there is none: no module, or a first line that does not say. Never raises:
+    read as bytes (the file need not be UTF-8), numbers of at most 9 ASCII digits."""
     try:
-        first = proc_drbd.read_text().splitlines()[0]
-    except (OSError, IndexError):
+        first = proc_drbd.read_bytes().split(b"\n", 1)[0]
+    except OSError:
         return None
-    m = re.match(r"version:\s*(\d+)\.(\d+)\.(\d+)", first)
+    m = re.match(rb"version:\s*([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})(?![0-9])", first)
     return tuple(int(x) for x in m.groups()) if m else None
 
 
