@@ -339,7 +339,6 @@ def _etab_lines() -> st.SearchStrategy[bytes]:
     return st.lists(line | st.binary(max_size=20), max_size=6).map(b"\n".join)
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(_etab_lines(), st.binary()))
 @example(b"\t*(rw)\n")
@@ -355,7 +354,6 @@ def test_etab_gives_unexported_paths_or_os_error(scratch: Path, data: bytes) -> 
         assert "/srv/a" not in missing
 
 
-@UNFIXED
 def test_etab_is_read_as_paths_are_named() -> None:
     # A path that is not UTF-8 is str(Path) with surrogate escapes (os.fsdecode); etab's
     # bytes are read the same way, so such an export is found.
@@ -375,7 +373,6 @@ def test_nfsd_threads_is_a_number(scratch: Path, data: bytes) -> None:
         assert isinstance(nfs.nfsd_threads(), int)
 
 
-@UNFIXED
 @FUZZ
 @given(st.binary(max_size=60), st.text(max_size=60))
 @example(b"\xff", "[Service]\n")

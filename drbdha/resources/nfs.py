@@ -264,15 +264,17 @@ class NfsdStep:
 
 
 def write_if_changed(path: Path, text: str) -> bool:
-    """Atomically; True if the file changed."""
+    """Atomically; True if the file changed. Compared as bytes: whatever is there (not UTF-8,
+    CRLF line ends) is replaced, never a reason to fail."""
+    data = text.encode()
     try:
-        if path.read_text() == text:
+        if path.read_bytes() == data:
             return False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(path)
     return True
 
@@ -286,9 +288,12 @@ ETAB = Path(VAR_LIB_NFS) / "etab"
 
 def unexported(paths: Sequence[str], etab: Path = ETAB) -> list[str]:
     """Which of `paths` are not in etab, the export table exportfs writes and mountd answers
-    from (the state directory's, while the chain is up). OSError if it cannot be read."""
-    text = etab.read_text()
-    listed = {line.split("\t")[0].split()[0] for line in text.splitlines() if line.strip()}
+    from (the state directory's, while the chain is up). OSError if it cannot be read; any
+    content is read. A line is "PATH<tab>CLIENT(OPTIONS)": one without a path names nothing.
+    Its bytes are decoded as a path's (os.fsdecode), so an export whose name is not UTF-8
+    matches str() of its Path."""
+    text = os.fsdecode(etab.read_bytes())
+    listed = {words[0] for line in text.split("\n") if (words := line.split("\t")[0].split())}
     return [p for p in paths if p not in listed]
 
 
