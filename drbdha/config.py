@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
@@ -234,6 +235,22 @@ def _str(v: Any) -> str:
     return v
 
 
+def _breaks_lines(c: str) -> bool:
+    """A control character (C0, DEL, C1) or a Unicode line or paragraph separator: what ends
+    or garbles a line of a file drbdha writes (str.splitlines() breaks on all of them)."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
+
+
+def _plain(v: Any) -> str:
+    """A string that goes into a generated file or a command line: no double quote (it would
+    end the quoted word it is written into) and no control character (a newline starts a
+    line of drbdha's choosing; NUL cannot be passed to a program at all)."""
+    s = _str(v)
+    if any(c == '"' or _breaks_lines(c) for c in s):
+        raise _Invalid(f"must not contain quotes or control characters, got {v!r}")
+    return s
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def read(v: Any) -> str:
         if v not in choices:
@@ -274,7 +291,7 @@ def _listen(v: Any) -> str:
 
 
 def _path(v: Any) -> Path:
-    p = Path(_str(v))
+    p = Path(_plain(v))
     if not p.is_absolute():
         raise _Invalid(f"must be an absolute path, got {v!r}")
     return p
@@ -356,7 +373,14 @@ def _mount_options(v: Any) -> str:
     if v == "":
         return ""
     opts = _str(v)
-    if opts.startswith("-") or any(c.isspace() for c in opts) or ",," in opts:
+    # Double quotes are libmount's own quoting of a value with commas (SELinux's
+    # context="...,..."), passed on as one argument: only an unpaired one is refused.
+    if (
+        opts.startswith("-")
+        or any(c.isspace() or _breaks_lines(c) for c in opts)
+        or ",," in opts
+        or opts.count('"') % 2
+    ):
         raise _Invalid(f'must be mount(8) options such as "noatime,errors=remount-ro", got {v!r}')
     return opts
 
@@ -364,25 +388,64 @@ def _mount_options(v: Any) -> str:
 def _unit(v: Any) -> str:
     name = _str(v)
     kinds = (".service", ".socket", ".target", ".mount", ".timer", ".path")
-    if name.startswith("-") or "/" in name or not name.endswith(kinds) or " " in name:
+    # systemd's own rule (unit_name_is_valid): these characters, one "@" before an instance,
+    # 255 at most; "-" first would be read as an option by systemctl.
+    if (
+        name.startswith("-")
+        or len(name) > 255
+        or not _made_of(name, ":-_.\\@")
+        or name.count("@") > 1
+        or not name.endswith(kinds)
+    ):
         raise _Invalid(f'must be a systemd unit name such as "nginx.service", got {v!r}')
     return name
 
 
+def _host_name(name: str) -> bool:
+    """RFC 1123 labels joined by single dots, as hostname(1) takes them (Debian's refuses an
+    underscore, a leading or trailing '-' or '.', and ".." in a name); 64 at most."""
+    labels = name.split(".")
+    return len(name) <= 64 and all(
+        0 < len(label) <= 63 and _made_of(label, "-") and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )
+
+
 def _scope(v: Any) -> str:
     name = _str(v)
-    # It becomes nfsd's hostname (HOST_NAME_MAX 64), as the nfsserver agent sets it.
-    if len(name) > 64 or not _made_of(name, "-."):
-        raise _Invalid(f"must be a host name (letters, digits, '-', '.'; 64 at most), got {v!r}")
+    # It becomes nfsd's hostname (HOST_NAME_MAX 64), as the nfsserver agent sets it: the
+    # drop-in's `hostname "$0"` must take it, and it stands unquoted in an ExecStart= line.
+    if not _host_name(name):
+        raise _Invalid(
+            f"must be a host name (letters, digits, '-' inside dot-separated labels; "
+            f"64 at most), got {v!r}"
+        )
     return name
 
 
-_EXPORT_FORBIDDEN = frozenset(" \t\n\"'()#\\")
+_EXPORT_FORBIDDEN = frozenset("\"'()#\\")
+
+
+def _export_unsafe(c: str) -> bool:
+    """A character that would split or end an exports(5) line, or that exportfs reads as
+    syntax: whitespace, control characters, quotes, parentheses, '#' and '\\'."""
+    return c in _EXPORT_FORBIDDEN or c.isspace() or _breaks_lines(c)
+
+
+def _export_path(v: Any) -> Path:
+    p = _path(v)
+    # Quoted in the exports line, whitespace would pass exportfs; but exportfs decodes a
+    # backslash and three octal digits there, and etab lists such paths escaped ("\040"), so
+    # drbdha's check that each path is exported (etab, and nfsd's unlock_filesystem by path)
+    # would not find it. Refused rather than half-supported.
+    if any(c in "#\\" or c.isspace() for c in str(p)):
+        raise _Invalid(f"must not contain whitespace, '#' or '\\' (exports(5)), got {v!r}")
+    return p
 
 
 def _client(v: Any) -> str:
     spec = _str(v)
-    if spec.startswith("-") or any(c in _EXPORT_FORBIDDEN for c in spec):
+    if spec.startswith("-") or any(_export_unsafe(c) for c in spec):
         raise _Invalid(f'must be an exports(5) client such as "192.0.2.0/24", got {v!r}')
     return spec
 
@@ -391,7 +454,7 @@ def _export_options(v: Any) -> str:
     if v == "":
         return ""
     opts = _str(v)
-    if any(c in _EXPORT_FORBIDDEN for c in opts) or ",," in opts:
+    if any(_export_unsafe(c) for c in opts) or ",," in opts:
         raise _Invalid(f'must be exports(5) options such as "rw,sync", got {v!r}')
     if any(o.split("=")[0] == "fsid" for o in opts.split(",")):
         raise _Invalid("must not set fsid (the export's own `fsid` key sets it)")
@@ -411,6 +474,10 @@ def _command(v: Any) -> tuple[str, ...]:
         raise _Invalid(f"must be a list of strings (the argv, no shell), got {v!r}")
     if not v[0].startswith("/"):
         raise _Invalid(f"must start with an absolute path to the program, got {v[0]!r}")
+    # Run without a shell, so anything goes but NUL, which no argv can carry (subprocess
+    # would raise ValueError at the first run).
+    if any("\0" in a for a in v):
+        raise _Invalid(f"must not contain a NUL character, got {v!r}")
     return tuple(v)
 
 
@@ -505,7 +572,7 @@ CHECK_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
 }
 
 EXPORT_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "path": (_path, _REQUIRED),
+    "path": (_export_path, _REQUIRED),
     "clients": (_list_of(_client, min_len=1), _REQUIRED),
     "fsid": (_fsid, _REQUIRED),
     "options": (_export_options, ExportConfig.options),

@@ -414,6 +414,8 @@ DAEMON_BAD = [
     ("control_socket", "run/drbdha.sock", "absolute"),
     ("control_socket", "", "non-empty"),
     ("control_socket", 5, "string"),
+    ("control_socket", "/run/drbdha/ctl\n.sock", "quotes or control characters"),
+    ("control_socket", "/run/drbdha/ctl\x00", "quotes or control characters"),
     ("metrics_listen", "9942", "host:port"),
     ("metrics_listen", 9942, "host:port"),
     ("metrics_listen", "localhost:9942", "IP address"),
@@ -433,6 +435,7 @@ DAEMON_BAD = [
     ("log_level", "verbose", "'debug', 'info', 'warning', 'error'"),
     ("log_level", 1, "'debug', 'info', 'warning', 'error'"),
     ("state_dir", "var/lib/drbdha", "absolute"),
+    ("state_dir", '/var/lib/"drbdha"', "quotes or control characters"),
     ("example", True, "this is the example file"),
     ("example", "no", "true or false"),
 ]

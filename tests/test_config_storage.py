@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drbdha.config import (
     CHECK_OPTIONS,
@@ -14,6 +16,7 @@ from drbdha.config import (
     parse,
 )
 from drbdha.errors import ConfigError
+from drbdha.resources.nfs import exports_text
 
 
 def _data(storage: dict[str, Any] | None = None, **inst: Any) -> dict[str, Any]:
@@ -65,26 +68,48 @@ BAD = [
     ("promote_backoff", 0.5, "1..3600"),
     ("vip_timeout", 601, "1..600"),
     ("device", "drbd0", "absolute path"),
+    # Issue 19: paths and options reach command lines and generated files unchecked.
+    ("device", '/dev/drbd0"', "quotes or control characters"),
+    ("device", "/dev/drbd\x000", "quotes or control characters"),  # no argv carries NUL
     ("mountpoint", "/", "below /"),
     ("mountpoint", "/srv/../etc", "without '..'"),
     ("mountpoint", "srv", "absolute path"),
+    ("mountpoint", "/srv/nfs\n/etc", "quotes or control characters"),
+    ("mountpoint", "/srv/nfs\x7f", "quotes or control characters"),  # DEL
+    ("mountpoint", "/srv/nfs\u2028x", "quotes or control characters"),  # a line separator
     ("fstype", "ext4,nodev", "not a filesystem type"),
     ("fstype", "", "non-empty"),
     ("mount_options", "-o remount", "mount(8) options"),
     ("mount_options", "noatime, ro", "mount(8) options"),
     ("mount_options", ["noatime"], "non-empty string"),
+    ("mount_options", "noatime\x00", "mount(8) options"),
+    ("mount_options", "noatime\x1b", "mount(8) options"),
+    ("mount_options", 'context="system_u:object_r:nfs_t:s0', "mount(8) options"),  # unpaired
     ("fsck", "force", "'auto', 'always', 'never'"),
     ("mount_timeout", 0, "1..3600"),
     ("unmount_timeout", 601, "1..600"),
     ("services", ["nginx"], "systemd unit name"),
     ("services", ["--now.service"], "systemd unit name"),
+    ("services", ["nginx\n.service"], "systemd unit name"),
+    ("services", ['ng"inx.service'], "systemd unit name"),
+    ("services", ["my app.service"], "systemd unit name"),
+    ("services", ["a@b@c.service"], "systemd unit name"),
+    ("services", ["x" * 248 + ".service"], "systemd unit name"),  # 256 > 255
     ("services_timeout", 0, "1..3600"),
     ("nfs_state_dir", "state", "absolute path"),
+    ("nfs_state_dir", "/srv/nfs/state\r", "quotes or control characters"),
     ("nfsd_threads", 0, "1..1024"),
     ("nfsv4_lease_time", 5, "10..3600"),
     ("nfsv4_grace_time", 1.5, "integer"),
     ("nfs_server_scope", "my scope", "host name"),
     ("nfs_server_scope", "x" * 65, "64 at most"),
+    # hostname(1) in the drop-in refuses these, and nfsd would not start at takeover.
+    ("nfs_server_scope", "drbdha_nfs", "host name"),
+    ("nfs_server_scope", "-nfs", "host name"),
+    ("nfs_server_scope", "nfs-", "host name"),
+    ("nfs_server_scope", "nfs.", "host name"),
+    ("nfs_server_scope", "a..b", "host name"),
+    ("nfs_server_scope", "x" * 64, "host name"),  # a label has 63 at most
     ("nfs_start_timeout", 0, "1..3600"),
     ("nfs_stop_timeout", "1", "number"),
     ("builtin_checks", "yes", "true or false"),
@@ -149,14 +174,29 @@ def test_an_nfs_chain_with_defaults() -> None:
 
 BAD_EXPORT = [
     ("path", "data", "absolute path"),
+    # Issue 19: this path wrote a second line into /etc/exports.d, exporting /srv/nfs to all.
+    ("path", '/srv/nfs/data"\n"/srv/nfs" *(rw,no_root_squash,insecure)', "quotes or control"),
+    ("path", "/srv/nfs/data\x00", "quotes or control characters"),
+    ("path", "/srv/nfs/my data", "whitespace"),
+    ("path", "/srv/nfs/my\tdata", "quotes or control characters"),
+    ("path", "/srv/nfs/a\u00a0b", "whitespace"),  # str.split() in the etab check splits here
+    ("path", "/srv/nfs/a\\040b", "'\\'"),  # exportfs decodes \040 to a space
+    ("path", "/srv/nfs/#data", "'#'"),
     ("clients", [], "at least 1"),
     ("clients", ["a b"], "exports(5) client"),
     ("clients", ["host(rw)"], "exports(5) client"),
+    ("clients", ["192.0.2.0/24\r"], "exports(5) client"),
+    ("clients", ["*\x7f"], "exports(5) client"),
+    ("clients", ["a\u2028b"], "exports(5) client"),
+    ("clients", ["host\x01"], "exports(5) client"),
     ("fsid", 0, "1..4294967295"),
     ("fsid", "root", "UUID"),
     ("fsid", True, "UUID"),
     ("options", "rw,fsid=3", "must not set fsid"),
     ("options", "rw sync", "exports(5) options"),
+    ("options", "rw,\x00", "exports(5) options"),
+    ("options", "rw\x1b[2J", "exports(5) options"),
+    ("options", "rw\x85", "exports(5) options"),  # NEL: a line break to str.splitlines()
 ]
 
 
@@ -171,12 +211,57 @@ def test_every_export_option_has_a_bad_value_case() -> None:
     assert {key for key, _, _ in BAD_EXPORT} == set(EXPORT_OPTIONS)
 
 
+@given(
+    path=st.text(min_size=1, max_size=12),
+    client=st.text(min_size=1, max_size=8),
+    options=st.text(max_size=8),
+)
+def test_an_accepted_export_is_one_line_of_exports_d(path: str, client: str, options: str) -> None:
+    """Whatever parse() accepts, the exports file has the comment and one line per export,
+    and that line is the quoted path and the client with its options, nothing more."""
+    export = {"path": "/srv/nfs/" + path, "clients": [client], "fsid": 1, "options": options}
+    try:
+        s = parse(_data(storage={"nfs": {**NFS, "exports": [export]}})).storage["nfs"]
+    except ConfigError:
+        return
+    text = exports_text("nfs", s.exports)
+    assert len(text.splitlines()) == 2
+    line = s.exports[0].line()
+    quoted, rest = line[1:].split('"', 1)
+    assert (line[0], quoted) == ('"', str(s.exports[0].path))
+    assert rest == f" {client}({options + ',' if options else ''}fsid=1)"
+    assert not any(c.isspace() or c in "\\#" for c in quoted)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        # libmount's quoting of a value with commas, from mount(8)'s SELinux example
+        ("mount_options", 'context="system_u:object_r:nfs_t:s0:c0,c1",noatime'),
+        ("services", ["getty@tty1.service", "foo\\x2dbar.service", "a:b.target"]),
+        ("nfs_server_scope", "nfs-a.example.org"),
+        ("device", "/dev/disk/by-id/dm-name-vg0-nfs"),
+    ],
+)
+def test_what_the_tools_take_is_accepted(key: str, value: Any) -> None:
+    s = parse(_data(storage={"nfs": {**NFS, key: value}})).storage["nfs"]
+    got = getattr(s, key)
+    assert (list(got) if isinstance(got, tuple) else str(got)) == value
+
+
+def test_a_check_command_is_an_argv_and_may_hold_any_text_but_nul() -> None:
+    check = {**CHECK, "command": ["/bin/sh", "-c", 'printf "%s\\n" ok\ntest -w /srv']}
+    (c,) = parse(_data(storage={"nfs": {**NFS, "checks": [check]}})).storage["nfs"].checks
+    assert c.command == tuple(check["command"])
+
+
 CHECK = {"name": "web", "command": ["/usr/bin/curl", "-fs", "http://127.0.0.1/"]}
 BAD_CHECK = [
     ("name", "my check", "letters, digits"),
     ("command", "/usr/bin/true", "list of strings"),
     ("command", [], "list of strings"),
     ("command", ["curl", "-fs"], "absolute path"),
+    ("command", ["/usr/bin/curl", "-fs\x00"], "NUL"),
     ("interval", 0, "0.1..3600"),
     ("timeout", "5", "number"),
     ("rise", 0, "1..100"),
