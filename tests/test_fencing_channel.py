@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -454,3 +455,40 @@ async def test_a_flood_of_silent_connections_is_bounded_and_the_peer_served_afte
     assert (after.outcome, after.exit_code) == ("outdated", 4)
     busy, silent = ("refused", "busy"), ("refused", "no_request")
     assert sorted(counted) == sorted([busy] * (over + 1) + [silent] * limit + [("outdated", "")])
+
+
+class SlowDrbdadm(FakeDrbdadm):
+    """Each command takes a moment, as the real ones do: time for the client to go."""
+
+    def __init__(self, script: dict[tuple[str, ...], list[tuple[int, str]]]) -> None:
+        super().__init__(script)
+        self.started = asyncio.Event()
+
+    async def __call__(self, argv: Sequence[str]) -> Result:
+        self.started.set()
+        await asyncio.sleep(0.05)
+        return await super().__call__(argv)
+
+
+@in_loop
+async def test_the_link_dropped_to_outdate_is_reconnected_when_the_client_is_gone() -> None:
+    # A handler that gave up (its RESULT_TIMEOUT, DRBD killed it) resets the connection
+    # while this node outdates; the link `disconnect --force` dropped must come back all
+    # the same, or replication stays down (StandAlone) until someone runs drbdadm connect.
+    cmds = SlowDrbdadm({DSTATE: OUTDATED})
+    async with serving(res(), cmds) as s:
+        reader, writer = await asyncio.open_connection(LOOPBACK, s.client.port)
+        challenge = wire.decode(await reader.readline())
+        writer.write(wire.outdate_request(KEY, "r0", challenge["nonce"], "c1"))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            await cmds.started.wait()  # the request is read; the server is outdating
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+        await s.log.wait_requests()
+        await asyncio.sleep(0.2)  # anything still to come
+    assert s.cmds.calls == DROPPED
+    level, event, fields = one_request(s.log)
+    assert (level, event, fields["outcome"]) == ("warning", "fence.request", "outdated")
+    assert "reply_lost" in fields  # logged: the peer never read that its copy is outdated

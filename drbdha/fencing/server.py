@@ -150,7 +150,14 @@ class PeerServer:
             "detail": result.detail[-300:],
         }
         writer.write(wire.encode(wire.sign(self.key, reply)))
-        await writer.drain()  # the peer's I/O may be frozen until it reads this
+        lost: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await writer.drain()  # the peer's I/O may be frozen until it reads this
+        except (ConnectionError, OSError) as e:  # TimeoutError included
+            # The client gave up meanwhile: what was done here stands, and the link that
+            # was dropped for it must come back all the same.
+            lost = {"reply_lost": str(e) or type(e).__name__}
         if result.reconnect:
             await self._reconnect(resource)
         return {
@@ -158,6 +165,7 @@ class PeerServer:
             "outcome": result.outcome,
             "disk": result.disk,
             "detail": result.detail[-300:],
+            **lost,
         }
 
     async def _outdate(self, resource: str) -> drbd.Outdated:
