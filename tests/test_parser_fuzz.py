@@ -393,7 +393,6 @@ def client_records(draw: st.DrawFn) -> bytes:
     return json.dumps(doc).encode()
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(client_records(), json_bytes()))
 @example(b'{"connections": ' + b"[" * 5_000 + b"]" * 5_000 + b"}")

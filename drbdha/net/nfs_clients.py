@@ -41,13 +41,16 @@ def nfs_ports() -> list[int]:
 
 
 def read_records(path: Path) -> list[tickle.Connection]:
+    """The recorded connections; [] or the good rows of a damaged record, never an error."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
         rows = data["connections"]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, KeyError, TypeError):
-        return []  # a torn or damaged record costs the tickles, never the takeover
+    # A torn or damaged record costs the tickles, never the takeover. ValueError includes
+    # UnicodeDecodeError; RecursionError is json.loads on arrays nested about 1,000 deep.
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
     out = []
     for row in rows if isinstance(rows, list) else []:
         with contextlib.suppress(ValueError):
