@@ -435,7 +435,6 @@ def _check_message(msg: dict[str, Any]) -> None:
     json.dumps(msg, ensure_ascii=False).encode()
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(peer_messages(), json_bytes(max_depth=2_000)).map(lambda b: b + b"\n"))
 @example(b"[" * 2_000 + b"]" * 2_000 + b"\n")
@@ -459,7 +458,22 @@ def test_peer_messages_raise_only_refused(line: bytes) -> None:
         _check_message(msg)
 
 
-@UNFIXED
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"v": 1, "type": "challenge", "nonce": ["s1"]}\n', "bad_message"),
+        (b'{"v": 1, "type": "challenge", "nonce": {"a": 1}}\n', "bad_message"),
+        (b'{"v": 1, "type": "challenge", "nonce": "\\ud800"}\n', "not_json"),
+        (b'{"v": 1, "type": "challenge", "\\udc80": "s1"}\n', "not_json"),
+        (b"[" * 2_000 + b"]" * 2_000 + b"\n", "not_json"),
+    ],
+)
+def test_peer_messages_are_flat_objects_of_unicode_text(line: bytes, reason: str) -> None:
+    with pytest.raises(wire.Refused) as e:
+        wire.decode(line)
+    assert e.value.reason == reason
+
+
 @FUZZ
 @given(st.dictionaries(TEXT, JSON_VALUES, max_size=6), st.sampled_from([None, KEY, b"x"]))
 @example({"v": 1, "type": "result", "mac": "\ud800"}, None)

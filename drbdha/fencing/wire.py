@@ -80,15 +80,33 @@ def refused(reason: str) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
+    """One line -> its message; Refused for anything else, never another error. Every message
+    is one flat object: a nested value is refused (bad_message), and so is a string with a
+    lone surrogate (not_json): a \\ud800 escape is valid JSON, but no UTF-8 encoding of it
+    exists, so logging or answering it would raise later."""
     if len(line) > MAX_LINE or not line.endswith(b"\n"):
         raise Refused("too_long_or_truncated")
     try:
         msg = json.loads(line)
-    except (UnicodeDecodeError, ValueError):
+    # UnicodeDecodeError is a ValueError; RecursionError: arrays nested about 1,000 deep.
+    except (ValueError, RecursionError):
         raise Refused("not_json") from None
     if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
         raise Refused("bad_message")
+    if any(isinstance(v, dict | list) for v in msg.values()):
+        raise Refused("bad_message")
+    if not all(_is_text(s) for s in (*msg, *msg.values()) if isinstance(s, str)):
+        raise Refused("not_json")
     return msg
+
+
+def _is_text(s: str) -> bool:
+    """False for a str that UTF-8 cannot encode (one with a lone surrogate)."""
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[str, Any]:
@@ -97,8 +115,13 @@ def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[st
     trusted, in constant time."""
     mac = msg.get("mac")
     body = {k: v for k, v in msg.items() if k != "mac"}
-    # Bytes: compare_digest refuses str with non-ASCII characters (TypeError).
-    if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), _mac(key, body).encode()):
+    # Bytes: compare_digest refuses str with non-ASCII characters (TypeError). A MAC is hex:
+    # anything else is refused before encode(), which raises on a lone surrogate.
+    if (
+        not isinstance(mac, str)
+        or not mac.isascii()
+        or not hmac.compare_digest(mac.encode(), _mac(key, body).encode())
+    ):
         raise Refused("bad_mac")
     if msg.get("type") != kind:
         raise Refused("unexpected_message")
