@@ -12,6 +12,9 @@ Rules:
   socket file is also 0600 in a 0700 directory, but the uid check does not rely on that.
 - Nothing a client sends can crash the server: bad JSON, unknown commands, oversize
   requests, slow or vanished clients all end that one connection with an error reply.
+  Both sides read JSON with _loads(): nesting past MAX_DEPTH and strings with a lone
+  surrogate (a \\ud800 escape: valid JSON, but not UTF-8-encodable, so logging, printing
+  or answering it would raise later) are malformed, like text that is not JSON.
 - This module imports only the stdlib at import time: the CLI imports it for `request()`
   and must start fast. asyncio is imported by the server code only.
 """
@@ -39,6 +42,7 @@ MAX_REPLY: Final = 16 * 1024 * 1024  # bytes; a status document of many instance
 READ_TIMEOUT: Final = 5.0  # seconds a client has to send its request line
 WRITE_TIMEOUT: Final = 5.0  # seconds a client has to take the reply
 HANDLER_TIMEOUT: Final = 600.0  # seconds; upper bound even for force-failover --wait
+MAX_DEPTH: Final = 64  # JSON nesting levels; a status document has fewer than ten
 
 # Command names shared by the daemon (server side) and the CLI (client side).
 STATUS: Final = "status"
@@ -127,7 +131,7 @@ def request(
     except OSError as e:
         raise ControlUnavailable(f"control socket {path}: {e.strerror or e}", "unavailable") from e
     try:
-        reply = json.loads(raw)
+        reply = _loads(raw)
     except ValueError as e:
         raise ControlError(f"malformed reply from drbdha: {raw[:200]!r}", "malformed") from e
     if not isinstance(reply, dict):
@@ -295,7 +299,7 @@ def _parse(line: bytes) -> dict[str, Any]:
     if not line.endswith(b"\n"):
         return error("malformed request: expected one JSON object ending in a newline", "malformed")
     try:
-        req = json.loads(line)
+        req = _loads(line)
     except ValueError as e:
         return error(f"malformed request: not JSON ({e})", "malformed")
     if not isinstance(req, dict):
@@ -303,6 +307,30 @@ def _parse(line: bytes) -> dict[str, Any]:
     if not isinstance(req.get("command"), str):
         return error('malformed request: missing "command" (a string)', "malformed")
     return req
+
+
+def _loads(data: bytes) -> Any:
+    """json.loads, and ValueError (only) also for what it takes but no reader can use:
+    nesting deeper than MAX_DEPTH (json.loads itself raises RecursionError near 1,000) and
+    strings, keys included, with a lone surrogate."""
+    try:
+        doc = json.loads(data)  # UnicodeDecodeError is a ValueError too
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH}") from None
+    todo: list[tuple[Any, int]] = [(doc, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("a string with a lone surrogate") from None
+        elif isinstance(value, list | dict):
+            if depth == MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH}")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            todo.extend((item, depth + 1) for item in items)
+    return doc
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[int, int]:

@@ -39,9 +39,6 @@ from drbdha.resources.drbd_events import (
 )
 
 FUZZ = settings(max_examples=250, deadline=None)
-# On a test that failed on the code before its parser's fix (strict: it must fail); each fix
-# removes its marker.
-UNFIXED = pytest.mark.xfail(strict=True, reason="issue 19 §3: parser not fixed yet")
 
 # ---- strategies ---------------------------------------------------------------------------
 
@@ -494,7 +491,6 @@ def test_verify_raises_only_refused_on_any_decoded_dict(
 # client's request(): ControlError (ControlUnavailable when the daemon cannot be reached).
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(json_bytes(), st.just(b'{"command": "status"}')).map(lambda b: b + b"\n"))
 @example(b"[" * 60_000 + b"\n")
@@ -548,7 +544,6 @@ def replier(scratch: Path) -> Iterator[_Replier]:
     r.close()
 
 
-@UNFIXED
 @FUZZ
 @given(st.one_of(json_bytes(), st.just(b'{"ok": true}')))
 @example(b"[" * 60_000)
