@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import heapq
 import itertools
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,7 @@ from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
 from drbdha.peer_probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.resources.drbd import DrbdChanged
+from drbdha.supervise import Supervisor
 from drbdha.systemd import Notifier
 
 SocketKey = tuple[str, int]  # (interface, address family)
@@ -110,7 +113,11 @@ class Daemon:
             self.apply, self.inbox.put, self.latches, self.metrics, self.log, self.clock
         )
         self.probe = PeerProbe(self.inbox.put, self.metrics, self.log, self.clock)
-        self._tasks: asyncio.TaskGroup | None = None
+        self.supervisor = Supervisor(
+            lambda task: self.metrics.task_failures.labels(task).inc(), self.log, self.clock
+        )
+        self._runners: asyncio.TaskGroup | None = None  # the chain runners' own group
+        self._tasks: asyncio.TaskGroup | None = None  # every other task beside the loop
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
@@ -126,6 +133,7 @@ class Daemon:
         self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
         self._stopping = False
+        self._released = False  # _shutdown released every chain (or gave up waiting)
         self._status_dirty = False  # a state changed since systemd's STATUS= was last sent
         self._status_due = float("-inf")
         self._started_at = self.clock.monotonic()
@@ -163,18 +171,36 @@ class Daemon:
         return inst
 
     def _start_tasks(self, inst: Instance) -> None:
-        if self._tasks is None:
-            return  # run() starts them once the task group exists
+        """The instance's runner (in the runners' own group) and checks, and one watcher per
+        DRBD resource: each supervised, restarted with a back-off if it fails."""
+        if self._tasks is None or self._runners is None:
+            return  # run() starts them once the task groups exist
+        keep = self.supervisor.keep
         if inst.name not in self._runner_tasks:
-            self._runner_tasks[inst.name] = self._tasks.create_task(inst.runner.run())
+            name = f"chain_runner:{inst.name}"
+            self._runner_tasks[inst.name] = keep(self._runners, name, inst.runner.run)
         if inst.health is not None and inst.name not in self._check_tasks:
-            runner = inst.runner
-            self._check_tasks[inst.name] = self._tasks.create_task(
-                health.run_checks(inst.health, runner.is_up, self.inbox.put)
+            checks = functools.partial(
+                health.run_checks, inst.health, inst.runner.is_up, self.inbox.put
             )
+            name = f"health_checks:{inst.name}"
+            self._check_tasks[inst.name] = keep(self._tasks, name, checks)
         for res, watcher in self.chains.watchers.items():
             if res not in self._watch_tasks:
-                self._watch_tasks[res] = self._tasks.create_task(watcher.run())
+                self._watch_tasks[res] = keep(self._tasks, f"drbd_watcher:{res}", watcher.run)
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """A one-shot task beside the loop, supervised: an exception is logged and counted."""
+        error = "the daemon is stopping"
+        if self._tasks is not None:
+            try:
+                self.supervisor.once(self._tasks, name, work)
+            except RuntimeError as e:  # "TaskGroup is shutting down": stopping as well
+                error = str(e)
+            else:
+                return
+        work.close()
+        self.log.error("task.not_started", task=name, error=error)
 
     async def _reconcile(self, instances: list[Instance], now: float) -> set[str]:
         """Find what a previous run (crash, kill -9) left up; returns the instances whose
@@ -346,8 +372,8 @@ class Daemon:
 
     def _read_fencing(self, instances: list[Instance]) -> None:
         """How each chain's DRBD resource is fenced, for status (drbdadm dump, in a task)."""
-        if self._tasks is not None and any(i.storage for i in instances):
-            self._tasks.create_task(fencing_status.fill(instances, self.config.peer))
+        if any(i.storage for i in instances):
+            self._spawn("fencing_status", fencing_status.fill(instances, self.config.peer))
 
     def _keep_fencing(self, ev: KeepFencing) -> None:
         """One keeper task per frozen resource (fencing/keeper.py)."""
@@ -376,19 +402,18 @@ class Daemon:
     # ---- main loop -----------------------------------------------------------------------
 
     async def run(self) -> int:
+        """The chain runners have a task group of their own, around the one of every other
+        task: whatever fails beside the loop, they are still there to release the chains
+        (a stop must never depend on a task that was cancelled)."""
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.TaskGroup() as tasks:
-                self._tasks = tasks
+            async with asyncio.TaskGroup() as runners:
+                self._runners = runners
                 try:
-                    return await self._run(loop)
+                    return await self._run_beside(loop)
                 finally:
-                    await self._shutdown(loop)
-                    for task in [
-                        *self._runner_tasks.values(),
-                        *self._check_tasks.values(),
-                        *self._watch_tasks.values(),
-                    ]:
+                    await self._shutdown()  # done already, unless the other group failed
+                    for task in self._runner_tasks.values():
                         task.cancel()
         except BaseExceptionGroup as group:
             # The task group wraps whatever ended the run; callers (and their error
@@ -396,6 +421,20 @@ class Daemon:
             raise _first(group) from None
         finally:
             self._close(loop)
+
+    async def _run_beside(self, loop: asyncio.AbstractEventLoop) -> int:
+        """The loop, with the watchers, checks and one-shot tasks in their group."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                try:
+                    return await self._run(loop)
+                finally:
+                    await self._shutdown()  # the watchers and checks still run meanwhile
+                    for task in [*self._check_tasks.values(), *self._watch_tasks.values()]:
+                        task.cancel()
+        finally:
+            self._tasks = None
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         self.latches.load()
@@ -473,16 +512,16 @@ class Daemon:
                     self.chains.on_settled(self.instances[name], event, now)
             case DrbdChanged():
                 self.chains.on_drbd(event, now)
-            case PowerAction(action=action) if self._tasks is not None:
-                self._tasks.create_task(power_action(action, self.log))
+            case PowerAction(action=action):
+                self._spawn("power_action", power_action(action, self.log))
             case CheckResult(instance=name) if name in self.instances:
                 self.chains.on_check(self.instances[name], event, now)
-            case OutdateSelf() if self._tasks is not None:
-                self._tasks.create_task(self.chains.outdate_self(event))
+            case OutdateSelf():
+                self._spawn(f"outdate_self:{event.instance}", self.chains.outdate_self(event))
             case KeepFencing():
                 self._keep_fencing(event)
-            case ProbePeer() if self._tasks is not None:
-                self._tasks.create_task(self.probe.run(event))
+            case ProbePeer():
+                self._spawn(f"peer_probe:{event.instance}", self.probe.run(event))
             case PeerProbed(instance=name) if name in self.instances:
                 self.probe.probed(self.instances[name], event)
 
@@ -702,11 +741,20 @@ class Daemon:
 
     # ---- shutdown ------------------------------------------------------------------------
 
-    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _shutdown(self) -> None:
         """Resign every master (priority 0) and release every chain in reverse, however we
         got here, waiting for each within its stop budget (systemd's stop timeout is
-        extended to match)."""
-        del loop
+        extended to match). A second call (a task group failed during the first) releases
+        only if the first did not get to the end."""
+        if not self._released:
+            await self._release_all()
+            self._released = True
+        if self._control is not None:
+            await self._control.close()
+        if self._peer_server is not None:
+            await self._peer_server.close()
+
+    async def _release_all(self) -> None:
         now = self.clock.monotonic()
         self.handover.abort("the daemon is stopping")
         instances = list(self.instances.values())
@@ -721,10 +769,6 @@ class Daemon:
         if not await self._wait_released(instances):
             held = {i.name: list(i.runner.plan.held) for i in instances if i.runner.plan.held}
             self.log.critical("daemon.stopped_holding", held=held)
-        if self._control is not None:
-            await self._control.close()
-        if self._peer_server is not None:
-            await self._peer_server.close()
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets.values():

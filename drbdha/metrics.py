@@ -189,6 +189,13 @@ class Metrics:
             ["name", "volume", "conn_name", "peer_node_id"],
             registry=r,
         )
+        self.task_failures = Counter(
+            "drbdha_task_failures",
+            "Background tasks (chain runner, DRBD watcher, health checks, outdate, probe, "
+            "...) that raised or ended; a long-lived one is started again after a back-off",
+            ["task"],
+            registry=r,
+        )
         self.loop_lateness = Histogram(
             "drbdha_loop_timer_lateness_seconds",
             "How late the main loop served a timer",

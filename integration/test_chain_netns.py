@@ -1,7 +1,13 @@
-"""The chain runs apart from the VRRP loop: a takeover that spends 20 s in a step does not
-delay one advert. Two real daemons at 10 ms adverts (Master_Down_Interval ~34 ms): if the
-master's loop stalled for more than two intervals the backup would take over. The master's
-chain has SlowStep (integration/slow_chain_daemon.py) before the VIP."""
+"""The chain runs apart from the VRRP loop, and nothing beside the loop takes it down.
+
+- A takeover that spends 20 s in a step does not delay one advert. Two real daemons at 10 ms
+  adverts (Master_Down_Interval ~34 ms): if the master's loop stalled for more than two
+  intervals the backup would take over. The master's chain has SlowStep before the VIP.
+- A background task that raises is logged, counted and restarted, and the chain runners go
+  on: a stop still releases the chain at once (issue 19 §3, supervised tasks).
+- A fatal error in the loop still releases the chain before the daemon ends.
+
+The doubles are in integration/slow_chain_daemon.py, switched on by environment variables."""
 
 from __future__ import annotations
 
@@ -19,8 +25,14 @@ INTERVAL = 0.01
 HERE = Path(__file__).resolve().parent
 
 
-class SlowChainNode(DrbdhaNode):
-    def start(self) -> SlowChainNode:
+class DoubleNode(DrbdhaNode):
+    """drbdha with the test doubles of slow_chain_daemon.py that `env` switches on."""
+
+    def __init__(self, *args: object, env: dict[str, str], **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.env = env
+
+    def start(self) -> DoubleNode:
         self.starts += 1
         log = f"{self.host.name}-drbdha-{self.starts}.log"
         self._events, self._offset, self._partial = [], 0, b""
@@ -32,14 +44,13 @@ class SlowChainNode(DrbdhaNode):
             "-c",
             str(self.config_path),
         ]
-        self.proc = self.lab.spawn(
-            self.host, argv, log, env={"PYTHONUNBUFFERED": "1", "DRBDHA_SLOW_STEP": str(SLOW)}
-        )
+        self.proc = self.lab.spawn(self.host, argv, log, env={"PYTHONUNBUFFERED": "1", **self.env})
         return self
 
 
 def test_a_20s_step_delays_no_advert(lab: Lab) -> None:
-    a = SlowChainNode(lab, "a", [Inst(priority=200, advert_interval=INTERVAL)]).start()
+    slow = {"DRBDHA_SLOW_STEP": str(SLOW)}
+    a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=INTERVAL)], env=slow).start()
     a.wait_state("master", timeout=10)
     started = time.monotonic()
     b = DrbdhaNode(lab, "b", [Inst(priority=100, advert_interval=INTERVAL)], metrics=False).start()
@@ -66,3 +77,47 @@ def test_a_20s_step_delays_no_advert(lab: Lab) -> None:
     assert total > SLOW / INTERVAL * 0.9  # the adverts kept going, 100 a second
     assert total - on_time <= total * 0.005
     assert within == total
+
+
+def test_a_failing_background_task_cancels_no_chain(lab: Lab) -> None:
+    """A DRBD watcher double raises 2 s after each start. Before supervision it took the task
+    group down: the runners were cancelled, and the daemon waited out the release budget and
+    exited with the VIP still up."""
+    env = {"DRBDHA_FAILING_WATCHER": "2"}
+    a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=0.1)], env=env).start()
+    a.wait_state("master", timeout=10)
+    wait_until(lambda: VIP4 in addresses(a.host.ns), 10, what="VIP")
+    wait_until(lambda: len(a.events("task.restarting")) >= 2, 15, what=a.log_tail)
+    failed = a.events("task.failed")
+    assert failed[0]["task"] == "drbd_watcher:fake", failed
+    assert "test double: watcher run 1 raised" in failed[0]["error"]
+    assert "Traceback" in failed[0]["exception"]
+    assert [e["in_s"] for e in a.events("task.restarting")][:2] == [1.0, 2.0]
+    assert a.metric("drbdha_task_failures_total", task="drbd_watcher:fake") >= 2
+    assert a.running
+    assert a.state() == "master"
+    assert VIP4 in addresses(a.host.ns)
+    # The runner was never cancelled: a stop releases the chain at once.
+    t0 = time.monotonic()
+    assert a.terminate(wait=15) == 0, a.log_tail()
+    print(f"stopped in {time.monotonic() - t0:.2f} s")
+    assert time.monotonic() - t0 < 3
+    assert VIP4 not in addresses(a.host.ns)
+    assert len(a.events("vip.removed")) == 1, a.log_tail(30)
+    assert not a.events("daemon.stopped_holding")
+
+
+def test_a_fatal_error_releases_the_chain_first(lab: Lab) -> None:
+    """The main loop raises 3 s in, while master with the VIP: the chain is released (the
+    runners are still there), then the daemon ends with the error."""
+    env = {"DRBDHA_FAIL_LOOP_AFTER": "3"}
+    a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=0.1)], env=env).start()
+    a.wait_state("master", timeout=10)
+    wait_until(lambda: VIP4 in addresses(a.host.ns), 10, what="VIP")
+    assert a.proc is not None
+    rc = a.proc.wait(15)
+    assert rc not in (None, 0), a.log_tail()
+    assert VIP4 not in addresses(a.host.ns)
+    assert len(a.events("vip.removed")) == 1, a.log_tail(30)
+    assert not a.events("daemon.stopped_holding")
+    assert "test double: the main loop raised" in a.proc.output()
