@@ -100,6 +100,79 @@ def test_build_deb_refuses_a_version_suffix_debian_and_pep440_would_not_take(
     assert list(tmp_path.iterdir()) == []
 
 
+# The Exec*= settings whose first word systemd runs (systemd.service(5)).
+EXEC_KEYS = (
+    "ExecCondition",
+    "ExecStartPre",
+    "ExecStart",
+    "ExecStartPost",
+    "ExecReload",
+    "ExecStop",
+    "ExecStopPost",
+)
+
+
+def _exec_binaries(unit: str) -> list[str]:
+    """The program of each Exec*= line, without systemd's prefixes (@-:+!)."""
+    out = []
+    for line in unit.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in EXEC_KEYS and value.strip():
+            out.append(value.strip().lstrip("@-:+!").split()[0])
+    return out
+
+
+def _depends(control: str, package: str) -> set[str]:
+    """The names in `package`'s Depends in debian/control (no substvars, no alternatives:
+    only what is certain to be installed with it)."""
+    stanza = next(p for p in control.split("\n\n") if f"\nPackage: {package}\n" in f"\n{p}\n")
+    lines = [ln for ln in stanza.splitlines() if not ln.startswith("#")]
+    field = re.search(r"^Depends:(.*(?:\n[ \t].*)*)", "\n".join(lines), re.MULTILINE)
+    assert field is not None
+    names = {d.strip().split()[0] for d in field[1].split(",") if d.strip()}
+    return {n for n in names if not n.startswith("${") and "|" not in n}
+
+
+def _owners(path: str) -> list[str]:
+    """The packages that ship `path` on this host (dpkg -S), under /bin or /usr/bin: bookworm
+    ships most programs in /bin, trixie (merged /usr) in /usr/bin."""
+    merged = path.removeprefix("/usr") if path.startswith("/usr/") else "/usr" + path
+    for candidate in (path, merged):
+        r = subprocess.run(
+            ["dpkg", "-S", candidate], capture_output=True, text=True, env=DEB_ENV, check=False
+        )
+        owners = [
+            name.strip()
+            for line in r.stdout.splitlines()
+            if not line.startswith("diversion by ") and line.endswith(f": {candidate}")
+            for name in line.removesuffix(f": {candidate}").split(",")
+        ]
+        if owners:
+            return owners
+    return []
+
+
+def test_every_exec_binary_of_the_unit_is_on_a_minimal_debian() -> None:
+    """A minimal install (debootstrap --variant=minbase, a container image) has the
+    Essential and Priority: required packages and what drbdha depends on, nothing more:
+    bookworm's procps (/bin/kill) is Priority: important, absent there."""
+    _require("dpkg", "dpkg-query")
+    unit = (TREE / "systemd" / "drbdha.service").read_text()
+    depends = _depends((TREE / "debian" / "control").read_text(), "drbdha")
+    binaries = [b for b in _exec_binaries(unit) if b != "/usr/bin/drbdha"]  # its own
+    assert binaries, "no Exec*= line found"
+    missing: dict[str, object] = {}
+    for binary in binaries:
+        owners = {  # package: "<Essential> <Priority>", e.g. procps: "no important"
+            o.split(":")[0]: _run("dpkg-query", "-W", "-f", "${Essential} ${Priority}", o)
+            for o in _owners(binary)
+        }
+        minimal = [o for o, f in owners.items() if f.startswith("yes ") or f.endswith(" required")]
+        if not minimal and not depends & owners.keys():
+            missing[binary] = owners or "no package on this host ships it"
+    assert missing == {}
+
+
 # ---- the built package ---------------------------------------------------------------
 
 
@@ -166,6 +239,7 @@ def test_dependencies(deb: Path) -> None:
     fields = {f: _run("dpkg-deb", "--field", deb, f).strip() for f in ("Depends", "Recommends")}
     depends = {d.split()[0] for d in fields["Depends"].split(", ")}
     assert {"python3-systemd", "python3-structlog", "python3-prometheus-client"} <= depends
+    assert "procps" in depends  # /bin/kill (ExecReload=)
     assert "python3-pyroute2" not in depends  # carried in /usr/share/drbdha/vendor
     assert "python3-structlog (>= 22.1)" in fields["Depends"]  # pyproject.toml's bounds
     assert set(fields["Recommends"].split(", ")) == {"drbd-utils", "nfs-kernel-server"}
