@@ -9,6 +9,7 @@ keepalived's "Using default" warnings): a value is either valid or an error.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import tomllib
 import unicodedata
@@ -461,6 +462,23 @@ def _export_options(v: Any) -> str:
     return opts
 
 
+NAME_MAX: Final = 57
+"""An instance's or a storage chain's name: at most 64 - len("drbdha-"), so the default NFS
+server scope "drbdha-NAME" is still a host name's length."""
+
+
+def _name(v: Any) -> str:
+    name = _str(v)
+    # It goes into file names (/etc/exports.d/drbdha-NAME.exports), drop-ins (the default
+    # nfsd scope "drbdha-NAME"), comments, metric labels and key paths: a plain word only.
+    if len(name) > NAME_MAX or not _made_of(name, "_-.") or name[0] in ".-":
+        raise _Invalid(
+            f"must be letters, digits, '_', '-', '.' (not '.' or '-' first; "
+            f"{NAME_MAX} at most), got {v!r}"
+        )
+    return name
+
+
 def _check_name(v: Any) -> str:
     name = _str(v)
     # A metrics label and a fault's name: "check:NAME".
@@ -509,7 +527,7 @@ DAEMON_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
 }
 
 INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "name": (_str, _REQUIRED),
+    "name": (_name, _REQUIRED),
     "interface": (_interface_name, _REQUIRED),
     "vrid": (_int(1, 255), _REQUIRED),
     "priority": (_int(1, 255), 100),
@@ -675,13 +693,25 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Config:
     )
 
 
+def _key(name: str) -> str:
+    """A table name as it is written in a key path: bare if TOML allows, else quoted as a
+    TOML basic string (a name with a '.' or a newline must not look like two keys)."""
+    if isinstance(name, str) and name and _made_of(name, "_-"):
+        return name
+    return json.dumps(name)  # JSON's escapes are TOML's for a basic string
+
+
 def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict):
         problems.append(("storage", "must be a table of [storage.NAME] tables"))
         return {}
     out = {}
     for name, table in raw.items():
-        path = f"storage.{name}"
+        path = f"storage.{_key(name)}"
+        try:
+            _name(name)
+        except _Invalid as e:
+            problems.append((path, f"name {e}"))
         lists = ("exports", "checks")
         flat = (
             {k: v for k, v in table.items() if k not in lists} if isinstance(table, dict) else table
@@ -700,7 +730,10 @@ def _read_storage(raw: Any, problems: list[tuple[str, str]]) -> dict[str, dict[s
         if res in resources:
             # Two chains promoting one resource would fight over it.
             problems.append(
-                (f"storage.{name}.drbd_resource", f"already used by storage.{resources[res]}")
+                (
+                    f"storage.{_key(name)}.drbd_resource",
+                    f"already used by storage.{_key(resources[res])}",
+                )
             )
         resources.setdefault(res, name)
     return out
@@ -821,7 +854,7 @@ def _check_storage_refs(
         if name is None:
             continue
         if name not in storage:
-            problems.append((f"vrrp_instance[{i}].storage", f"no [storage.{name}] section"))
+            problems.append((f"vrrp_instance[{i}].storage", f"no [storage.{_key(name)}] section"))
         elif inst.get("priority") == 255:
             # The address owner becomes master at once, before any promotion gate.
             problems.append(
@@ -834,9 +867,29 @@ def _check_storage_refs(
             )
         users.setdefault(name, i)
     problems.extend(
-        (f"storage.{name}", "not used by any [[vrrp_instance]]")
+        (f"storage.{_key(name)}", "not used by any [[vrrp_instance]]")
         for name in storage.keys() - users.keys()
     )
+    for name, i in users.items():
+        if name in storage:
+            _check_default_scope(instances[i], i, name, storage[name], problems)
+
+
+def _check_default_scope(
+    inst: dict[str, Any], i: int, chain: str, s: dict[str, Any], problems: list[tuple[str, str]]
+) -> None:
+    """Without nfs_server_scope, the NFS server scope is "drbdha-" and the instance's name,
+    nfsd's hostname in its drop-in: it must be one (no '_', no ".." or "-." in it)."""
+    if "name" not in inst or s.get("nfs_state_dir") is None or "nfs_server_scope" not in s:
+        return  # no NFS server, or already a problem
+    scope = f"drbdha-{inst['name']}"
+    if s["nfs_server_scope"] is None and not _host_name(scope):
+        why = (
+            f"makes the NFS server scope {scope!r}, which is no host name (letters, digits, "
+            f"'-' inside dot-separated labels): rename the instance or set "
+            f"storage.{_key(chain)}.nfs_server_scope"
+        )
+        problems.append((f"vrrp_instance[{i}].name", why))
 
 
 def _check_unique(instances: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:

@@ -209,6 +209,9 @@ def test_dataclasses_are_frozen() -> None:
         ("priority", 1, 1),
         ("vrid", 255, 255),
         ("unicast_peers", ["192.0.2.9"], (IPv4Address("192.0.2.9"),)),
+        ("name", "x" * 57, "x" * 57),
+        ("name", "vr_eth0_51", "vr_eth0_51"),  # bench/vrrp_bench.py's
+        ("name", "nfs.a-1_b", "nfs.a-1_b"),
         ("virtual_ipaddress", [f"10.0.{i // 200}.{i % 200 + 1}/16" for i in range(255)], 255),
     ],
 )
@@ -263,6 +266,15 @@ INSTANCE_BAD = [
     ("name", 5, "string"),
     ("name", "", "non-empty"),
     ("name", ["a"], "string"),
+    # Issue 19: names go into file names, drop-ins and comments.
+    ("name", "nfs\n[Service]", "letters, digits, '_', '-', '.'"),
+    ("name", "../../etc/x", "letters, digits"),
+    ("name", "a b", "letters, digits"),
+    ("name", 'a"b', "letters, digits"),
+    ("name", "n\u00e9", "letters, digits"),
+    ("name", ".nfs", "not '.' or '-' first"),
+    ("name", "-nfs", "not '.' or '-' first"),
+    ("name", "x" * 58, "57 at most"),
     ("interface", 0, "string"),
     ("interface", "a" * 16, "interface name"),
     ("interface", "eth 0", "interface name"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from drbdha.config import (
     parse,
 )
 from drbdha.errors import ConfigError
-from drbdha.resources.nfs import exports_text
+from drbdha.resources.nfs import dropins, exports_file, exports_text
 
 
 def _data(storage: dict[str, Any] | None = None, **inst: Any) -> dict[str, Any]:
@@ -384,6 +385,67 @@ def test_two_chains_cannot_share_a_resource() -> None:
 def test_address_owner_cannot_have_storage() -> None:
     problems = _problems(_data(priority=255))
     assert problems == [("vrrp_instance[0].priority", "255 (address owner) cannot have storage")]
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("a\nb", '"a\\nb"'),  # /etc/exports.d/drbdha-NAME.exports and its comment line
+        ("../../etc/x", '"../../etc/x"'),
+        (".nfs", '".nfs"'),  # a hidden file, which exportfs skips
+        ("-nfs", "-nfs"),
+        ("my nfs", '"my nfs"'),
+        ("x" * 58, "x" * 58),
+    ],
+)
+def test_storage_names_are_plain_words(name: str, key: str) -> None:
+    problems = _problems(_named(name, {"drbd_resource": "r0"}))
+    assert [p for p, _ in problems] == [f"storage.{key}"]
+    assert problems[0][1].startswith("name must be letters, digits, '_', '-', '.'")
+
+
+def _named(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """_data() with the chain called `name`."""
+    data = _data(storage={name: table})
+    data["vrrp_instance"][0]["storage"] = name
+    return data
+
+
+def test_a_dotted_storage_name_is_quoted_in_key_paths() -> None:
+    assert parse(_named("nfs.a", NFS)).storage["nfs.a"].name == "nfs.a"
+    problems = _problems(_named("nfs.a", {**NFS, "nfsd_threads": 0}))
+    assert [p for p, _ in problems] == ['storage."nfs.a".nfsd_threads']
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_an_accepted_name_stays_one_file_name_and_one_word(name: str) -> None:
+    """Whatever parse() accepts as an instance's and its chain's name stays in
+    /etc/exports.d, keeps the exports file's comment on one line, and is one word of the
+    nfsd drop-in's ExecStart= (the default scope "drbdha-NAME")."""
+    data = _named(name, NFS)
+    data["vrrp_instance"][0]["name"] = name
+    try:
+        s = parse(data).storage[name]
+    except ConfigError:
+        return
+    exports_d = Path("/etc/exports.d")
+    assert exports_file(name, exports_d).parent == exports_d
+    assert len(exports_text(name, s.exports).splitlines()) == 1 + len(s.exports)
+    scope = f"drbdha-{name}"
+    (nfsd, _) = dropins(scope, 8, 90, 90, "192.0.2.100").values()
+    assert nfsd.splitlines()[-1].split()[-1] == scope
+    assert not any(c in scope for c in "%$\\\"'")  # systemd specifiers, variables, quoting
+
+
+@pytest.mark.parametrize("name", ["my_nfs", "nfs.", "a..b", "a.-b"])
+def test_the_default_nfs_scope_must_be_a_host_name(name: str) -> None:
+    problems = _problems(_data(storage={"nfs": NFS}, name=name))
+    assert [p for p, _ in problems] == ["vrrp_instance[0].name"]
+    assert f"'drbdha-{name}', which is no host name" in problems[0][1]
+    assert "storage.nfs.nfs_server_scope" in problems[0][1]
+    # With a scope of its own, or without an NFS server, the name is fine.
+    parse(_data(storage={"nfs": {**NFS, "nfs_server_scope": "nfs-a"}}, name=name))
+    parse(_data(storage={"nfs": {"drbd_resource": "r0", "mountpoint": "/srv/nfs"}}, name=name))
 
 
 def test_storage_must_be_tables() -> None:
