@@ -83,11 +83,20 @@ class Inbox:
         return len(self._events)
 
     async def get(self, deadline: float | None) -> Any | None:
-        """The next event, or None once `deadline` (time.monotonic() seconds) has passed."""
+        """The next event, or None once `deadline` (time.monotonic() seconds) has passed.
+
+        Never None before one wait on the loop: a caller that comes late (a long start-up,
+        a busy CPU) would otherwise be told the deadline passed before any reader callback
+        ran, and a backup would declare its master down with the master's adverts queued in
+        the socket. Waiting on the timerfd, even for a deadline that has passed, lets the
+        loop poll once: its expiry and the socket's data come out of the same epoll round,
+        whose callbacks all run before this coroutine resumes."""
+        waited = False
         while not self._events:
-            if deadline is not None and time.monotonic() >= deadline:
+            if waited and deadline is not None and time.monotonic() >= deadline:
                 return None
             await self._wait(deadline)
+            waited = True
         return self._events.popleft()
 
     async def _wait(self, deadline: float | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import socket
 import time
 
 from drbdha.inbox import Inbox, TimerFd
@@ -71,3 +72,34 @@ def test_timerfd_fires_for_a_past_time_and_not_when_disarmed() -> None:
         assert poller.poll(0) == []
     finally:
         timer.close()
+
+
+def test_a_late_get_reads_what_arrived_before_it_reports_the_deadline() -> None:
+    # The loop came late (its deadline passed while it was busy): an advert the kernel queued
+    # meanwhile must come out before "the deadline passed", or a backup declares a live
+    # master down (seen in the lab: a backup starting in a busy VM promoted for 0.2 s).
+    async def main() -> object:
+        loop = asyncio.get_running_loop()
+        inbox = Inbox()
+        r, w = socket.socketpair()
+        loop.add_reader(r.fileno(), lambda: inbox.put(r.recv(16)))
+        w.send(b"advert")
+        time.sleep(0.01)  # noqa: ASYNC251 (busy on purpose: the reader callback has not run)
+        got = await inbox.get(time.monotonic() - 0.005)
+        loop.remove_reader(r.fileno())
+        r.close()
+        w.close()
+        inbox.close()
+        return got
+
+    assert asyncio.run(main()) == b"advert"
+
+
+def test_a_late_get_with_nothing_queued_still_reports_the_deadline() -> None:
+    async def main() -> object:
+        inbox = Inbox()
+        got = await inbox.get(time.monotonic() - 1.0)
+        inbox.close()
+        return got
+
+    assert asyncio.run(main()) is None
