@@ -335,9 +335,22 @@ def _vip(v: Any) -> IPInterface:
 
 def _drbd_name(v: Any) -> str:
     name = _str(v)
-    # drbdadm takes it as an argument: no path separators, whitespace or option look-alikes.
-    if name.startswith("-") or any(c in name for c in "/ \t\n") or len(name) > 128:
-        raise _Invalid(f"is not a DRBD resource name: {v!r}")
+    # drbdadm reads "all" as every resource and "minor-N" as a device number: a promote or
+    # a --force demote would reach resources that are not this chain's.
+    if name == "all" or (name.startswith("minor-") and name[6:].isdecimal()):
+        raise _Invalid(f"{v!r} means other resources to drbdadm: name the DRBD resource itself")
+    # DRBD refuses '/', whitespace and control characters in a name; drbdadm takes it as an
+    # argument (no option look-alikes), and drbdha reads it back from `drbdadm dump`, where
+    # quotes, braces, ';', '#' and '\' are syntax.
+    if (
+        name.startswith("-")
+        or len(name) > 128
+        or any(c in '/"{};#\\' or c.isspace() or _breaks_lines(c) for c in name)
+    ):
+        raise _Invalid(
+            f"is not a DRBD resource name (no whitespace, control characters or any of "
+            f"/\"{{}};#\\, not '-' first, 128 at most): {v!r}"
+        )
     return name
 
 

@@ -62,6 +62,17 @@ BAD = [
     ("drbd_resource", "r0 r1", "DRBD resource name"),
     ("drbd_resource", "--force", "DRBD resource name"),
     ("drbd_resource", "../r0", "DRBD resource name"),
+    # Issue 19: drbdadm reads these as other resources than the chain's.
+    ("drbd_resource", "all", "means other resources to drbdadm"),
+    ("drbd_resource", "minor-0", "means other resources to drbdadm"),
+    ("drbd_resource", "r0\r", "DRBD resource name"),
+    ("drbd_resource", "r\x000", "DRBD resource name"),
+    ("drbd_resource", "r0\x7f", "DRBD resource name"),
+    ("drbd_resource", "r\u00a00", "DRBD resource name"),  # no-break space
+    ("drbd_resource", 'r0"', "DRBD resource name"),
+    ("drbd_resource", "r0;", "DRBD resource name"),
+    ("drbd_resource", "r{0}", "DRBD resource name"),
+    ("drbd_resource", "r#0", "DRBD resource name"),
     ("on_disk_loss", "detach", "'failover', 'ignore'"),
     ("on_demote_failure", "panic", "'fault', 'reboot', 'poweroff'"),
     ("promote_timeout", 0, "1..3600"),
@@ -242,6 +253,9 @@ def test_an_accepted_export_is_one_line_of_exports_d(path: str, client: str, opt
         ("services", ["getty@tty1.service", "foo\\x2dbar.service", "a:b.target"]),
         ("nfs_server_scope", "nfs-a.example.org"),
         ("device", "/dev/disk/by-id/dm-name-vg0-nfs"),
+        ("drbd_resource", "nfs-data_1.a"),
+        ("drbd_resource", "minor-a"),
+        ("drbd_resource", "allnfs"),
     ],
 )
 def test_what_the_tools_take_is_accepted(key: str, value: Any) -> None:
