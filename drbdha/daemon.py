@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from drbdha import __version__, control, health, logs, status
-from drbdha.chain.runner import ChainSettled, StepReport
+from drbdha.chain.runner import ChainReconciled, ChainSettled, Runner, StepReport
 from drbdha.chains import Chains, OutdateSelf, PowerAction, power_action, storage_status
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config, VrrpInstanceConfig, load
@@ -121,6 +121,9 @@ class Daemon:
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
+        # Instances whose machine starts when their runner reports what it found: the
+        # serial of that runner (a report from a replaced one is stale).
+        self._awaiting: dict[str, int] = {}
         self._frames: dict[str, FrameSender] = {}
         self._readable: dict[SocketKey, Readable] = {}
         self._pending: set[SocketKey] = set()  # sockets with a Readable in the inbox
@@ -167,6 +170,7 @@ class Daemon:
         self.chains.build(inst, self.addresses)
         self.instances[cfg.name] = inst
         self.by_vrid[key][cfg.vrid] = inst
+        self._awaiting[cfg.name] = inst.runner.serial
         self._start_tasks(inst)
         return inst
 
@@ -202,29 +206,16 @@ class Daemon:
         work.close()
         self.log.error("task.not_started", task=name, error=error)
 
-    async def _reconcile(self, instances: list[Instance], now: float) -> set[str]:
-        """Find what a previous run (crash, kill -9) left up; returns the instances whose
-        storage is held, which resume as master. A VIP left up without storage under it
-        goes: we begin as backup, and it comes back with a GARP burst if we win.
-        One address dump per interface and family serves every instance on it."""
+    async def _found(self, instances: list[Instance], now: float) -> set[str]:
+        """Act on what each runner found a previous run (crash, kill -9) left up; returns
+        the instances whose storage is held, which resume as master. A VIP left up without
+        storage under it goes: we begin as backup, and it comes back with a GARP burst if
+        we win. One address dump per interface and family serves every instance on it."""
         resume = set()
         for inst in instances:
-            held = await inst.runner.reconcile()
-            for step, error in await inst.runner.prepare():
-                self.log.warning("step.prepare_failed", instance=inst.name, step=step, error=error)
-            # Only a DRBD Primary says a previous run of ours served: nfsd or a service
-            # running without it was started by someone else (nfs-server enabled at boot).
-            if "drbd" in held:
+            self._awaiting.pop(inst.name, None)
+            if self._adopt(inst):
                 resume.add(inst.name)
-                self.log.warning("chain.reconciled", instance=inst.name, held=list(held))
-            elif held:
-                inst.runner.want(False)  # the runner task removes it before anything else
-                self.log.warning(
-                    "vip.reconciled" if held == ("vip",) else "chain.stale_steps",
-                    instance=inst.name,
-                    held=list(held),
-                    action="stopping what a previous run left without DRBD under it",
-                )
         snapshots = await self._snapshots(instances)
         for inst in instances:
             snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
@@ -237,9 +228,54 @@ class Daemon:
             inst.machine.set_fault("link", not up, now)
         return resume
 
+    def _adopt(self, inst: Instance) -> bool:
+        """True if the chain was found serving (resume as master); otherwise whatever was
+        found up is released before anything else."""
+        found = inst.runner.found
+        assert found is not None
+        for step, error in found.prepare_failed:
+            self.log.warning("step.prepare_failed", instance=inst.name, step=step, error=error)
+        held = found.held
+        # Only a DRBD Primary says a previous run of ours served: nfsd or a service
+        # running without it was started by someone else (nfs-server enabled at boot).
+        # "drbd" is also held when drbdadm could not say: then events2 decides, if it has.
+        if "drbd" in held and self._drbd_role(inst) in (None, "Primary"):
+            self.log.warning("chain.reconciled", instance=inst.name, held=list(held))
+            return True
+        if held:
+            inst.runner.want(False)  # the runner task removes it before anything else
+            self.log.warning(
+                "vip.reconciled" if held == ("vip",) else "chain.stale_steps",
+                instance=inst.name,
+                held=list(held),
+                action="stopping what a previous run left without DRBD under it",
+            )
+        return False
+
+    def _drbd_role(self, inst: Instance) -> str | None:
+        """Our role in events2's facts; None without storage or facts."""
+        storage = inst.storage
+        watcher = self.chains.watchers.get(storage.drbd_resource) if storage else None
+        facts = watcher.facts() if watcher is not None else None
+        return facts.role if facts is not None else None
+
+    def _start_machine(self, inst: Instance, now: float, *, resume: bool) -> None:
+        self.chains.initial_verdict(inst, now)
+        self.apply(inst, inst.machine.start(now, resume=resume), now)
+
+    async def _reconciled(self, ev: ChainReconciled, now: float) -> None:
+        """A runner added by a reload found what a previous run left: its machine starts.
+        (At start-up, run() waits for every runner instead: nothing advertises yet.)"""
+        if self._stopping or self._awaiting.get(ev.instance) != ev.serial:
+            return  # stopping, started already, or a report of a runner since replaced
+        inst = self.instances[ev.instance]
+        resume = await self._found([inst], now)
+        self._start_machine(inst, now, resume=inst.name in resume)
+
     async def _remove_instance(self, inst: Instance, now: float) -> None:
         """Shut the instance down and wait (bounded) for its chain to be released before
         it is forgotten: a restarted instance must not find its own storage half down."""
+        self._awaiting.pop(inst.name, None)
         self.apply(inst, inst.machine.shutdown(now), now)
         inst.runner.want(False)
         if not await self._wait_released([inst]):
@@ -259,7 +295,7 @@ class Daemon:
         deadline = self.clock.monotonic() + _release_budget(instances)
         later: list[Any] = []  # a reload or stop asked for meanwhile waits for this one
         try:
-            while any(i.runner.plan.settled() is None and i.runner.plan.held for i in instances):
+            while not all(_at_rest(i.runner) for i in instances):
                 if any(i.runner.plan.stuck for i in instances):
                     return False
                 now = self.clock.monotonic()
@@ -444,9 +480,9 @@ class Daemon:
         for cfg in self.config.vrrp_instances:
             self._add_instance(cfg)
         self._install_callbacks(loop)
-        resume = await self._reconcile(list(self.instances.values()), now)
         for inst in self.instances.values():
-            self._start_tasks(inst)
+            await inst.runner.wait_found()  # every runner reconciles in its own task
+        resume = await self._found(list(self.instances.values()), now)
         # The peer may be fencing us right now (its replication link failed as we started).
         await self._serve_peer()
         try:
@@ -458,8 +494,7 @@ class Daemon:
         await self._serve_control()
         now = self.clock.monotonic()
         for inst in self.instances.values():
-            self.chains.initial_verdict(inst, now)
-            self.apply(inst, inst.machine.start(now, resume=inst.name in resume), now)
+            self._start_machine(inst, now, resume=inst.name in resume)
         # Everything allocated so far lives for the whole run; freezing it keeps the
         # collector from re-scanning it (full collections cost 13-30 ms otherwise).
         gc.freeze()
@@ -507,6 +542,8 @@ class Daemon:
                 await self._reload(now)
             case StepReport():
                 self.chains.on_step(event)
+            case ChainReconciled():
+                await self._reconciled(event, now)
             case ChainSettled(name):
                 if name in self.instances:
                     self.chains.on_settled(self.instances[name], event, now)
@@ -727,11 +764,10 @@ class Daemon:
                     self.apply(self.instances[name], [], now)
                     changes["updated"].append(name)
                 continue
+            # Its runner reconciles in its own task; the machine starts on its report
+            # (ChainReconciled), so no other instance waits for drbdadm meanwhile.
             inst = self._add_instance(cfg)
             self._read_fencing([inst])
-            resume = await self._reconcile([inst], now)
-            self.chains.initial_verdict(inst, now)
-            self.apply(inst, inst.machine.start(now, resume=inst.name in resume), now)
             if name not in changes["restarted"]:
                 changes["added"].append(name)
         links = self._links
@@ -756,6 +792,8 @@ class Daemon:
 
     async def _release_all(self) -> None:
         now = self.clock.monotonic()
+        self._stopping = True  # however we got here: no machine starts from now on
+        self._awaiting.clear()
         self.handover.abort("the daemon is stopping")
         instances = list(self.instances.values())
         self.sd.stopping("stopping: resigning and releasing storage")
@@ -816,6 +854,12 @@ async def _logged(work: Any, log: Any, event: str) -> None:
         await work
     except Exception:
         log.exception(event)
+
+
+def _at_rest(runner: Runner) -> bool:
+    """Reconciled (so what it holds is known), and settled or holding nothing."""
+    plan = runner.plan
+    return runner.found is not None and (plan.settled() is not None or not plan.held)
 
 
 def _release_budget(instances: list[Instance]) -> float:

@@ -6,23 +6,34 @@
 - A background task that raises is logged, counted and restarted, and the chain runners go
   on: a stop still releases the chain at once (issue 19 §3, supervised tasks).
 - A fatal error in the loop still releases the chain before the daemon ends.
+- A reload that adds an instance whose reconcile is slow delays no other instance's advert:
+  the runner reconciles in its own task and reports back (issue 19 §3).
 
 The doubles are in integration/slow_chain_daemon.py, switched on by environment variables."""
 
 from __future__ import annotations
 
+import itertools
+import signal
+import socket
+import struct
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import pytest
-from netlab import VIP4, DrbdhaNode, Inst, Lab, addresses, wait_until
+from netlab import SUBNET4, VIP4, DrbdhaNode, Host, Inst, Lab, addresses, drbdha_toml, wait_until
+from netns import inside
 
 pytestmark = pytest.mark.slow
 
 SLOW = 20.0
 INTERVAL = 0.01
 HERE = Path(__file__).resolve().parent
+ETH_P_IP = 0x0800
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h: a struct timespec of the arrival, in a cmsg
 
 
 class DoubleNode(DrbdhaNode):
@@ -121,3 +132,80 @@ def test_a_fatal_error_releases_the_chain_first(lab: Lab) -> None:
     assert len(a.events("vip.removed")) == 1, a.log_tail(30)
     assert not a.events("daemon.stopped_holding")
     assert "test double: the main loop raised" in a.proc.output()
+
+
+class AdvertTimes:
+    """When the adverts of one VRID reached `host` (the kernel's receive time of each, taken
+    from SO_TIMESTAMPNS, so a busy test process does not stretch the gaps), read by a
+    thread. An AF_PACKET datagram socket gets each IPv4 packet from its header on."""
+
+    def __init__(self, host: Host, vrid: int) -> None:
+        self.vrid = vrid
+        self.times: list[float] = []
+        with inside(host.ns):
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+        self._sock.bind((host.ifname, ETH_P_IP))
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(2048, 64)
+            except TimeoutError:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            if len(data) <= ihl + 1 or data[9] != 112 or data[ihl + 1] != self.vrid:
+                continue
+            for level, kind, raw in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
+                    sec, nsec = struct.unpack("qq", raw[:16])
+                    self.times.append(sec + nsec / 1e9)
+
+    def max_gap(self, since: float, until: float) -> float:
+        """The longest silence between `since` and `until` (wall clock, as the stamps)."""
+        stamps = [since, *(t for t in self.times if since < t < until), until]
+        return max(b - a for a, b in itertools.pairwise(stamps))
+
+
+def test_a_reload_that_adds_a_slow_instance_delays_no_advert(lab: Lab) -> None:
+    """vi1 advertises every 10 ms. A reload adds vi2, whose reconcile takes 5 s (SlowStep's
+    held(), a stand-in for a storage chain's drbdadm, findmnt and daemon-reload). Before,
+    the loop awaited that reconcile and vi1 was silent for the whole 5 s; now vi1's longest
+    gap stays within a few intervals, and vi2 starts once its runner reported."""
+    env = {"DRBDHA_SLOW_HELD": "5", "DRBDHA_SLOW_ONLY": "vi2"}
+    vi1 = Inst(priority=200, advert_interval=INTERVAL)
+    a = DoubleNode(lab, "a", [vi1], env=env).start()
+    a.wait_state("master", timeout=10)
+    vi2 = Inst(name="vi2", vrid=52, priority=200, vips=[f"{SUBNET4}.101/24"])
+    a.config_path.write_text(
+        drbdha_toml([vi1, vi2], metrics=a.metrics_listen, control_socket=str(lab.tmp / "a.sock"))
+    )
+    assert a.proc is not None
+    with AdvertTimes(lab.host("b"), vi1.vrid) as adverts:
+        time.sleep(1)
+        hup = time.time()
+        a.proc.signal(signal.SIGHUP)
+        wait_until(lambda: a.events("config.reloaded"), 15, what=a.log_tail)
+        a.wait_state("master", instance="vi2", timeout=20)
+        started = time.time()
+        time.sleep(0.5)
+    gap = adverts.max_gap(hup - 0.5, started)
+    print(
+        f"vi1: {len(adverts.times)} adverts, longest gap {gap * 1000:.1f} ms "
+        f"from 0.5 s before the reload until vi2 started {started - hup:.2f} s after it"
+    )
+    assert started - hup >= 5, "vi2 started before its 5 s reconcile ended"
+    assert gap < 3 * INTERVAL + 0.05
+    assert a.state() == "master"

@@ -81,6 +81,7 @@ async def test_a_raising_watcher_is_restarted_and_the_runner_beside_it_goes_on()
         run = sup.keep(runners, "chain_runner:nfs", runner.run)
         watch = sup.keep(tasks, "drbd_watcher:r0", watcher.run)
         runner.want(True)
+        await _until_settled(events, 1)
         await asyncio.wait_for(watcher.running.wait(), 5)
         # The runner was not cancelled by its failing sibling: it still follows wishes.
         runner.want(False)

@@ -4,11 +4,17 @@ It never touches the machine. The daemon tells it what is wanted (`want()`, sync
 an effect never waits for storage), and it reports every step and every resting point back
 through the inbox as StepReport and ChainSettled events. A slow step therefore delays
 nothing but the chain: the loop goes on sending adverts (the 20 s mount case).
+
+Before anything else the task finds what a previous run left up (reconcile, then prepare)
+and reports it as ChainReconciled; the daemon starts the machine on that report. A reload
+that adds an instance therefore awaits no storage work either. A wish made meanwhile (a
+stop) applies to what was found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,10 +34,25 @@ class StepReport:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainReconciled:
+    """What a previous run left up (`held`: step names) and the steps whose preparation
+    failed, as (step, error). `serial` names the runner: a report from one that was since
+    replaced (the instance restarted by a reload) is stale."""
+
+    instance: str
+    serial: int
+    held: tuple[str, ...]
+    prepare_failed: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ChainSettled:
     instance: str
     generation: int
     settled: Settled
+
+
+_serials = itertools.count(1)
 
 
 class Runner:
@@ -51,16 +72,23 @@ class Runner:
         self._wake = asyncio.Event()
         self._reported_generation = -1
         self._idle = asyncio.Event()
+        self.serial = next(_serials)
+        self.found: ChainReconciled | None = None
+        self._found = asyncio.Event()
 
     async def reconcile(self) -> tuple[str, ...]:
-        """Find what a previous run left up (after kill -9 or a crash); returns those steps."""
+        """Find what a previous run left up (after kill -9 or a crash); returns those steps.
+        A wish made meanwhile is kept."""
         held = []
         for s in self.steps:
             try:
                 held.append(await asyncio.wait_for(s.held(), s.stop_timeout))
-            except (TimeoutError, StepFailed):
+            except Exception:  # a timeout, a failure, a bug: all unknown
                 held.append(True)  # unknown counts as held: the safe reading for a stop
+        wanted = self.plan.wanted
         self.plan = Plan(self.plan.names, tuple(held))
+        if wanted is not None:
+            self.plan.want(wanted)
         return self.plan.held
 
     async def prepare(self) -> list[tuple[str, str]]:
@@ -79,7 +107,22 @@ class Runner:
                 failed.append((s.name, f"timed out after {s.start_timeout:g} s"))
             except StepFailed as e:
                 failed.append((s.name, str(e)))
+            except Exception as e:  # a bug in a step: the takeover does it
+                failed.append((s.name, f"error: {e!r}"))
         return failed
+
+    async def wait_found(self) -> ChainReconciled:
+        """What the task found (start-up waits for every runner: nothing advertises yet)."""
+        await self._found.wait()
+        assert self.found is not None
+        return self.found
+
+    async def _find(self) -> None:
+        held = await self.reconcile()
+        failed = [] if self.plan.wanted is False else await self.prepare()  # not if stopping
+        self.found = ChainReconciled(self.instance, self.serial, held, tuple(failed))
+        self._found.set()
+        self._report(self.found)
 
     def want(self, up: bool) -> None:
         if self.plan.want(up):
@@ -108,6 +151,8 @@ class Runner:
         return sum(s.stop_timeout for s in self.steps)
 
     async def run(self) -> None:
+        if self.found is None:  # once per runner: a restarted task goes on from there
+            await self._find()
         while True:
             nxt = self.plan.next()
             if nxt is None:

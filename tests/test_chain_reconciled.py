@@ -1,0 +1,111 @@
+"""The runner finds what a previous run left up in its own task, and reports it through the
+inbox as ChainReconciled (issue 19 §3): the daemon's loop never awaits a reconcile, so a
+reload that adds an instance with a slow chain delays no other instance's adverts (the
+namespace test: integration/test_chain_netns.py, test_a_reload_that_adds_a_slow_instance_
+delays_no_advert). The daemon starts the machine when the report arrives.
+
+Fakes: FakeStep (test_chain, through its make()), a step double that records calls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from test_chain import _until_settled, in_loop, make
+
+from drbdha.chain.plan import StepState
+from drbdha.chain.runner import ChainReconciled, ChainSettled, StepReport
+from drbdha.chain.step import StepFailed
+
+
+@in_loop
+async def test_the_runner_reconciles_first_and_reports_what_it_found() -> None:
+    runner, steps, log, events = make(("drbd", "nfsd", "vip"))
+    steps[0].up = True  # DRBD Primary from before a kill -9
+
+    async def broken() -> None:
+        raise StepFailed("daemon_reload_failed", "exit 1")
+
+    steps[1].prepare = broken  # type: ignore[attr-defined]
+    assert runner.found is None
+    task = asyncio.create_task(runner.run())
+    found = await asyncio.wait_for(runner.wait_found(), 5)
+    assert found == ChainReconciled(
+        "nfs", runner.serial, ("drbd",), (("nfsd", "daemon_reload_failed: exit 1"),)
+    )
+    assert events == [found]
+    assert runner.plan.states == [StepState.UP, StepState.DOWN, StepState.DOWN]
+    assert log == []  # nothing started or stopped: no wish yet
+    task.cancel()
+
+
+@in_loop
+async def test_a_wish_made_while_the_runner_reconciles_is_kept() -> None:
+    """A reload (or a stop) may want the chain down before its runner has found what it
+    holds: the wish applies to what it found."""
+    runner, steps, log, events = make()
+    steps[0].up = True
+    slow = asyncio.Event()
+
+    async def held() -> bool:
+        await slow.wait()
+        return True
+
+    steps[0].held = held  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    runner.want(False)
+    slow.set()
+    settled = await _until_settled(events)
+    assert settled[0].settled.up is False
+    assert log == ["stop drbd"]
+    assert isinstance(events[0], ChainReconciled)
+    task.cancel()
+
+
+@in_loop
+async def test_a_step_whose_held_raises_counts_as_held() -> None:
+    runner, steps, _, _ = make()
+
+    async def bug() -> bool:
+        raise KeyError("held")
+
+    steps[1].held = bug  # type: ignore[method-assign]
+    assert await runner.reconcile() == ("vip",)
+
+
+@in_loop
+async def test_a_restarted_runner_does_not_reconcile_again() -> None:
+    """The supervisor restarts a runner that raised: what it found stays found (reconciling
+    again would forget the wish and the steps it has started since)."""
+    runner, steps, _, events = make()
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(runner.wait_found(), 5)
+    task.cancel()
+    steps[0].up = True  # started since (the plan knows it as down here: a fake's shortcut)
+    task = asyncio.create_task(runner.run())
+    runner.want(True)
+    await _until_settled(events)
+    assert [type(e) for e in events].count(ChainReconciled) == 1
+    assert [e.step for e in events if isinstance(e, StepReport)] == ["drbd", "vip"]
+    task.cancel()
+
+
+def test_serials_tell_runners_apart() -> None:
+    one, _, _, _ = make()
+    two, _, _, _ = make()
+    assert one.serial != two.serial
+
+
+def _types(events: list[Any]) -> list[type]:
+    return [type(e) for e in events]
+
+
+@in_loop
+async def test_the_report_comes_before_any_step() -> None:
+    runner, _, _, events = make()
+    task = asyncio.create_task(runner.run())
+    runner.want(True)
+    await _until_settled(events)
+    assert _types(events) == [ChainReconciled, StepReport, StepReport, ChainSettled]
+    task.cancel()
