@@ -354,13 +354,53 @@ def _drbd_name(v: Any) -> str:
     return name
 
 
-def _peer(v: Any) -> IPAddress:
+def _ip(v: Any) -> IPAddress:
     if not isinstance(v, str):  # ip_address(5) would be 0.0.0.5, ip_address(True) 0.0.0.1
         raise _Invalid(f"must be an IP address string, got {v!r}")
     try:
-        return ipaddress.ip_address(v)
+        addr = ipaddress.ip_address(v)
     except ValueError as e:
         raise _Invalid(str(e)) from None
+    # A zone ("fe80::2%eth0") would make the address unequal to the zone-less sources the
+    # sockets report: every advert, every fence request from the peer would be dropped.
+    if "%" in v:
+        raise _Invalid(f"must be written without a %zone, got {v!r}")
+    return addr
+
+
+def _not_a_host(addr: IPAddress) -> str | None:
+    """What makes `addr` no other host's address, or None."""
+    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_multicast:
+        return "multicast"
+    return None
+
+
+def _unicast_peer(v: Any) -> IPAddress:
+    addr = _ip(v)
+    kind = _not_a_host(addr)
+    if kind is not None:
+        raise _Invalid(f"{v!r} is a {kind} address, not a peer's")
+    return addr
+
+
+def _peer_address(v: Any) -> IPAddress:
+    addr = _ip(v)
+    kind = _not_a_host(addr)
+    # Loopback is one of this node's own addresses, which belong to check-config (it can
+    # look at the interfaces); tests/test_fencing_config.py's fence-peer runs use 127.0.0.1.
+    if kind is not None and kind != "loopback":
+        raise _Invalid(f"{v!r} is a {kind} address, not the peer's")
+    if isinstance(addr, IPv6Address) and addr.is_link_local:
+        # Without a zone connect() fails (EINVAL); with one, the peer's requests would not
+        # match it (see _ip).
+        raise _Invalid(f"{v!r} is link-local: use the peer's global or unique-local address")
+    return addr
 
 
 def _mountpoint(v: Any) -> Path:
@@ -550,7 +590,7 @@ INSTANCE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "virtual_ipaddress": (_list_of(_vip, min_len=1, max_len=255), _REQUIRED),
     "preempt": (_bool, True),
     "preempt_delay": (_seconds(0, 1000), 0.0),
-    "unicast_peers": (_list_of(_peer), ()),
+    "unicast_peers": (_list_of(_unicast_peer), ()),
     "checksum_mode": (_choice("pseudo", "rfc9568"), "pseudo"),
     "garp_master_repeat": (_int(0, 100), 5),
     "garp_master_delay": (_seconds(0, 3600), 5.0),
@@ -611,7 +651,7 @@ EXPORT_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
 
 
 PEER_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "address": (_peer, _REQUIRED),
+    "address": (_peer_address, _REQUIRED),
     "secret_file": (_path, _REQUIRED),
     "port": (_int(1, 65535), PeerConfig.port),
     "fence_timeout": (_seconds(0.1, 60), PeerConfig.fence_timeout),

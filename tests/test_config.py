@@ -327,6 +327,14 @@ INSTANCE_BAD = [
     ("unicast_peers", [True], "string"),
     ("unicast_peers", ["192.0.2.2", "192.0.2.2"], "duplicate"),
     ("unicast_peers", ["fd00::2"], "same family"),
+    # Issue 19: adverts sent there reach no peer (or this node itself).
+    ("unicast_peers", ["0.0.0.0"], "unspecified address"),  # noqa: S104 (a value, not a bind)
+    ("unicast_peers", ["127.0.0.1"], "loopback address"),
+    ("unicast_peers", ["127.1.2.3"], "loopback address"),
+    ("unicast_peers", ["224.0.0.18"], "multicast address"),
+    ("unicast_peers", ["239.1.1.1"], "multicast address"),
+    # a zone would never equal the zone-less source of a received advert: all dropped
+    ("unicast_peers", ["192.0.2.2", "fe80::2%eth0"], "without a %zone"),
     ("checksum_mode", "message", "'pseudo', 'rfc9568'"),
     ("checksum_mode", 1, "'pseudo', 'rfc9568'"),
     ("checksum_mode", ["pseudo"], "'pseudo', 'rfc9568'"),
@@ -695,6 +703,23 @@ def test_datetime_types_are_rejected_as_values() -> None:
         assert _paths({"vrrp_instance": [_instance(preempt_delay=value)]}) == {
             "vrrp_instance[0].preempt_delay"
         }
+
+
+@pytest.mark.parametrize(
+    ("peer", "fragment"),
+    [
+        ("::", "unspecified address"),
+        ("::1", "loopback address"),
+        ("::ffff:127.0.0.1", "loopback address"),  # IPv4-mapped: ipaddress says not loopback
+        ("ff02::12", "multicast address"),
+        ("fe80::2%eth0", "without a %zone"),
+    ],
+)
+def test_ipv6_unicast_peers_must_be_another_host(peer: str, fragment: str) -> None:
+    inst = _instance(virtual_ipaddress=["fd00::100/64"], unicast_peers=[peer])
+    problems = _problems({"vrrp_instance": [inst]})
+    assert [p for p, _ in problems] == ["vrrp_instance[0].unicast_peers"]
+    assert fragment in problems[0][1]
 
 
 def test_ipv6_peers_with_ipv6_vips() -> None:

@@ -126,6 +126,8 @@ BAD = [
     ("nfs_stop_timeout", "1", "number"),
     ("builtin_checks", "yes", "true or false"),
     ("takeover_damping", -1, "0..3600"),
+    ("replication_heartbeat", 11, "0..10"),
+    ("replication_heartbeat_port", 0, "1..65535"),
 ]
 
 EXPORT = {"path": "/srv/nfs/data", "clients": ["192.0.2.0/24"], "fsid": 1}
@@ -465,3 +467,34 @@ def test_the_default_nfs_scope_must_be_a_host_name(name: str) -> None:
 def test_storage_must_be_tables() -> None:
     problems = _problems(_data(storage={"nfs": "r0"}))
     assert ("storage.nfs", "must be a table") in problems
+
+
+# ---- [peer] address (its other keys: test_fencing_config.py) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "fragment"),
+    [
+        ("0.0.0.0", "unspecified address"),  # noqa: S104 (a value, not a bind)
+        ("::", "unspecified address"),
+        ("224.0.0.18", "multicast address"),
+        ("ff02::1", "multicast address"),
+        ("::ffff:0.0.0.0", "unspecified address"),
+        # Unscoped, connect() fails; scoped, the server's source check never matches it.
+        ("fe80::2", "link-local"),
+        ("fe80::2%eth0", "without a %zone"),
+    ],
+)
+def test_peer_address_must_be_another_host(address: str, fragment: str) -> None:
+    data = {**_data(), "peer": {"address": address, "secret_file": "/etc/drbdha/peer.key"}}
+    problems = _problems(data)
+    assert [p for p, _ in problems] == ["peer.address"]
+    assert fragment in problems[0][1]
+
+
+@pytest.mark.parametrize("address", ["192.0.2.12", "169.254.1.2", "2001:db8::12", "fd00::12"])
+def test_peer_address_of_another_host_is_accepted(address: str) -> None:
+    data = {**_data(), "peer": {"address": address, "secret_file": "/etc/drbdha/peer.key"}}
+    peer = parse(data).peer
+    assert peer is not None
+    assert str(peer.address) == address
