@@ -44,10 +44,13 @@ from drbdha.metrics import Metrics
 from drbdha.net import NetError
 from drbdha.net.addresses import Addresses, AddressSnapshot
 from drbdha.net.frame_sender import FrameSender
+from drbdha.net.heartbeat import Heartbeats, HeartbeatSocket
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
 from drbdha.peer_probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.resources.drbd import DrbdChanged
+from drbdha.resources.drbd_crosscheck import CrossCheck
+from drbdha.resources.repl_watch import ReplicationWatch
 from drbdha.supervise import Supervisor
 from drbdha.systemd import Notifier
 
@@ -76,6 +79,19 @@ class Readable:
     """A VRRP socket has datagrams queued. One object per socket, so no allocation per packet."""
 
     key: SocketKey
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReadable:
+    sock: HeartbeatSocket
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationAddresses:
+    """A resource's DRBD replication addresses (drbdadm dump), for its heartbeat."""
+
+    resource: str
+    addresses: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +137,7 @@ class Daemon:
         self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
+        self._crosscheck_tasks: dict[str, asyncio.Task[None]] = {}
         # Instances whose machine starts when their runner reports what it found: the
         # serial of that runner (a report from a replaced one is stale).
         self._awaiting: dict[str, int] = {}
@@ -132,6 +149,8 @@ class Daemon:
         self._links: LinkWatcher | None = None
         self._control: control.ControlServer | None = None
         self._peer_server: PeerServer | None = None
+        self._heartbeats = Heartbeats()
+        self._heartbeat_due: float | None = None
         self._keeper: Keeper | None = None  # with a [peer] section
         self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
@@ -167,7 +186,8 @@ class Daemon:
             self.log,
             storage=self.config.storage_of(cfg),
         )
-        self.chains.build(inst, self.addresses)
+        peer = self.config.peer.address if self.config.peer else None
+        self.chains.build(inst, self.addresses, peer)
         self.instances[cfg.name] = inst
         self.by_vrid[key][cfg.vrid] = inst
         self._awaiting[cfg.name] = inst.runner.serial
@@ -192,6 +212,9 @@ class Daemon:
         for res, watcher in self.chains.watchers.items():
             if res not in self._watch_tasks:
                 self._watch_tasks[res] = keep(self._tasks, f"drbd_watcher:{res}", watcher.run)
+                stale = self.metrics.drbd_watcher_stale.labels(res).inc
+                check = CrossCheck(watcher, self.log, stale).run_forever
+                self._crosscheck_tasks[res] = keep(self._tasks, f"drbd_crosscheck:{res}", check)
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         """A one-shot task beside the loop, supervised: an exception is logged and counted."""
@@ -409,7 +432,52 @@ class Daemon:
     def _read_fencing(self, instances: list[Instance]) -> None:
         """How each chain's DRBD resource is fenced, for status (drbdadm dump, in a task)."""
         if any(i.storage for i in instances):
-            self._spawn("fencing_status", fencing_status.fill(instances, self.config.peer))
+            self._spawn(
+                "fencing_status",
+                fencing_status.fill(
+                    instances,
+                    self.config.peer,
+                    lambda res, addrs: self.inbox.put(ReplicationAddresses(res, addrs)),
+                ),
+            )
+
+    # ---- the replication heartbeat (resources/repl_watch.py) --------------------------------
+
+    def _start_heartbeat(self, ev: ReplicationAddresses, now: float) -> None:
+        inst = self.chains.by_resource.get(ev.resource)
+        if inst is None or inst.storage is None or inst.storage.replication_heartbeat <= 0:
+            return
+        port = inst.storage.replication_heartbeat_port
+        try:
+            sock, peers, new = self._heartbeats.add(ev.resource, ev.addresses, port)
+        except OSError as e:
+            self.log.error("heartbeat.unavailable", resource=ev.resource, error=str(e))
+            return
+        if new and self._loop is not None:
+            self._loop.add_reader(sock.fileno(), self.inbox.put, HeartbeatReadable(sock))
+        if inst.repl is None:
+            inst.repl = ReplicationWatch(inst.storage.replication_heartbeat)
+        inst.repl_peers, inst.repl_socket = peers, sock
+        self._heartbeat_due = min(self._heartbeat_due or now, now)
+        self.log.info("heartbeat.started", resource=ev.resource, peers=list(peers), port=port)
+
+    def _read_heartbeats(self, sock: HeartbeatSocket, now: float) -> None:
+        for resource, src in sock.read():
+            inst = self.chains.by_resource.get(resource)
+            if inst is not None and inst.repl is not None and src in inst.repl_peers:
+                inst.repl.heartbeat(now)
+
+    def _heartbeat_tick(self, now: float) -> None:
+        """Send ours, then judge: every heartbeat queued is read first, so a late loop
+        never takes its own lateness for the peer's silence."""
+        for sock in self._heartbeats.sockets.values():
+            self._read_heartbeats(sock, now)
+        self._heartbeats.send()
+        watched = [i for i in self.instances.values() if i.repl is not None]
+        for inst in watched:
+            self.chains.repl_tick(inst, now)
+        intervals = [i.repl.interval for i in watched if i.repl is not None]
+        self._heartbeat_due = now + min(intervals) if intervals else None
 
     def _keep_fencing(self, ev: KeepFencing) -> None:
         """One keeper task per frozen resource (fencing/keeper.py)."""
@@ -467,8 +535,9 @@ class Daemon:
                     return await self._run(loop)
                 finally:
                     await self._shutdown()  # the watchers and checks still run meanwhile
-                    for task in [*self._check_tasks.values(), *self._watch_tasks.values()]:
-                        task.cancel()
+                    for kind in (self._check_tasks, self._watch_tasks, self._crosscheck_tasks):
+                        for task in kind.values():
+                            task.cancel()
         finally:
             self._tasks = None
 
@@ -512,6 +581,7 @@ class Daemon:
             self.sd.next_watchdog_due(now),
             self.handover.deadline(),
             self._status_due if self._status_dirty else None,
+            self._heartbeat_due,
         )
         event = await self.inbox.get(min((d for d in deadlines if d is not None), default=None))
         now = self.clock.monotonic()
@@ -520,6 +590,8 @@ class Daemon:
         else:
             await self._dispatch(event, now)
         self.handover.check(now)
+        if self._heartbeat_due is not None and now >= self._heartbeat_due:
+            self._heartbeat_tick(now)
         if self._status_dirty and now >= self._status_due:
             self._status_dirty = False
             self._status_due = now + STATUS_INTERVAL
@@ -555,6 +627,10 @@ class Daemon:
                 self.chains.on_check(self.instances[name], event, now)
             case OutdateSelf():
                 self._spawn(f"outdate_self:{event.instance}", self.chains.outdate_self(event))
+            case HeartbeatReadable(sock):
+                self._read_heartbeats(sock, now)
+            case ReplicationAddresses():
+                self._start_heartbeat(event, now)
             case KeepFencing():
                 self._keep_fencing(event)
             case ProbePeer():
@@ -581,7 +657,7 @@ class Daemon:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
             self.apply(inst, inst.receive(rx, now), now)
-            if inst.link_lost_at is not None:
+            if inst.storage is not None:
                 self.chains.heard(inst, now)
 
     async def _read_netlink(self, now: float) -> None:
@@ -814,6 +890,9 @@ class Daemon:
             sock.close()
         for sender in self._frames.values():
             sender.close()
+        for hb in self._heartbeats.sockets.values():
+            loop.remove_reader(hb.fileno())
+        self._heartbeats.close()
         if self._links is not None:
             loop.remove_reader(self._links.fileno())
             self._links.close()

@@ -196,6 +196,13 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.drbd_watcher_stale = Counter(
+            "drbdha_drbd_watcher_stale",
+            "DRBD events2 readers restarted because a one-off `drbdsetup status` read "
+            "disagreed with their facts in two checks in a row",
+            ["resource"],
+            registry=r,
+        )
         self.loop_lateness = Histogram(
             "drbdha_loop_timer_lateness_seconds",
             "How late the main loop served a timer",

@@ -19,6 +19,7 @@ import sys
 import time
 
 from drbdha import chains, cli, daemon
+from drbdha.resources import drbd_crosscheck
 
 
 class SlowStep:
@@ -70,11 +71,12 @@ def _env(name: str) -> float | None:
 _build = chains.Chains.build
 
 
-def build(self: chains.Chains, inst: object, addresses: object) -> None:
-    _build(self, inst, addresses)  # type: ignore[arg-type]
+def build(self: chains.Chains, inst: object, *args: object, **kw: object) -> None:
+    _build(self, inst, *args, **kw)  # type: ignore[arg-type]
     fail_after = _env("DRBDHA_FAILING_WATCHER")
     if fail_after is not None and "fake" not in self.watchers:
         self.watchers["fake"] = FailingWatcher(fail_after)  # type: ignore[assignment]
+        drbd_crosscheck.CHECK_INTERVAL = 3600.0  # no drbdsetup to compare the double with
     only = os.environ.get("DRBDHA_SLOW_ONLY")
     start_s, held_s = _env("DRBDHA_SLOW_STEP"), _env("DRBDHA_SLOW_HELD")
     if (start_s is None and held_s is None) or (only and inst.name not in only.split(",")):  # type: ignore[attr-defined]

@@ -19,14 +19,16 @@ Rules:
   promote). DRBD 9 refuses the same way; its ping is not measured here, and a refusal
   only means the takeover waits for DRBD's own detection, as without the probe.
 - The watcher restarts `drbdsetup events2` whenever it exits; the tracker starts over from
-  the new initial dump, and until that dump ends the facts are unknown.
+  the new initial dump, and until that dump ends the facts are unknown. A reader that stays
+  alive but silent is found by drbd_crosscheck.py, which restarts it the same way. A
+  watcher whose run() fails (a bug) forgets its facts too: unknown until it runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,20 @@ class DrbdChanged:
     new: Resource | None
 
 
+Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
+"""What starts the events2 reader: spawn_events2 below, or a fake stream in unit tests."""
+
+
+async def spawn_events2(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=proc.child_env(),
+    )
+
+
 class DrbdWatcher:
     """Runs `drbdsetup events2` for one resource and feeds the tracker; every meaningful
     change goes to the inbox as DrbdChanged (edges only: the tracker compares snapshots)."""
@@ -215,11 +231,13 @@ class DrbdWatcher:
         report: Callable[[object], None],
         log: Any,
         argv: Sequence[str] | None = None,
+        spawn: Spawn = spawn_events2,
     ) -> None:
         self.resource = resource
         self.report = report
         self.log = log
         self.argv = list(argv) if argv else None
+        self.spawn = spawn
         self.tracker = Tracker()
         self.restarts = 0
         self.synced = asyncio.Event()  # set once the first initial dump is complete
@@ -229,25 +247,32 @@ class DrbdWatcher:
         return self.tracker.resource(self.resource) if self.tracker.synced else None
 
     async def run(self) -> None:
-        while True:
-            await self._one_stream()
-            self.restarts += 1
-            await asyncio.sleep(RESTART_DELAY)
+        try:
+            while True:
+                await self._one_stream()
+                self.restarts += 1
+                await asyncio.sleep(RESTART_DELAY)
+        except Exception:
+            self._forget()  # nobody reads events2 until the supervisor starts us again
+            raise
 
-    async def _one_stream(self) -> None:
+    def restart(self) -> None:
+        """End the current events2 reader; run() starts a new one, whose dump starts the
+        facts over (what it missed, if anything, is in there)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
+    def _forget(self) -> None:
         before = self.facts()
         self.tracker.reset()
         if before is not None:
             self.report(DrbdChanged(self.resource, before, None))
+
+    async def _one_stream(self) -> None:
+        self._forget()
         argv = self.argv or events2_argv(self.resource, kmod_version())
         try:
-            p = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=proc.child_env(),
-            )
+            p = await self.spawn(argv)
         except OSError as e:
             self.log.error("drbd.events_failed", resource=self.resource, error=str(e))
             return
@@ -280,8 +305,7 @@ class DrbdWatcher:
             # 8.4's "- skipped N": netlink dropped events, so what we hold may be stale.
             # Unknown until a fresh initial dump, which a restart of events2 gives.
             self.report(DrbdChanged(self.resource, before, None))
-            if self._proc is not None and self._proc.returncode is None:
-                self._proc.kill()
+            self.restart()
             return
         if not self.tracker.synced:
             return
@@ -338,6 +362,12 @@ async def outdate(
         # The facts were behind (or there were none): it was still connected.
         result = await _outdate_once(resource, run, drop=True)
     return result
+
+
+async def reconnect(resource: str, run: Run = proc.run) -> proc.Result:
+    """After a link dropped to outdate: DRBD keeps trying to connect from here, and
+    resyncs the copy once the replication path is back."""
+    return await run(["drbdadm", "connect", resource])
 
 
 async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
