@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from drbdha import guard, status, steps
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.clock import Clock
+from drbdha.errors import LatchError
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.health import CheckResult, Health
 from drbdha.instance import Instance
@@ -40,6 +42,7 @@ from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
 from drbdha.vrrp.events import State
 
+IPAddress = IPv4Address | IPv6Address
 Apply = Callable[[Instance, list[Any], float], None]
 IO_FROZEN = (
     "I/O frozen: fencing the peer (DRBD holds every write until the peer's copy is "
@@ -72,8 +75,10 @@ class Chains:
 
     # ---- building ------------------------------------------------------------------------
 
-    def build(self, inst: Instance, addresses: Addresses) -> None:
-        """Give `inst` its steps and runner (and a DRBD watcher for its resource)."""
+    def build(self, inst: Instance, addresses: Addresses, peer: IPAddress | None = None) -> None:
+        """Give `inst` its steps and runner (and a DRBD watcher for its resource); `peer`:
+        the [peer] section's address, one of the masters the observation rule believes."""
+        inst.trusted_masters = frozenset(inst.cfg.unicast_peers) | ({peer} if peer else set())
         watcher = None
         if inst.storage is not None:
             res = inst.storage.drbd_resource
@@ -250,23 +255,75 @@ class Chains:
             )
 
     def heard(self, inst: Instance, now: float) -> None:
-        """After an advert: if it came after the DRBD link to the Primary was lost, the
-        Primary is alive (a dead one sends nothing), so our copy is going stale."""
-        lost, peer = inst.link_lost_at, inst.machine.last_peer
-        if lost is None or peer is None or peer.seen_at <= lost or inst.storage is None:
+        """After an advert. One from the master this node knows proves it alive (a dead one
+        sends nothing): if it came after the DRBD link to the Primary was lost, or after
+        the replication heartbeat fell silent, our copy is going stale."""
+        peer = inst.machine.last_peer
+        if peer is None or peer.seen_at != now or inst.storage is None:
+            return
+        if not self._believed(inst, peer.address, now, vips_match=peer.vips_match):
+            return
+        if inst.repl is not None:
+            inst.repl.master_heard(now)
+        lost = inst.link_lost_at
+        if lost is None or peer.seen_at <= lost or inst.machine.state is State.MASTER:
+            return
+        inst.link_lost_at = None
+        self._outdate_self(inst, "replication_lost_primary_alive", peer.address, now - lost)
+
+    def _believed(
+        self, inst: Instance, address: IPAddress, now: float, *, vips_match: bool
+    ) -> bool:
+        """Only the master this node knows counts as proof of life: an address from
+        [peer] or unicast_peers, or without either, the master heard while replication was
+        healthy; and only with this instance's address list. A VRID collision or a forged
+        advert must not make a Secondary outdate itself (then nothing is promotable if the
+        Primary dies)."""
+        if not vips_match:
+            return False
+        if inst.trusted_masters:
+            return address in inst.trusted_masters
+        healthy = inst.link_lost_at is None and (inst.repl is None or inst.repl.proof_at is None)
+        if healthy and (inst.repl is None or not inst.repl.silent(now)):
+            inst.known_master = address
+        return address == inst.known_master
+
+    def repl_tick(self, inst: Instance, now: float) -> None:
+        """After reading the heartbeats: outdate our copy once the replication path to a
+        live Primary has been gone long enough (resources/repl_watch.py)."""
+        res, watch = inst.drbd, inst.repl
+        if watch is None or inst.storage is None or not watch.due(now):
+            return
+        good = res is not None and res.worst_disk in ("UpToDate", "Consistent")
+        primary_peer = res is not None and (res.peer_primary or inst.link_lost_at is not None)
+        if res is None or res.role != "Secondary" or not good or not primary_peer:
             return
         if inst.machine.state is State.MASTER:
             return
-        inst.link_lost_at = None
+        assert watch.heard_at is not None
+        self._outdate_self(
+            inst, "replication_heartbeat_lost", inst.known_master, now - watch.heard_at, drop=True
+        )
+
+    def _outdate_self(
+        self,
+        inst: Instance,
+        reason: str,
+        primary: IPAddress | None,
+        after: float,
+        *,
+        drop: bool = False,
+    ) -> None:
+        assert inst.storage is not None
         self.log.warning(
             "drbd.outdating_self",
             instance=inst.name,
             resource=inst.storage.drbd_resource,
-            reason="replication_lost_primary_alive",
-            primary=str(peer.address),
-            after_ms=round((now - lost) * 1000, 1),
+            reason=reason,
+            primary=str(primary),
+            after_ms=round(after * 1000, 1),
         )
-        self.put(OutdateSelf(inst.name, inst.storage.drbd_resource))
+        self.put(OutdateSelf(inst.name, inst.storage.drbd_resource, drop_link=drop))
 
     async def outdate_self(self, ev: OutdateSelf) -> None:
         """Run beside the loop; the result reaches the machine as DRBD events (Outdated ->
@@ -274,8 +331,11 @@ class Chains:
         try:
             async with asyncio.timeout(OUTDATE_TIMEOUT):
                 r = await drbd.outdate(
-                    ev.resource, self.watchers[ev.resource].facts, drop_link=False
+                    ev.resource, self.watchers[ev.resource].facts, drop_link=ev.drop_link
                 )
+                if r.reconnect and not (c := await drbd.reconnect(ev.resource)).ok:
+                    # The link was dropped to outdate; without it this copy never resyncs.
+                    self.log.error("drbd.reconnect_failed", resource=ev.resource, error=c.summary())
         except TimeoutError:
             r = drbd.Outdated("failed", None, f"not done in {OUTDATE_TIMEOUT:g} s")
         except Exception as e:  # logged; the daemon must go on
@@ -340,8 +400,14 @@ class Chains:
             return f"disk is {res.worst_disk}, not UpToDate: re-attach and let the resync finish"
         if kind == "split-brain" and not res.connected:
             return "not connected to the peer: resolve the split brain and reconnect first"
-        if self.latches.clear(inst.name, kind):
-            inst.latches.pop(kind, None)
+        try:
+            self.latches.clear(inst.name, kind)
+        except LatchError as e:
+            # A full or read-only /var/lib: refused with the reason, and still latched.
+            return e.reason
+        # Held in memory even when the file no longer had it (an unreadable file latches
+        # every instance; the first clear-latch rewrites it): the operator asked, it goes.
+        if inst.latches.pop(kind, None) is not None:
             if kind == "split-brain" and inst.storage is not None:
                 # The tracker remembers the helper call; forget it with the latch.
                 watcher = self.watchers[inst.storage.drbd_resource]
@@ -466,10 +532,13 @@ def _drbd_status(name: str, res: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class OutdateSelf:
-    """Inbox event: outdate our copy of `resource` (the observation rule)."""
+    """Inbox event: outdate our copy of `resource` (the observation rule); `drop_link`:
+    DRBD still calls the link up, so drop it first (DRBD refuses to outdate a connected
+    Secondary)."""
 
     instance: str
     resource: str
+    drop_link: bool = False
 
 
 class PowerAction:

@@ -142,6 +142,11 @@ class StorageConfig:
     takeover_damping: float = 20.0
     """Seconds after a check made this node give up the service during which it does not
     take it back by preemption (a flapping check must not move it back and forth)."""
+    replication_heartbeat: float = 0.1
+    """Seconds between heartbeats over DRBD's replication addresses; a Secondary that finds
+    them silent while the Primary still advertises outdates its copy (0: off)."""
+    replication_heartbeat_port: int = 9945
+    """UDP port of the heartbeat on the replication addresses, the same on both nodes."""
 
 
 @dataclass(frozen=True)
@@ -628,6 +633,8 @@ STORAGE_OPTIONS: Final[dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "nfs_stop_timeout": (_seconds(1, 3600), StorageConfig.nfs_stop_timeout),
     "builtin_checks": (_bool, StorageConfig.builtin_checks),
     "takeover_damping": (_seconds(0, 3600), StorageConfig.takeover_damping),
+    "replication_heartbeat": (_seconds(0, 10), StorageConfig.replication_heartbeat),
+    "replication_heartbeat_port": (_int(1, 65535), StorageConfig.replication_heartbeat_port),
 }
 
 BUILTIN_CHECKS: Final = ("filesystem", "nfsd", "exports")

@@ -23,8 +23,10 @@ from drbdha.latches import Latch
 from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
+from drbdha.net.heartbeat import HeartbeatSocket
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
 from drbdha.resources.drbd_events import Resource
+from drbdha.resources.repl_watch import ReplicationWatch
 from drbdha.status import PeerStatus
 from drbdha.vrrp import packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
@@ -63,6 +65,12 @@ class Instance:
     probe: str | None = None  # the peer probe in this deferral: "asked", "promoted", "done"
     fencing: dict[str, Any] | None = None  # status: how this resource is fenced
     health: Health | None = None  # the chain's checks (storage chains only)
+    # The observation rule (chains.heard): whose adverts prove the Primary alive.
+    trusted_masters: frozenset[IPAddress] = frozenset()  # [peer].address, unicast_peers
+    known_master: IPAddress | None = None  # without those: the master heard while healthy
+    repl: ReplicationWatch | None = None  # the replication heartbeat, once set up
+    repl_peers: tuple[str, ...] = ()  # the peer's DRBD replication addresses
+    repl_socket: HeartbeatSocket | None = None
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

@@ -4,14 +4,16 @@ storage pre-check, the power action's fallback to sysrq, and the latch store."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from test_drbd_step import res
+from test_fencing_rule import instance, make
 
-from drbdha import chains
+from drbdha import chains, durable
 from drbdha.handover import _storage_refusal
 from drbdha.latches import LatchStore
 from drbdha.resources.proc import Result
@@ -126,3 +128,42 @@ def test_a_latch_that_cannot_be_saved_is_held_all_the_same(tmp_path: Path) -> No
     assert store.of("nfs") == {"disk": latch}
     assert store.save_error is not None
     assert "state/latches.json" in store.save_error
+
+
+# ---- clear-latch when the latch file cannot be written (issue 19 §3) ---------------------
+
+
+def latched_chains(tmp_path: Path) -> tuple[Any, Any]:
+    c, _, _ = make(tmp_path)
+    c.latches.set("lab", "disk", "disk Failed while Primary")
+    i = instance()
+    i.machine.inhibitions = ()
+    i.machine.set_inhibit = lambda *_a, **_k: []
+    i.drbd = res()
+    i.latches = {"disk": c.latches.of("lab")["disk"]}
+    i.alerts = {}
+    return c, i
+
+
+def test_a_clear_latch_that_cannot_be_written_is_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, i = latched_chains(tmp_path)
+
+    def read_only(*_a: Any, **_k: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(durable, "replace", read_only)
+    why = c.clear_latch(i, "disk", 1.0)
+    assert why is not None
+    assert "Read-only file system" in why
+    assert "disk" in i.latches  # still latched: nothing changed
+
+
+def test_a_latch_held_only_in_memory_is_cleared_when_asked(tmp_path: Path) -> None:
+    # An unreadable file latched every instance; the first clear rewrote the file, so the
+    # others' latches are no longer in it. Clearing them must still lift them.
+    c, i = latched_chains(tmp_path)
+    c.latches.clear("lab", "disk")  # the file no longer has it; memory still does
+    assert c.clear_latch(i, "disk", 1.0) is None
+    assert "disk" not in i.latches

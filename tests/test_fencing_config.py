@@ -143,9 +143,9 @@ SUMMARIES = {
     ),
     "other": (opts(fencing=RS, fence_peer_handler=CRM), None, "other_handler", f"fenced by {CRM}"),
     "quorum": (opts(quorum="majority"), None, "quorum", "DRBD quorum keeps a minority"),
-    "default": (opts(), 1.0, "unfenced", "up to 0.5 s"),
-    "dont-care": (opts(fencing="dont-care", fence_peer_handler=DRBDHA), 1.0, "unfenced", "0.5 s"),
-    "no-handler": (opts(fencing="resource-only"), 1.0, "unfenced", "up to 0.5 s"),
+    "default": (opts(), 1.0, "unfenced", "within 11 s"),  # ping-int 10 + 0.5 + an advert
+    "dont-care": (opts(fencing="dont-care", fence_peer_handler=DRBDHA), 1.0, "unfenced", "11 s"),
+    "no-handler": (opts(fencing="resource-only"), 1.0, "unfenced", "within 11 s"),
 }
 
 
@@ -187,7 +187,43 @@ def test_drbdhas_handler_with_peer_section_is_only_information() -> None:
 def test_unfenced_finding_names_the_advert_interval() -> None:
     found = _fence_findings(opts(), None)
     assert [(lvl, k) for lvl, k, _ in found] == [("warning", "fencing")]
-    assert "up to 1 s" in found[0][2]
+    assert "within 12 s" in found[0][2]  # no heartbeat: ping-int 10 + 0.5 + the 1 s advert
+
+
+UNFENCED_WINDOWS = {  # DRBD's net options, heartbeat, advert -> what the window says
+    # DRBD's defaults: the Primary writes alone after timeout 6 s; the heartbeat's 0.6 s
+    # and a 1 s advert come first.
+    "defaults-heartbeat": ({}, 0.1, 1.0, "within 1.6 s", "no acknowledged write is at risk"),
+    # Without the heartbeat: DRBD's own 10.5 s on the Secondary against the Primary's 6 s.
+    "defaults-no-heartbeat": ({}, 0.0, 1.0, "within 12 s", "in the 5.5 s between"),
+    # The README's tuned timers: timeout 0.9 s; 0.6 + 0.1 s advert still come first.
+    "tuned-heartbeat": (
+        {"ping_int": "1", "ping_timeout": "5", "timeout": "9"},
+        0.1,
+        0.1,
+        "within 0.7 s",
+        "no acknowledged write is at risk",
+    ),
+    # Tuned DRBD with 1 s adverts: the advert that proves the Primary alive comes too late.
+    "tuned-slow-adverts": (
+        {"ping_int": "1", "ping_timeout": "5", "timeout": "9"},
+        0.1,
+        1.0,
+        "within 1.6 s",
+        "in the 0.7 s between",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("net", "heartbeat", "advert", "how", "risk"), UNFENCED_WINDOWS.values(), ids=UNFENCED_WINDOWS
+)
+def test_unfenced_window_compares_drbdha_with_the_primarys_drbd(
+    net: dict[str, str], heartbeat: float, advert: float, how: str, risk: str
+) -> None:
+    note = fencing_summary(opts(**net), advert, None, heartbeat)["note"] or ""
+    assert how in note
+    assert risk in note
 
 
 # ---- drbdha fence-peer ---------------------------------------------------------------------

@@ -72,13 +72,21 @@ def make(tmp_path: Path) -> tuple[Chains, list[object], FakeLog]:
     return chains, put, log
 
 
-def instance(state: State = State.BACKUP, seen_at: float | None = None) -> Any:
+def instance(
+    state: State = State.BACKUP,
+    seen_at: float | None = None,
+    trusted: frozenset[Any] = frozenset({PEER}),
+) -> Any:
     peer = None if seen_at is None else Peer(PEER, 200, seen_at)
     return SimpleNamespace(
         name="lab",
         storage=StorageConfig(name="nfs", drbd_resource="r0"),
         link_lost_at=None,
         machine=SimpleNamespace(state=state, last_peer=peer),
+        trusted_masters=trusted,  # [peer].address, as the README's setup has it
+        known_master=None,
+        repl=None,
+        drbd=None,
     )
 
 
@@ -183,6 +191,45 @@ def test_an_advert_after_the_loss_outdates_this_copy_once(tmp_path: Path) -> Non
     assert put == [OutdateSelf("lab", "r0")]
 
 
+# ---- whose adverts count (issue 19 §3: a VRID collision or a forged advert) ----------------
+
+OTHER = IPv4Address("192.0.2.66")
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        (Peer(OTHER, 200, 10.5), frozenset({PEER})),  # not [peer].address / unicast_peers
+        (Peer(PEER, 200, 10.5, vips_match=False), frozenset({PEER})),  # another VRID's VIPs
+        (Peer(OTHER, 200, 10.5), frozenset()),  # not the master heard before the loss
+    ],
+    ids=["unknown-address", "other-address-list", "not-the-known-master"],
+)
+def test_an_advert_from_another_router_is_no_proof(
+    tmp_path: Path, peer: Peer, trusted: frozenset[Any]
+) -> None:
+    chains, put, _ = make(tmp_path)
+    inst = instance(trusted=trusted)
+    inst.machine.last_peer = Peer(PEER, 200, 9.0)
+    chains.heard(inst, 9.0)  # the real master, while replication was healthy
+    lose_link(chains, inst, 10.0)
+    inst.machine.last_peer = peer
+    chains.heard(inst, 10.5)
+    assert put == []
+    assert inst.link_lost_at == 10.0  # still waiting for the master
+
+
+def test_without_peer_or_unicast_the_master_heard_before_the_loss_counts(tmp_path: Path) -> None:
+    chains, put, _ = make(tmp_path)
+    inst = instance(trusted=frozenset())
+    inst.machine.last_peer = Peer(PEER, 200, 9.0)
+    chains.heard(inst, 9.0)
+    lose_link(chains, inst, 10.0)
+    inst.machine.last_peer = Peer(PEER, 200, 10.5)
+    chains.heard(inst, 10.5)
+    assert put == [OutdateSelf("lab", "r0")]
+
+
 @pytest.mark.parametrize("seen_at", [9.0, 10.0], ids=["before", "same-instant"])
 def test_no_advert_since_the_loss_is_not_proof_of_life(tmp_path: Path, seen_at: float) -> None:
     chains, put, _ = make(tmp_path)
@@ -252,7 +299,7 @@ def test_outdate_self_logs_the_outcome(
         return drbd.Outdated(outcome, "Outdated", f"fake {outcome}")
 
     log = run_outdate_self(tmp_path, monkeypatch, fake_outdate)
-    assert seen == [("r0", LOST, {"drop_link": False})]  # never drops a link itself
+    assert seen == [("r0", LOST, {"drop_link": False})]  # drops no link unless asked to
     assert log.events == [
         (
             level,

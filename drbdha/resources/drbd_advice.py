@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from drbdha.resources.drbd_config import DrbdOptions
+from drbdha.resources.repl_watch import DEAD_AFTER
 
 # ---- findings ------------------------------------------------------------------------------
 
@@ -37,14 +38,23 @@ def findings(
     advert_interval: float,
     promote_timeout: float | None = None,
     fence_timeout: float | None = None,
+    heartbeat: float = 0.0,
 ) -> list[Finding]:
-    """What drbdha makes of `opts`, errors first. `fence_timeout` is the [peer] section's
+    """What drbdha makes of `opts`, errors first. `heartbeat`: the storage section's
+    replication_heartbeat (0: off). `fence_timeout` is the [peer] section's
     (None: drbdha.toml has none, so `drbdha fence-peer` cannot work). Every variant (a
     connection and volume with values of their own) is checked; a finding that not all of
     them share names the connections or volumes it holds for."""
     paths = opts.variants or (("", "", opts),)
     found = {
-        (c, v): _check(o, master_down_interval, advert_interval, promote_timeout, fence_timeout)
+        (c, v): _check(
+            o,
+            master_down_interval,
+            advert_interval,
+            promote_timeout,
+            fence_timeout,
+            heartbeat=heartbeat,
+        )
         for c, v, o in paths
     }
     unique = list(dict.fromkeys(f for fs in found.values() for f in fs))
@@ -77,10 +87,12 @@ def _check(
     advert: float,
     promote_timeout: float | None,
     fence_timeout: float | None,
+    *,
+    heartbeat: float = 0.0,
 ) -> list[Finding]:
     return [
         *_on_io_error(o),
-        *_fencing(o, advert, fence_timeout),
+        *_fencing(o, advert, fence_timeout, heartbeat),
         *_peer_loss(o, mdi, advert, promote_timeout),
         *_timeout(o),
         *_after_sb(o),
@@ -150,17 +162,41 @@ RECOMMENDED: Final = (
 )
 
 
-def unfenced_window(advert: float) -> str:
-    """The window an unfenced resource leaves, in the words check-config and status use."""
+def unfenced_window(o: DrbdOptions, advert: float, heartbeat: float) -> str:
+    """The window an unfenced resource leaves, in the words check-config and status use:
+    from the moment the Primary's DRBD writes alone after a replication link failure (at
+    the earliest `timeout` for a write in flight, or ping-int + ping-timeout) until drbdha
+    has this Secondary outdated (resources/repl_watch.py: the heartbeat's silence, one more
+    interval, an advert; without the heartbeat, DRBD's own ping timers and an advert)."""
+    ping = (_number(o, "ping-int") or 10.0) + (_number(o, "ping-timeout") or 5.0) / 10
+    alone = min((_number(o, "timeout") or 60.0) / 10, ping)
+    if heartbeat > 0:
+        ours = (DEAD_AFTER + 1) * heartbeat + advert
+        how = (
+            f"drbdha sees the replication heartbeat ({heartbeat:g} s) silent while the "
+            f"Primary still advertises and outdates this copy within {ours:.2g} s"
+        )
+    else:
+        ours = ping + advert
+        how = (
+            f"with replication_heartbeat = 0, drbdha outdates this copy at the first advert "
+            f"after this DRBD notices the cut, within {ours:.2g} s"
+        )
+    window = ours - alone
+    said = (
+        f"writes the Primary acknowledges in the {window:.2g} s between are lost if it dies then"
+        if window > 0
+        else "no acknowledged write is at risk on this configuration"
+    )
     return (
-        f"without drbdha's fence-peer handler, a replication link failure leaves the Secondary "
-        f"UpToDate until drbdha outdates it at the next advert it hears (up to {advert:g} s): "
-        f"writes the Primary acknowledges in that window are lost if it dies in it"
+        f"unfenced: after a replication link failure {how} (plus drbdadm's own time); the "
+        f"Primary's DRBD writes alone after {alone:g} s at the earliest (timeout, or "
+        f"ping-int + ping-timeout): {said}"
     )
 
 
 def fencing_summary(
-    o: DrbdOptions, advert: float, fence_timeout: float | None
+    o: DrbdOptions, advert: float, fence_timeout: float | None, heartbeat: float = 0.0
 ) -> dict[str, str | None]:
     """How `o` is fenced, for `drbdha status` (status.FencingStatus)."""
     policy, handler = o.get("fencing"), o.fence_peer_handler
@@ -180,11 +216,13 @@ def fencing_summary(
     elif fenced:
         mode, note = "other_handler", f"fenced by {handler}"
     else:
-        mode, note = "unfenced", unfenced_window(advert)
+        mode, note = "unfenced", unfenced_window(o, advert, heartbeat)
     return {"mode": mode, "policy": policy, "handler": handler, "note": note}
 
 
-def _fencing(o: DrbdOptions, advert: float, fence_timeout: float | None) -> list[Finding]:
+def _fencing(
+    o: DrbdOptions, advert: float, fence_timeout: float | None, heartbeat: float
+) -> list[Finding]:
     policy = o.get("fencing")
     handler = o.fence_peer_handler
     if policy == "dont-care":
@@ -195,7 +233,7 @@ def _fencing(o: DrbdOptions, advert: float, fence_timeout: float | None) -> list
             Finding(
                 "warning",
                 "fencing",
-                f"dont-care (the default): {unfenced_window(advert)}{never}",
+                f"dont-care (the default): {unfenced_window(o, advert, heartbeat)}{never}",
                 f"set {RECOMMENDED}",
             )
         ]

@@ -99,6 +99,7 @@ class Peer:
     address: IPAddress
     priority: int
     seen_at: float
+    vips_match: bool = True  # it carried this instance's address list
 
 
 class Machine:
@@ -210,9 +211,10 @@ class Machine:
         if advert.version == 2 and advert.interval != self.params.advert_interval:
             # RFC 3768 §7.1: a v2 router MUST discard an advert with another interval.
             return [InvalidAdvert("interval_mismatch", dropped=True)]
-        self.last_peer = Peer(src, advert.priority, now)
+        vips_match = frozenset(advert.addresses) == self._vips
+        self.last_peer = Peer(src, advert.priority, now, vips_match)
         effects: list[Effect] = []
-        if frozenset(advert.addresses) != self._vips:
+        if not vips_match:
             # RFC 5798 §7.1 says log it; the advert still counts (keepalived does the same).
             effects.append(InvalidAdvert("addr_list", dropped=False))
         if self.state is State.BACKUP:
