@@ -268,7 +268,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _interface_name(v: Any) -> str:
     name = _str(v)
-    if len(name) > 15 or "/" in name or " " in name:  # IFNAMSIZ - 1
+    # The kernel's dev_valid_name(): IFNAMSIZ - 1, not "." or "..", no '/', ':' or
+    # whitespace (it becomes a /proc/sys/net path); and no control characters.
+    if (
+        len(name) > 15
+        or name in (".", "..")
+        or any(c in "/:" or c.isspace() or _breaks_lines(c) for c in name)
+    ):
         raise _Invalid(f"is not a valid interface name: {v!r}")
     return name
 

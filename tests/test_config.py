@@ -279,6 +279,10 @@ INSTANCE_BAD = [
     ("interface", "a" * 16, "interface name"),
     ("interface", "eth 0", "interface name"),
     ("interface", "eth/0", "interface name"),
+    ("interface", "..", "interface name"),  # /proc/sys/net/ipv4/conf/../promote_secondaries
+    ("interface", "eth0:1", "interface name"),  # an address label, not an interface
+    ("interface", "eth0\n", "interface name"),
+    ("interface", "eth\x000", "interface name"),
     ("vrid", "51", "integer"),
     ("vrid", 51.0, "integer"),
     ("vrid", True, "integer"),
