@@ -157,6 +157,7 @@ def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
         advert_interval=inst.advert_interval,
         promote_timeout=storage.promote_timeout,
         fence_timeout=config.peer.fence_timeout if config.peer else None,
+        heartbeat=storage.replication_heartbeat,
     )
     found += _check_peer(config, opts)
     found += nfs_advice.findings(storage)
@@ -190,6 +191,16 @@ def _check_peer(config: Config, opts: Any) -> list[Any]:
             out.append(Finding("info", "peer.secret_file", f"{e} (root checks it)"))
         else:
             out.append(Finding("error", "peer.secret_file", str(e), "see README: Fencing"))
+    if _is_own_address(str(peer.address)):
+        out.append(
+            Finding(
+                "error",
+                "peer.address",
+                f"{peer.address} is this node's own address: the fence request would ask this "
+                "node's drbdha, never the peer's",
+                "use the other node's address on the service network (where VRRP runs)",
+            )
+        )
     if str(peer.address) in opts.addresses:
         out.append(
             Finding(
@@ -201,6 +212,27 @@ def _check_peer(config: Config, opts: Any) -> list[Any]:
             )
         )
     return out
+
+
+def _is_own_address(address: str) -> bool:
+    """Whether `address` is one of this host's: a socket binds to it only then (unless the
+    kernel allows binding any address, in which case nothing can be told here)."""
+    import socket  # noqa: PLC0415
+    from ipaddress import ip_address  # noqa: PLC0415
+
+    v6 = ip_address(address).version == 6
+    nonlocal_bind = Path(f"/proc/sys/net/ipv{6 if v6 else 4}/ip_nonlocal_bind")
+    try:
+        if nonlocal_bind.read_text().strip() != "0":
+            return False
+    except OSError:
+        pass
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _run(path: Path) -> int:

@@ -499,8 +499,11 @@ class Daemon:
             facts = watcher.facts() if watcher is not None else None
             return facts is not None and facts.frozen_for_fencing
 
-        self._keeping[ev.resource] = self._tasks.create_task(
-            _logged(self._keeper.keep(ev, frozen), self.log, "fence.keeper_failed")
+        async def keep(keeper: Keeper = self._keeper) -> None:
+            await keeper.keep(ev, frozen)
+
+        self._keeping[ev.resource] = self.supervisor.once(
+            self._tasks, f"fence_keeper:{ev.resource}", keep()
         )
 
     # ---- main loop -----------------------------------------------------------------------
@@ -924,15 +927,6 @@ class Daemon:
         if not cleared:
             raise control.CommandError("no latch is set", "refused")
         return {"cleared": cleared}
-
-
-async def _logged(work: Any, log: Any, event: str) -> None:
-    """Await `work`; an exception is logged, never raised into the task group (it would
-    cancel the chain runners)."""
-    try:
-        await work
-    except Exception:
-        log.exception(event)
 
 
 def _at_rest(runner: Runner) -> bool:

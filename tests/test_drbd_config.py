@@ -846,3 +846,43 @@ def test_run_refuses_to_start_on_what_check_config_calls_an_error(
     assert "drbdha: 1 error(s): see `drbdha check-config`" in err
     assert "WARNING fencing" in err  # warnings are shown at start too, and do not stop it
     assert "INFO" not in err
+
+
+@needs_drbdadm
+def test_check_config_refuses_this_nodes_own_address_as_the_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 127.0.0.1 is this host's (check-config binds to it); the fence request would only
+    # ever reach this node's own drbdha.
+    key = tmp_path / "peer.key"
+    key.write_text("k" * 44)
+    key.chmod(0o600)
+    toml = tmp_path / "drbdha.toml"
+    toml.write_text(
+        TOML.format(resource="r0") + f'\n[peer]\naddress = "127.0.0.1"\nsecret_file = "{key}"\n'
+    )
+    monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, SOURCES["9-two-nodes"])))
+    assert cli.main(["-c", str(toml), "check-config"]) == cli.EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert "ERROR peer.address: 127.0.0.1 is this node's own address" in out
+
+
+@needs_drbdadm
+def test_check_config_states_the_unfenced_window_with_the_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unfenced = SOURCES["9-two-nodes"].replace("fencing resource-only; ", "")
+    # The fixture's timers: ping-int 1 s, timeout 0.9 s; adverts every 1 s. The advert that
+    # proves the Primary alive comes after the Primary's DRBD went on: a 0.7 s window, said.
+    for heartbeat, said in (
+        ("0.1", "within 1.6 s (plus drbdadm's own time)"),
+        ("0.1", "writes alone after 0.9 s at the earliest"),
+        ("0.1", "in the 0.7 s between are lost if it dies then"),
+        ("0", "with replication_heartbeat = 0, drbdha outdates this copy"),
+    ):
+        toml = tmp_path / "drbdha.toml"
+        toml.write_text(TOML.format(resource="r0") + f"replication_heartbeat = {heartbeat}\n")
+        monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(write_conf(tmp_path, unfenced)))
+        assert cli.main(["-c", str(toml), "check-config"]) == cli.EXIT_OK
+        out = capsys.readouterr().out
+        assert said in out, out

@@ -19,15 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pytest
 from test_fencing_channel import DISCONNECTED, KEY, LOOPBACK, FakeDrbdadm, FakeLog, peer_cfg
 
-from drbdha.fencing import handler
+from drbdha.fencing import handler, wire
 from drbdha.fencing.server import PeerServer
-
-if TYPE_CHECKING:
-    import pytest
 
 
 def free_port() -> int:
@@ -167,3 +165,24 @@ def test_a_peer_whose_drbdha_comes_back_is_fenced_at_once(
     assert started.is_set()
     assert (result[0].outcome, result[0].exit_code) == ("outdated", 4), result[0].detail
     assert took < 3.0  # within ~fence_timeout of the peer listening again
+
+
+@pytest.mark.parametrize(("reason", "retry"), [("busy", True), ("unknown_source", False)])
+def test_only_a_busy_refusal_is_asked_again(reason: str, retry: bool) -> None:
+    # The peer serves a few connections at once (fencing/server.py MAX_CONNECTIONS) and
+    # refuses one more as "busy": that passes. Being unknown to it does not.
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(wire.refused(reason))
+
+        t = threading.Thread(target=refuse)
+        t.start()
+        answer = handler.ask(peer_cfg(LOOPBACK, listener.getsockname()[1]), KEY, "r0")
+        t.join()
+    assert (answer.exit_code, answer.retry) == (1, retry)
+    assert reason in answer.detail

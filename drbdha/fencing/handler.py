@@ -108,7 +108,9 @@ def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
             sock.settimeout(peer.fence_timeout)
             first = wire.decode(f.readline(wire.MAX_LINE + 1))
             if first.get("type") == "refused":
-                return Answer(wire.FAILED, f"the peer refused: {first.get('reason')}")
+                # "busy" passes (the peer serves a few connections at once): ask again.
+                reason = first.get("reason")
+                return Answer(wire.FAILED, f"the peer refused: {reason}", retry=reason == "busy")
             if first.get("type") != "challenge" or not isinstance(first.get("nonce"), str):
                 return Answer(wire.FAILED, "the peer sent no challenge")
             client_nonce = wire.nonce()
