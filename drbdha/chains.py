@@ -283,22 +283,19 @@ class Chains:
             return False
         if inst.trusted_masters:
             return address in inst.trusted_masters
-        healthy = inst.link_lost_at is None and (inst.repl is None or inst.repl.proof_at is None)
-        if healthy and (inst.repl is None or not inst.repl.silent(now)):
-            inst.known_master = address
+        if inst.link_lost_at is None and (inst.repl is None or not inst.repl.silent(now)):
+            inst.known_master = address  # replication is healthy: this is the master
         return address == inst.known_master
 
     def repl_tick(self, inst: Instance, now: float) -> None:
         """After reading the heartbeats: outdate our copy once the replication path to a
         live Primary has been gone long enough (resources/repl_watch.py)."""
         res, watch = inst.drbd, inst.repl
-        if watch is None or inst.storage is None or not watch.due(now):
+        if watch is None or res is None or inst.machine.state is State.MASTER:
             return
-        good = res is not None and res.worst_disk in ("UpToDate", "Consistent")
-        primary_peer = res is not None and (res.peer_primary or inst.link_lost_at is not None)
-        if res is None or res.role != "Secondary" or not good or not primary_peer:
-            return
-        if inst.machine.state is State.MASTER:
+        good = res.worst_disk in ("UpToDate", "Consistent")
+        primary_peer = res.peer_primary or inst.link_lost_at is not None
+        if res.role != "Secondary" or not good or not primary_peer or not watch.due(now):
             return
         assert watch.heard_at is not None
         self._outdate_self(

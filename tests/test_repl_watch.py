@@ -183,3 +183,14 @@ def test_two_sockets_on_loopback_hear_each_other() -> None:
     b.close()
     with pytest.raises(OSError, match="is this host's"):
         heartbeat.local_and_peers(("192.0.2.250",), 0, {})
+
+
+def test_a_tick_while_the_drbd_side_is_not_ready_does_not_use_up_the_proof(
+    tmp_path: Path,
+) -> None:
+    chains, put, _, inst = armed(tmp_path, facts=None)  # events2 not read yet
+    chains.repl_tick(inst, 1.71)
+    assert put == []
+    inst.drbd = CONNECTED_TO_PRIMARY
+    chains.repl_tick(inst, 1.81)
+    assert put == [OutdateSelf("lab", "r0", drop_link=True)]

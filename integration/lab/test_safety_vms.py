@@ -27,7 +27,8 @@ from collections.abc import Iterator
 import pytest
 import records
 from chainlab import FENCING, TUNED, Storage, fresh_cluster
-from cluster import RESOURCE, Lab, wait_until
+from cluster import Lab, wait_until
+from test_fencing_vms import disk
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +46,6 @@ def fenced(lab: Lab) -> Iterator[Storage]:
 def unfenced_defaults(lab: Lab) -> Iterator[Storage]:
     with fresh_cluster(lab) as s:  # DRBD's default net timers, fencing dont-care
         yield s
-
-
-def disk(lab: Lab, node: str) -> str:
-    return lab.exec(node, f"drbdadm dstate {RESOURCE}", check=False).stdout.split("/")[0].strip()
 
 
 def serving_and_writing(lab: Lab, s: Storage, *, peer: bool = True) -> records.Writer:
@@ -139,6 +136,7 @@ def test_unfenced_cut_then_power_off_with_drbd_default_timers(
 ) -> None:
     s = unfenced_defaults
     w = serving_and_writing(lab, s, peer=False)
+    since = f"--since @{node_time(lab, 'node2'):.0f}"
     lab.cut("node1", "replication")
     time.sleep(kill_after)
     lab.kill("node1")
@@ -152,7 +150,11 @@ def test_unfenced_cut_then_power_off_with_drbd_default_timers(
     )
     time.sleep(15)
     result = records.check(lab, "node2", w)
-    outdated = s.events("node2", "drbd.outdating_self")
+    outdated = [
+        e
+        for e in s.journal("node2", since)
+        if e.get("MESSAGE", "").startswith("drbd.outdating_self")
+    ]
     reasons = [e.get("REASON") for e in outdated]
     if s.role("node2") == "Primary":
         s.wait_serving("node2", timeout=60)
