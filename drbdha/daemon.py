@@ -87,14 +87,6 @@ class HeartbeatReadable:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicationAddresses:
-    """A resource's DRBD replication addresses (drbdadm dump), for its heartbeat."""
-
-    resource: str
-    addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class NetlinkReadable:
     pass
 
@@ -151,6 +143,7 @@ class Daemon:
         self._peer_server: PeerServer | None = None
         self._heartbeats = Heartbeats()
         self._heartbeat_due: float | None = None
+        self._dumped = asyncio.Event()  # the fencing/heartbeat read of drbdadm dump is done
         self._keeper: Keeper | None = None  # with a [peer] section
         self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
@@ -430,36 +423,50 @@ class Daemon:
         self._read_fencing(list(self.instances.values()))
 
     def _read_fencing(self, instances: list[Instance]) -> None:
-        """How each chain's DRBD resource is fenced, for status (drbdadm dump, in a task)."""
-        if any(i.storage for i in instances):
-            self._spawn(
-                "fencing_status",
-                fencing_status.fill(
-                    instances,
-                    self.config.peer,
-                    lambda res, addrs: self.inbox.put(ReplicationAddresses(res, addrs)),
-                ),
-            )
+        """How each chain's DRBD resource is fenced, for status, and its replication
+        addresses, for the heartbeat (drbdadm dump, in a task; `_dumped` is set when done)."""
+        self._dumped.clear()
+        if not any(i.storage for i in instances):
+            self._dumped.set()
+            return
+
+        def found(resource: str, addresses: tuple[str, ...]) -> None:
+            # On the loop's thread, between two awaits of the task: no inbox round trip,
+            # so at start the heartbeat is going before the first advert (see _run).
+            self._start_heartbeat(resource, addresses, self.clock.monotonic())
+
+        async def read() -> None:
+            try:
+                await fencing_status.fill(instances, self.config.peer, found)
+            finally:
+                self._dumped.set()
+
+        self._spawn("fencing_status", read())
 
     # ---- the replication heartbeat (resources/repl_watch.py) --------------------------------
 
-    def _start_heartbeat(self, ev: ReplicationAddresses, now: float) -> None:
-        inst = self.chains.by_resource.get(ev.resource)
+    def _start_heartbeat(self, resource: str, addresses: tuple[str, ...], now: float) -> None:
+        """From `resource`'s DRBD replication addresses (drbdadm dump)."""
+        inst = self.chains.by_resource.get(resource)
         if inst is None or inst.storage is None or inst.storage.replication_heartbeat <= 0:
             return
         port = inst.storage.replication_heartbeat_port
         try:
-            sock, peers, new = self._heartbeats.add(ev.resource, ev.addresses, port)
+            sock, peers, new = self._heartbeats.add(resource, addresses, port)
         except OSError as e:
-            self.log.error("heartbeat.unavailable", resource=ev.resource, error=str(e))
+            self.log.error("heartbeat.unavailable", resource=resource, error=str(e))
             return
         if new and self._loop is not None:
             self._loop.add_reader(sock.fileno(), self.inbox.put, HeartbeatReadable(sock))
         if inst.repl is None:
-            inst.repl = ReplicationWatch(inst.storage.replication_heartbeat)
+            inst.repl = ReplicationWatch(
+                inst.storage.replication_heartbeat, inst.cfg.advert_interval
+            )
         inst.repl_peers, inst.repl_socket = peers, sock
+        for peer in peers:  # at once: the peer must not see our adverts before it
+            sock.send(peer, resource)
         self._heartbeat_due = min(self._heartbeat_due or now, now)
-        self.log.info("heartbeat.started", resource=ev.resource, peers=list(peers), port=port)
+        self.log.info("heartbeat.started", resource=resource, peers=list(peers), port=port)
 
     def _read_heartbeats(self, sock: HeartbeatSocket, now: float) -> None:
         for resource, src in sock.read():
@@ -562,6 +569,11 @@ class Daemon:
                 await self.chains.wait_for_facts()
         except TimeoutError:
             self.log.warning("drbd.no_initial_state", wait_s=FACTS_WAIT)
+        # Heartbeats before adverts: a restarted Primary whose adverts came back before its
+        # heartbeat would look to its peer like a live master with the replication gone.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FACTS_WAIT):
+                await self._dumped.wait()
         self._serve_metrics()
         await self._serve_control()
         now = self.clock.monotonic()
@@ -632,8 +644,6 @@ class Daemon:
                 self._spawn(f"outdate_self:{event.instance}", self.chains.outdate_self(event))
             case HeartbeatReadable(sock):
                 self._read_heartbeats(sock, now)
-            case ReplicationAddresses():
-                self._start_heartbeat(event, now)
             case KeepFencing():
                 self._keep_fencing(event)
             case ProbePeer():

@@ -28,10 +28,16 @@ I = 0.1  # the heartbeat interval  # noqa: E741
 CONNECTED_TO_PRIMARY = res(peer_role="Primary")
 
 
-def beating(until: float, start: float = 0.0) -> ReplicationWatch:
-    w = ReplicationWatch(I)
-    for k in range(round(start / I), round(until / I) + 1):
-        w.heartbeat(k * I)
+def beating(until: float, adverts_until: float | None = None) -> ReplicationWatch:
+    """Heartbeats every I from 0 to `until`, and the master's adverts every I (the lab's
+    100 ms) from 0 to `adverts_until` (default: as long as the heartbeats), in time order."""
+    w = ReplicationWatch(I, advert_interval=I)
+    adverts_until = until if adverts_until is None else adverts_until
+    for k in range(round(max(until, adverts_until) / I) + 1):
+        if k * I <= until + 1e-9:
+            w.heartbeat(k * I)
+        if k * I <= adverts_until + 1e-9:
+            w.master_heard(k * I + 0.001)
     return w
 
 
@@ -43,8 +49,7 @@ def test_silence_alone_is_no_reason() -> None:
 
 
 def test_an_advert_after_the_silence_then_one_interval_fires_once() -> None:
-    w = beating(until=1.0)
-    w.master_heard(1.2)  # too early: inside the silence it takes to call the path gone
+    w = beating(until=1.0, adverts_until=1.4)  # inside the silence it takes to call it gone
     assert w.proof_at is None
     w.master_heard(1.6)
     assert w.proof_at == 1.6
@@ -54,19 +59,28 @@ def test_an_advert_after_the_silence_then_one_interval_fires_once() -> None:
 
 
 def test_a_late_heartbeat_cancels_the_proof() -> None:
-    w = beating(until=1.0)
+    w = beating(until=1.0, adverts_until=1.5)
     w.master_heard(1.6)
     w.heartbeat(1.65)  # the Primary was only stalled: its heartbeat came right behind
     assert not w.due(1.8)
 
 
 def test_a_power_off_is_never_taken_for_a_live_primary() -> None:
-    # Heartbeats and adverts both stop at the power-off (adverts every 0.1 s, heartbeats a
-    # little late): no advert can come after DEAD_AFTER intervals of silence.
-    w = beating(until=1.0)
-    for t in (0.95, 1.05):
-        w.master_heard(t)
+    # Heartbeats and adverts both stop at the power-off (the last advert a little after the
+    # last heartbeat): no advert can come after DEAD_AFTER intervals of silence.
+    w = beating(until=1.0, adverts_until=1.1)
     assert not any(w.due(1.0 + k * 0.05) for k in range(100))
+
+
+@pytest.mark.parametrize("back_at", [1.6, 3.0], ids=["after-0.5s", "after-2s"])
+def test_a_restarted_primary_drbdha_is_no_live_master(back_at: float) -> None:
+    # drbdha restarting on the Primary stops its adverts and heartbeats together; its first
+    # adverts back (before its heartbeat is going again) prove nothing about replication.
+    w = beating(until=1.0, adverts_until=1.0)
+    for k in range(5):
+        w.master_heard(back_at + k * I)
+    assert w.proof_at is None
+    assert not any(w.due(back_at + k * 0.05) for k in range(40))
 
 
 def test_never_armed_without_a_first_heartbeat() -> None:
@@ -77,12 +91,15 @@ def test_never_armed_without_a_first_heartbeat() -> None:
 
 
 def test_a_heartbeat_rearms_after_firing() -> None:
-    w = beating(until=1.0)
-    w.master_heard(1.6)
+    w = beating(until=1.0, adverts_until=1.6)
     assert w.due(1.71)
-    w.heartbeat(3.0)  # the path healed
-    w.master_heard(3.6)
-    assert w.due(3.71)
+    for k in range(17, 37):  # the master goes on advertising
+        w.master_heard(k * I)
+        if k == 30:
+            w.heartbeat(3.0)  # the path healed
+    assert not w.due(3.41)
+    w.master_heard(3.7)
+    assert w.due(3.81)
 
 
 # ---- chains.repl_tick ------------------------------------------------------------------------
@@ -92,7 +109,7 @@ def armed(tmp_path: Path, facts: Any = CONNECTED_TO_PRIMARY, state: State = Stat
     chains, put, log = make(tmp_path)
     inst = instance(state=state)
     inst.drbd = facts
-    inst.repl = beating(until=1.0)
+    inst.repl = beating(until=1.0, adverts_until=1.4)
     inst.machine.last_peer = Peer(PEER, 200, 1.6)
     chains.heard(inst, 1.6)
     return chains, put, log, inst
@@ -138,7 +155,7 @@ def test_an_advert_from_another_router_is_no_proof_for_the_heartbeat(tmp_path: P
     chains, put, _ = make(tmp_path)
     inst = instance()
     inst.drbd = CONNECTED_TO_PRIMARY
-    inst.repl = beating(until=1.0)
+    inst.repl = beating(until=1.0, adverts_until=1.4)
     inst.machine.last_peer = Peer(IPv4Address("192.0.2.66"), 255, 1.6)
     chains.heard(inst, 1.6)
     chains.repl_tick(inst, 1.71)

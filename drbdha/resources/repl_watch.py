@@ -11,6 +11,9 @@ the Secondary outdates its copy once
 - the peer's heartbeats have been silent for DEAD_AFTER intervals, and
 - an advert from the master it knows arrived after that much silence (a dead Primary sends
   nothing: a power-off must stay a takeover, so silence alone is never enough), and
+- the master's adverts kept coming through the silence, from before it began, with no gap
+  longer than MAX_ADVERT_GAP adverts (a drbdha restarting on the Primary, or a stalled
+  one, stops both; when it comes back its first adverts are no proof), and
 - one more interval passed after that advert without a heartbeat (the two networks deliver
   a resumed Primary's advert and heartbeat in either order).
 
@@ -22,14 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEAD_AFTER = 5  # intervals of heartbeat silence
+MAX_ADVERT_GAP = 2.5  # advert intervals: one lost advert does not break the streak
 
 
 @dataclass
 class ReplicationWatch:
     interval: float
+    advert_interval: float = 1.0
     heard_at: float | None = None  # the peer's last heartbeat; None: none yet (not armed)
     proof_at: float | None = None  # the first advert from the master after the silence began
     fired: bool = False  # acted on this silence already; re-armed by the next heartbeat
+    streak_since: float | None = None  # the master's adverts came with no long gap since
+    master_at: float | None = None  # the master's last advert
 
     @property
     def dead_after(self) -> float:
@@ -46,7 +53,13 @@ class ReplicationWatch:
 
     def master_heard(self, now: float) -> None:
         """An advert from the master this node knows."""
-        if self.proof_at is None and self.silent(now):
+        gap = None if self.master_at is None else now - self.master_at
+        if gap is None or gap > MAX_ADVERT_GAP * self.advert_interval:
+            self.streak_since = now
+        self.master_at = now
+        since, heard = self.streak_since, self.heard_at
+        through = since is not None and heard is not None and since <= heard
+        if self.proof_at is None and through and self.silent(now):
             self.proof_at = now
 
     def due(self, now: float) -> bool:

@@ -137,6 +137,19 @@ def test_unfenced_cut_then_power_off_with_drbd_default_timers(
     s = unfenced_defaults
     w = serving_and_writing(lab, s, peer=False)
     since = f"--since @{node_time(lab, 'node2'):.0f}"
+    if kill_after < 10:
+        # A restart of the Primary's drbdha (an upgrade) stops its adverts and heartbeats
+        # together; when it is back, node2 must not take it for a live Primary whose
+        # replication is gone (its heartbeat starts before its adverts).
+        lab.exec("node1", "systemctl restart drbdha", timeout=90)
+        s.wait_serving("node1")
+        time.sleep(3)
+        assert disk(lab, "node2") == "UpToDate"
+        assert not [
+            e
+            for e in s.journal("node2", since)
+            if e.get("MESSAGE", "").startswith("drbd.outdating_self")
+        ]
     lab.cut("node1", "replication")
     time.sleep(kill_after)
     lab.kill("node1")
