@@ -18,7 +18,8 @@ import os
 import sys
 import time
 
-from drbdha import chains, cli, daemon
+from drbdha import cli, daemon
+from drbdha.daemon import storage as chains
 from drbdha.resources import drbd_crosscheck
 
 

@@ -13,8 +13,9 @@ import pytest
 from test_drbd_step import res
 from test_fencing_rule import instance, make
 
-from drbdha import chains, durable
-from drbdha.handover import _storage_refusal
+from drbdha import durable
+from drbdha.daemon import storage as chains
+from drbdha.daemon.handover import _storage_refusal
 from drbdha.latches import LatchStore
 from drbdha.resources.proc import Result
 from drbdha.vrrp.events import State

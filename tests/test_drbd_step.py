@@ -12,7 +12,6 @@ import pytest
 
 from drbdha.chain.step import StepFailed
 from drbdha.config import StorageConfig
-from drbdha.guard import assess
 from drbdha.resources.drbd import DrbdStep, events2_argv, has_secondary_force, kmod_version
 from drbdha.resources.drbd_events import (
     Connection,
@@ -22,6 +21,7 @@ from drbdha.resources.drbd_events import (
     Volume,
     parse_events2_line,
 )
+from drbdha.resources.drbd_guard import assess
 from drbdha.resources.proc import Result
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from test_drbd_step import res
 
-from drbdha.chains import Chains, OutdateSelf
 from drbdha.clock import MonotonicClock
 from drbdha.config import StorageConfig
+from drbdha.daemon.storage import Chains, OutdateSelf
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.resources import drbd
@@ -342,7 +342,7 @@ def test_outdate_self_is_bounded_in_time(tmp_path: Path, monkeypatch: pytest.Mon
         await asyncio.Event().wait()
         raise AssertionError("not reached")
 
-    monkeypatch.setattr("drbdha.chains.OUTDATE_TIMEOUT", 0.01)
+    monkeypatch.setattr("drbdha.daemon.storage.OUTDATE_TIMEOUT", 0.01)
     log = run_outdate_self(tmp_path, monkeypatch, hangs)
     ((level, _, fields),) = log.events
     assert (level, fields["outcome"]) == ("error", "failed")

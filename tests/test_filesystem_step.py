@@ -11,9 +11,9 @@ import pytest
 from test_drbd_step import res
 from test_fencing_rule import FakeLog
 
-from drbdha import steps
 from drbdha.chain.step import StepFailed
 from drbdha.config import ExportConfig, StorageConfig
+from drbdha.daemon import compose as steps
 from drbdha.resources.drbd_events import Volume
 from drbdha.resources.filesystem import (
     Device,

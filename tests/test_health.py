@@ -17,11 +17,11 @@ import pytest
 from fakes import params
 from test_fencing_rule import FakeLog
 
-from drbdha import health
-from drbdha.chains import Chains
 from drbdha.clock import MonotonicClock
 from drbdha.config import CheckConfig, StorageConfig
-from drbdha.health import CheckResult, CheckState, Health
+from drbdha.daemon import health
+from drbdha.daemon.health import CheckResult, CheckState, Health
+from drbdha.daemon.storage import Chains
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.vrrp.events import State

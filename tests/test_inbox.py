@@ -7,7 +7,7 @@ import select
 import socket
 import time
 
-from drbdha.inbox import Inbox, TimerFd
+from drbdha.daemon.inbox import Inbox, TimerFd
 
 
 def test_events_come_out_in_order_before_any_deadline() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from drbdha import daemon
+from drbdha.daemon import loop as daemon
 from drbdha.metrics import Metrics
 
 

@@ -98,7 +98,7 @@ def test_check_config_says_what_is_not_installed() -> None:
 def test_status_shows_mount_nfsd_and_exports_as_the_chain_has_them() -> None:
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from drbdha.chains import _nfs_status  # noqa: PLC0415
+    from drbdha.daemon.storage import _nfs_status  # noqa: PLC0415
 
     s = storage(mountpoint=Path("/srv/nfs"), nfs_state_dir=Path("/srv/nfs/s"), exports=(EXPORT,))
     inst = SimpleNamespace(name="lab", storage=s)

@@ -23,8 +23,8 @@ from drbdha.chain.plan import Action, Plan, StepState
 from drbdha.chain.runner import ChainSettled, Runner
 from drbdha.clock import MonotonicClock
 from drbdha.config import StorageConfig
+from drbdha.daemon.probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.metrics import Metrics
-from drbdha.peer_probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.resources import drbd
 from drbdha.vrrp.events import State
 from drbdha.vrrp.machine import Peer

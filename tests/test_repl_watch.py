@@ -18,7 +18,7 @@ import pytest
 from test_drbd_step import res
 from test_fencing_rule import LOST, PEER, instance, make
 
-from drbdha.chains import OutdateSelf
+from drbdha.daemon.storage import OutdateSelf
 from drbdha.net import heartbeat
 from drbdha.resources.repl_watch import DEAD_AFTER, ReplicationWatch
 from drbdha.vrrp.events import State

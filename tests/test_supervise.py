@@ -17,8 +17,8 @@ from test_fencing_rule import FakeLog
 
 from drbdha.chain.runner import Runner
 from drbdha.clock import MonotonicClock
+from drbdha.daemon.supervise import BACKOFF_MAX, BACKOFF_MIN, Supervisor
 from drbdha.metrics import Metrics
-from drbdha.supervise import BACKOFF_MAX, BACKOFF_MIN, Supervisor
 
 
 class RaisingWatcher:

@@ -19,7 +19,7 @@ from typing import Any
 
 from drbdha.chain.step import Step
 from drbdha.config import StorageConfig
-from drbdha.instance import Instance
+from drbdha.daemon.instance import Instance
 from drbdha.net import tickle
 from drbdha.net.addresses import Addresses
 from drbdha.net.nfs_clients import NfsClientsStep

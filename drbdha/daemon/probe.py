@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drbdha.clock import Clock
-from drbdha.instance import Instance
+from drbdha.daemon.instance import Instance
 from drbdha.metrics import Metrics
 from drbdha.resources import drbd
 from drbdha.vrrp.events import State

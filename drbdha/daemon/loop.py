@@ -24,20 +24,23 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from drbdha import __version__, control, health, logs, status
+from drbdha import __version__, control, logs, status
 from drbdha.chain.runner import ChainReconciled, ChainSettled, Runner, StepReport
-from drbdha.chains import Chains, OutdateSelf, PowerAction, power_action, storage_status
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config, VrrpInstanceConfig, load
+from drbdha.daemon import health
+from drbdha.daemon.handover import Handover
+from drbdha.daemon.health import CheckResult
+from drbdha.daemon.inbox import Inbox
+from drbdha.daemon.instance import Instance, family_of
+from drbdha.daemon.probe import PeerProbe, PeerProbed, ProbePeer
+from drbdha.daemon.storage import Chains, OutdateSelf, PowerAction, power_action, storage_status
+from drbdha.daemon.supervise import Supervisor
 from drbdha.errors import ConfigError, DrbdhaError, MalformedPacket
 from drbdha.fencing import status as fencing_status
 from drbdha.fencing.keeper import Keeper, KeepFencing
 from drbdha.fencing.secret import read_secret
 from drbdha.fencing.server import PeerServer
-from drbdha.handover import Handover
-from drbdha.health import CheckResult
-from drbdha.inbox import Inbox
-from drbdha.instance import Instance, family_of
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
@@ -47,11 +50,9 @@ from drbdha.net.frame_sender import FrameSender
 from drbdha.net.heartbeat import Heartbeats, HeartbeatSocket
 from drbdha.net.links import AddressEvent, LinkEvent, LinkWatcher
 from drbdha.net.vrrp_socket import VrrpSocket
-from drbdha.peer_probe import PeerProbe, PeerProbed, ProbePeer
 from drbdha.resources.drbd import DrbdChanged
 from drbdha.resources.drbd_crosscheck import CrossCheck
 from drbdha.resources.repl_watch import ReplicationWatch
-from drbdha.supervise import Supervisor
 from drbdha.systemd import Notifier
 
 SocketKey = tuple[str, int]  # (interface, address family)

@@ -25,19 +25,21 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from drbdha import guard, status, steps
+from drbdha import status
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.clock import Clock
+from drbdha.daemon import compose as steps
+from drbdha.daemon.health import CheckResult, Health
+from drbdha.daemon.instance import Instance
 from drbdha.errors import LatchError
 from drbdha.fencing.keeper import KeepFencing
-from drbdha.health import CheckResult, Health
-from drbdha.instance import Instance
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
 from drbdha.resources import drbd, proc
+from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
 from drbdha.vrrp.events import State

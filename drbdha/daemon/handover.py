@@ -19,14 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from drbdha import control, guard
+from drbdha import control
+from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd_gates import good_copy_elsewhere
 from drbdha.vrrp.constants import PRIORITY_OWNER
 from drbdha.vrrp.events import State
 
 if TYPE_CHECKING:
-    from drbdha.daemon import Daemon
-    from drbdha.instance import Instance
+    from drbdha.daemon.instance import Instance
+    from drbdha.daemon.loop import Daemon
 
 TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
 # The master being the DRBD Primary is what a backup taking over expects (the same as for a

@@ -17,8 +17,8 @@ from typing import Any
 from drbdha.chain.plan import StepState
 from drbdha.chain.runner import Runner
 from drbdha.config import StorageConfig, VrrpInstanceConfig
+from drbdha.daemon.health import Health
 from drbdha.errors import MalformedPacket
-from drbdha.health import Health
 from drbdha.latches import Latch
 from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
