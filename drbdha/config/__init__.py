@@ -1,0 +1,53 @@
+"""TOML configuration -> frozen dataclasses (loader.py); the names other modules use."""
+
+from __future__ import annotations
+
+from drbdha.config.loader import (
+    BUILTIN_CHECKS,
+    CHECK_OPTIONS,
+    DAEMON_OPTIONS,
+    DEFAULT_PATH,
+    EXPORT_OPTIONS,
+    FILESYSTEM_KEYS,
+    INSTANCE_OPTIONS,
+    NAME_MAX,
+    NFS_KEYS,
+    PEER_OPTIONS,
+    STORAGE_OPTIONS,
+    CheckConfig,
+    Config,
+    DaemonConfig,
+    ExportConfig,
+    IPAddress,
+    IPInterface,
+    PeerConfig,
+    StorageConfig,
+    VrrpInstanceConfig,
+    load,
+    parse,
+)
+
+__all__ = [
+    "BUILTIN_CHECKS",
+    "CHECK_OPTIONS",
+    "DAEMON_OPTIONS",
+    "DEFAULT_PATH",
+    "EXPORT_OPTIONS",
+    "FILESYSTEM_KEYS",
+    "INSTANCE_OPTIONS",
+    "NAME_MAX",
+    "NFS_KEYS",
+    "PEER_OPTIONS",
+    "STORAGE_OPTIONS",
+    "CheckConfig",
+    "Config",
+    "DaemonConfig",
+    "ExportConfig",
+    "IPAddress",
+    "IPInterface",
+    "PeerConfig",
+    "StorageConfig",
+    "VrrpInstanceConfig",
+    "load",
+    "parse",
+]
