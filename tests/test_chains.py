@@ -14,7 +14,7 @@ from test_drbd_step import res
 from test_fencing_rule import instance, make
 
 from drbdha import durable
-from drbdha.daemon import storage as chains
+from drbdha.daemon import power
 from drbdha.daemon.handover import _storage_refusal
 from drbdha.latches import LatchStore
 from drbdha.resources.proc import Result
@@ -64,10 +64,10 @@ def test_power_action_falls_back_to_sysrq(monkeypatch: pytest.MonkeyPatch) -> No
         calls.append(tuple(argv))
         return Result(tuple(argv), 1, "", "Failed to connect to bus")
 
-    monkeypatch.setattr(chains.proc, "run", systemctl_fails)
-    monkeypatch.setattr(chains, "_sysrq", calls.append)
+    monkeypatch.setattr(power.proc, "run", systemctl_fails)
+    monkeypatch.setattr(power, "_sysrq", calls.append)
     log = Log()
-    asyncio.run(chains.power_action("reboot", log))
+    asyncio.run(power.power_action("reboot", log))
     assert calls == [("systemctl", "reboot", "--no-block"), "b"]
     assert [e for e, _ in log.events] == ["node.power_action", "node.power_action"]
 
@@ -79,10 +79,10 @@ def test_power_action_survives_a_failing_sysrq(monkeypatch: pytest.MonkeyPatch) 
     def denied(key: str) -> None:
         raise PermissionError(key)
 
-    monkeypatch.setattr(chains.proc, "run", timeout)
-    monkeypatch.setattr(chains, "_sysrq", denied)
+    monkeypatch.setattr(power.proc, "run", timeout)
+    monkeypatch.setattr(power, "_sysrq", denied)
     log = Log()
-    asyncio.run(chains.power_action("poweroff", log))
+    asyncio.run(power.power_action("poweroff", log))
     assert log.events[-1][0] == "node.power_action_failed"
 
 

@@ -16,6 +16,7 @@ Both nodes hold off preemption for the hold-off time, so the role does not flip 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,8 @@ from drbdha.vrrp.events import State
 
 if TYPE_CHECKING:
     from drbdha.daemon.instance import Instance
-    from drbdha.daemon.loop import Daemon
 
+Apply = Callable[["Instance", list[Any], float], None]
 TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
 # The master being the DRBD Primary is what a backup taking over expects (the same as for a
 # preemption): its DRBD step waits for the master to demote.
@@ -57,8 +58,10 @@ class _Job:
 
 
 class Handover:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, apply: Apply, instances: dict[str, Instance], log: Any) -> None:
+        self.apply = apply  # the daemon's: carry out a machine's effects, re-arm its timer
+        self.instances = instances  # the daemon's, as it changes
+        self.log = log
         self.job: _Job | None = None
 
     def deadline(self) -> float | None:
@@ -88,7 +91,7 @@ class Handover:
         self.job = job
 
     def _select(self, name: Any) -> list[Instance]:
-        instances = self.daemon.instances
+        instances = self.instances
         if name is None:
             return list(instances.values())
         if name not in instances:
@@ -123,11 +126,11 @@ class Handover:
             window = 2 * machine.params.advert_interval + MARGIN
             if inst.storage is not None:
                 window += inst.runner.stop_budget
-            self.daemon.apply(inst, machine.resign(now, hold_off), now)
+            self.apply(inst, machine.resign(now, hold_off), now)
             self._log("resigned", inst, hold_off=hold_off)
             return _Target(inst, "master", now, now + window)
         effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off, TAKEOVER_IGNORES)
-        self.daemon.apply(inst, effects, now)
+        self.apply(inst, effects, now)
         self._log("took_over", inst, priority=TAKEOVER_PRIORITY, hold_off=hold_off)
         return _Target(inst, "backup", now, now)
 
@@ -169,7 +172,7 @@ class Handover:
             t.done = True
         elif retook or (now >= t.probe_until and machine.state is State.BACKUP):
             # Nobody answered the resignation: serve again rather than leave the VIP dark.
-            self.daemon.apply(t.inst, machine.reclaim(now), now)
+            self.apply(t.inst, machine.reclaim(now), now)
             gap = now - t.started_at
             self._log("refused", t.inst, reason="no peer took over", gap_ms=round(gap * 1000))
             self._finish(
@@ -187,9 +190,7 @@ class Handover:
         job, self.job = self.job, None
         if job is None:
             return
-        self.daemon.log.info(
-            "handover.finished", outcome=result["outcome"], reason=result.get("reason")
-        )
+        self.log.info("handover.finished", outcome=result["outcome"], reason=result.get("reason"))
         if not job.event.reply.done():
             job.event.reply.set_result(result)
 
@@ -213,7 +214,7 @@ class Handover:
         return out
 
     def _log(self, what: str, inst: Instance, **fields: Any) -> None:
-        self.daemon.log.info(f"handover.{what}", instance=inst.name, **fields)
+        self.log.info(f"handover.{what}", instance=inst.name, **fields)
 
 
 def _storage_refusal(inst: Instance) -> str | None:

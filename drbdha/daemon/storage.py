@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 from typing import Any
 
 from drbdha import status
@@ -32,13 +31,14 @@ from drbdha.clock import Clock
 from drbdha.daemon import compose as steps
 from drbdha.daemon.health import CheckResult, Health
 from drbdha.daemon.instance import Instance
+from drbdha.daemon.power import SYSRQ, PowerAction
 from drbdha.errors import LatchError
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
-from drbdha.resources import drbd, proc
+from drbdha.resources import drbd
 from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
@@ -51,8 +51,6 @@ IO_FROZEN = (
     "outdated; drbdha asks the peer's drbdha every second)"
 )
 OUTDATE_TIMEOUT = 20.0  # seconds for outdating our own copy (a few drbdadm runs)
-POLICY_TIMEOUT = 30.0  # seconds systemd gets to start a reboot/poweroff before sysrq
-SYSRQ = {"reboot": "b", "poweroff": "o"}
 
 
 class Chains:
@@ -538,33 +536,3 @@ class OutdateSelf:
     instance: str
     resource: str
     drop_link: bool = False
-
-
-class PowerAction:
-    """Inbox event: reboot or power off this node (on_demote_failure)."""
-
-    def __init__(self, action: str) -> None:
-        self.action = action
-
-
-async def power_action(action: str, log: Any) -> None:
-    """Through systemd; if it does not get going in time, the kernel's sysrq. Logged first:
-    after this line there may be no more."""
-    log.critical("node.power_action", action=action, via="systemctl")
-    try:
-        async with asyncio.timeout(POLICY_TIMEOUT):
-            r = await proc.run(["systemctl", action, "--no-block"])
-        if r.ok:
-            await asyncio.sleep(POLICY_TIMEOUT)  # systemd is taking us down
-    except (TimeoutError, OSError) as e:
-        log.critical("node.power_action_failed", action=action, error=str(e))
-    log.critical("node.power_action", action=action, via="sysrq")
-    try:
-        _sysrq(SYSRQ[action])
-    except OSError as e:
-        # Nothing more we can do from here: the node stays in FAULT (never advertises).
-        log.critical("node.power_action_failed", action=action, via="sysrq", error=str(e))
-
-
-def _sysrq(key: str) -> None:
-    Path("/proc/sysrq-trigger").write_text(key)
