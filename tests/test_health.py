@@ -24,6 +24,7 @@ from drbdha.daemon.health import CheckResult, CheckState, Health
 from drbdha.daemon.storage import Chains
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
+from drbdha.resources import storage_checks
 from drbdha.vrrp.events import State
 from drbdha.vrrp.machine import Machine
 
@@ -161,7 +162,7 @@ def test_the_check_loop_runs_commands_and_times_them_out() -> None:
 
 def test_the_exports_check_reads_etab(tmp_path: Path) -> None:
     etab = tmp_path / "etab"
-    check = health._Exports(["/srv/nfs/data", "/srv/nfs/b"], etab)
+    check = storage_checks._Exports(["/srv/nfs/data", "/srv/nfs/b"], etab)
     assert asyncio.run(check()) == (False, f"{etab}: No such file or directory")
     etab.write_text("/srv/nfs/data\t10.77.1.0/24(rw,sync,fsid=1)\n")
     assert asyncio.run(check()) == (False, "not exported: ['/srv/nfs/b']")

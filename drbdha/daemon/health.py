@@ -15,24 +15,19 @@ Rules:
   built-in ones only while the chain is up (they look at what it brought up), and their
   state is cleared when it goes down.
 - Every check runs as its own task, bounded by its timeout; results reach the machine only
-  through the inbox (CheckResult), like everything else.
+  through the inbox (CheckResult), like everything else. What the built-in checks look at
+  (the filesystem, nfsd, the exports) is resources/storage_checks.py: here is the counting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from drbdha.config import CheckConfig, StorageConfig
 from drbdha.net import tickle
-from drbdha.resources import proc
-from drbdha.resources.nfs import ETAB, NFS_PORT, nfsd_threads, unexported
-
-PROBE = ".drbdha-check"  # written and removed below the mountpoint by the filesystem check
+from drbdha.resources import proc, storage_checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +117,6 @@ class Health:
 
 # ---- running them ------------------------------------------------------------------------
 
-Probe = Callable[[], Awaitable[tuple[bool, str]]]
-
 
 async def run_checks(
     health: Health,
@@ -135,7 +128,9 @@ async def run_checks(
     schedule; results go to `put` (the inbox)."""
     async with asyncio.TaskGroup() as tg:
         for name, state in health.states.items():
-            probe = _probe(health.storage, state.cfg, run, builtin=state.builtin)
+            probe = storage_checks.probe(
+                health.storage, state.cfg, run, tickle.listening, builtin=state.builtin
+            )
             tg.create_task(
                 _loop(health.instance, name, state, probe, chain_up, put), name=f"check-{name}"
             )
@@ -145,7 +140,7 @@ async def _loop(  # noqa: PLR0917 (one check's whole context)
     instance: str,
     name: str,
     state: CheckState,
-    probe: Probe,
+    probe: storage_checks.Probe,
     chain_up: Callable[[], bool],
     put: Callable[[object], None],
 ) -> None:
@@ -161,77 +156,3 @@ async def _loop(  # noqa: PLR0917 (one check's whole context)
         except Exception as e:  # a check that cannot run fails; the daemon goes on
             ok, detail = False, f"{type(e).__name__}: {e}"
         put(CheckResult(instance, name, ok, detail))
-
-
-def _probe(storage: StorageConfig, cfg: CheckConfig, run: proc.Run, *, builtin: bool) -> Probe:
-    if not builtin:
-
-        async def command() -> tuple[bool, str]:
-            r = await run(cfg.command)
-            return r.ok, "" if r.ok else r.summary()
-
-        return command
-    if cfg.name == "filesystem":
-        assert storage.mountpoint is not None
-        return _Writable(storage.mountpoint / PROBE)
-    if cfg.name == "nfsd":
-        return _nfsd
-    return _Exports([str(e.path) for e in storage.exports])
-
-
-class _Exports:
-    """Every export is in etab (nfs.unexported, as the exports step checks after
-    `exportfs -r`): a file read, no process every interval on a busy server."""
-
-    def __init__(self, paths: list[str], etab: Path = ETAB) -> None:
-        self.paths = paths
-        self.etab = etab
-
-    async def __call__(self) -> tuple[bool, str]:
-        try:
-            missing = await asyncio.to_thread(unexported, self.paths, self.etab)
-        except OSError as e:
-            return False, f"{self.etab}: {e.strerror}"
-        return not missing, f"not exported: {missing}" if missing else ""
-
-
-class _Writable:
-    """The filesystem probe. Its write runs in a thread, which a timeout cannot stop: a
-    write blocked on a hung device stays blocked, and no second one is started beside it
-    (one stuck thread, not one per interval)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pending: asyncio.Future[tuple[bool, str]] | None = None
-
-    async def __call__(self) -> tuple[bool, str]:
-        if self.pending is not None and not self.pending.done():
-            return False, f"{self.path}: the last probe write has not returned"
-        self.pending = asyncio.get_running_loop().run_in_executor(None, _writable, self.path)
-        return await asyncio.shield(self.pending)
-
-
-def _writable(path: Path) -> tuple[bool, str]:
-    """The filesystem takes a synchronous write (mounted, not read-only, its device
-    answering): what the clients' writes need."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DSYNC, 0o600)
-        try:
-            os.write(fd, b"drbdha\n")
-        finally:
-            os.close(fd)
-        path.unlink()
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return False, f"{path}: {e.strerror}"
-    return True, ""
-
-
-async def _nfsd() -> tuple[bool, str]:
-    threads = nfsd_threads()
-    if threads == 0:
-        return False, "no nfsd threads"
-    if not await asyncio.to_thread(tickle.listening, NFS_PORT):
-        return False, f"nothing listens on {NFS_PORT}"
-    return True, ""
