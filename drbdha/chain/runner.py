@@ -145,6 +145,11 @@ class Runner:
         """Every step is up (the chain serves)."""
         return all(s is StepState.UP for s in self.plan.states)
 
+    def step_up(self, name: str) -> bool:
+        """The step named `name` (its class's `name`) is in this chain and up."""
+        plan = self.plan
+        return name in plan.names and plan.states[plan.names.index(name)] is StepState.UP
+
     @property
     def stop_budget(self) -> float:
         """Seconds the whole chain may take to stop (its steps one after another)."""

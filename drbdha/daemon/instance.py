@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from drbdha.chain.plan import StepState
 from drbdha.chain.runner import Runner
 from drbdha.config import StorageConfig, VrrpInstanceConfig
 from drbdha.daemon.health import Health
@@ -24,6 +23,7 @@ from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
 from drbdha.net.heartbeat import HeartbeatSocket
+from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
 from drbdha.resources.drbd_events import Resource
 from drbdha.resources.repl_watch import ReplicationWatch
@@ -158,8 +158,7 @@ class Instance:
 
     @property
     def vip_up(self) -> bool:
-        plan = self.runner.plan
-        return plan.states[plan.names.index("vip")] is StepState.UP
+        return self.runner.step_up(VipStep.name)
 
     def reconfigure(self, cfg: VrrpInstanceConfig) -> None:
         """Apply a reloaded configuration that keeps the instance's identity (daemon.py

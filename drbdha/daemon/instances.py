@@ -21,7 +21,9 @@ from drbdha.daemon.instance import Instance, family_of
 from drbdha.net import NetError
 from drbdha.net.addresses import AddressSnapshot
 from drbdha.net.frame_sender import FrameSender
+from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import VrrpSocket
+from drbdha.resources.drbd import DrbdStep
 from drbdha.resources.drbd_crosscheck import CrossCheck
 
 
@@ -119,13 +121,13 @@ class InstanceRoom(DaemonBase):
         # Only a DRBD Primary says a previous run of ours served: nfsd or a service
         # running without it was started by someone else (nfs-server enabled at boot).
         # "drbd" is also held when drbdadm could not say: then events2 decides, if it has.
-        if "drbd" in held and self._drbd_role(inst) in (None, "Primary"):
+        if DrbdStep.name in held and self._drbd_role(inst) in (None, "Primary"):
             self.log.warning("chain.reconciled", instance=inst.name, held=list(held))
             return True
         if held:
             inst.runner.want(False)  # the runner task removes it before anything else
             self.log.warning(
-                "vip.reconciled" if held == ("vip",) else "chain.stale_steps",
+                "vip.reconciled" if held == (VipStep.name,) else "chain.stale_steps",
                 instance=inst.name,
                 held=list(held),
                 action="stopping what a previous run left without DRBD under it",

@@ -27,6 +27,7 @@ from drbdha.clock import Clock
 from drbdha.daemon.instance import Instance
 from drbdha.metrics import Metrics
 from drbdha.resources import drbd
+from drbdha.resources.drbd import DrbdStep
 from drbdha.vrrp.events import State
 
 SILENT_PEER_ONLY = frozenset({"peer_primary"})
@@ -114,7 +115,7 @@ class PeerProbe:
         inst.probe = None
         if m.state is State.MASTER:
             return  # the chain's DRBD step finds us Primary
-        adopted = inst.runner.adopt("drbd")
+        adopted = inst.runner.adopt(DrbdStep.name)
         self.log.warning(
             "drbd.peer_probe_undone",
             instance=inst.name,

@@ -42,6 +42,8 @@ from drbdha.resources import drbd
 from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
+from drbdha.resources.filesystem import FilesystemStep
+from drbdha.resources.nfs import ExportsStep, NfsdStep
 from drbdha.vrrp.events import State
 
 IPAddress = IPv4Address | IPv6Address
@@ -467,7 +469,7 @@ def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], lis
     if inst.storage is not None:
         storage["drbd"] = _drbd_status(inst.storage.drbd_resource, inst.drbd)
         storage["fencing"] = inst.fencing  # type: ignore[typeddict-item]
-        up = {c["name"] for c in chain if c["state"] == "up"}
+        up = {name for name in runner.plan.names if runner.step_up(name)}
         storage.update(_nfs_status(inst, up))  # type: ignore[typeddict-item]
         storage["checks"] = inst.health.status() if inst.health else []
     latches = [
@@ -489,18 +491,18 @@ def _nfs_status(inst: Instance, up: set[str]) -> dict[str, Any]:
             "device": str(s.device) if s.device else None,  # None: the DRBD device
             "mountpoint": str(s.mountpoint),
             "fstype": s.fstype,
-            "mounted": "filesystem" in up,
+            "mounted": FilesystemStep.name in up,
         }
     if s.nfs_state_dir is not None:
         out["nfsd"] = {
-            "running": "nfsd" in up,
+            "running": NfsdStep.name in up,
             "threads": s.nfsd_threads,
             "state_dir": str(s.nfs_state_dir),
             "scope": s.nfs_server_scope or f"drbdha-{inst.name}",
         }
         out["exports"] = {
             "configured": len(s.exports),
-            "exported": len(s.exports) if "exports" in up else 0,
+            "exported": len(s.exports) if ExportsStep.name in up else 0,
         }
     return out
 
