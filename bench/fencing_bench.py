@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / "lab"))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "integration"))  # polling
 
 import records
 from chainlab import FENCING, TUNED, fresh_cluster
-from cluster import NODES, RESOURCE, Lab, wait_until
+from cluster import NODES, RESOURCE, Lab
+from polling import wait_until
 
 HERE = Path(__file__).resolve().parent
 WRITE_AFTER_CUT = 10.0

@@ -45,11 +45,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / "lab"))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "integration"))  # polling
 
 import demo_cluster
 from chainlab import EXPORT, MOUNTPOINT, TUNED, fresh_cluster
-from cluster import NODES, RESOURCE, VIP, CommandFailed, Lab, wait_until
+from cluster import NODES, RESOURCE, VIP, CommandFailed, Lab
 from nfslab import ClientCapture, Phase, events, logged_at, lost_on, mount_and_write, nfs_cluster
+from polling import wait_until
 from timeline import Timeline, draw
 
 from drbdha.resources.nfs import HELPERS, OPTIONAL_HELPERS

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / "lab"))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "integration"))  # polling
 
 from chainlab import CONFIG, FENCING, OTHER, SECRET_FILE, TUNED, Storage
 from cluster import NODES, RESOURCE, Lab

@@ -56,7 +56,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "integration"))
+import drbdha_toml  # noqa: E402
 from netns import Lab, inside  # noqa: E402
+from polling import wait_until  # noqa: E402
+
+from drbdha.vrrp.timers import master_down_interval  # noqa: E402
 
 DRBDHA = ROOT / ".venv" / "bin" / "drbdha"
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -95,25 +99,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile."""
     s = sorted(values)
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
-
-
-def skew(version: int, prio: int, interval: float) -> float:
-    return (256 - prio) / 256 if version == 2 else (256 - prio) * interval / 256
-
-
-def mdi(version: int, prio: int, interval: float) -> float:
-    return 3 * interval + skew(version, prio, interval)
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
 
 
 # ---- wire capture ----------------------------------------------------------------------------
@@ -347,10 +332,10 @@ class Implementations:
             proc = self.procs.start([str(DRBDHA), "run", "-c", str(conf)], logfile, ns=ns)
             run = Running(impl, node, proc, logfile, [proc.pid], t_start)
             wait_until(
-                lambda: "daemon.started" in run.log_text() or proc.poll() is not None,
-                60 + 0.3 * len(insts),  # drbdha's start-up grows with the instance count
                 f"{tag} to start",
-                step=0.05,
+                lambda: "daemon.started" in run.log_text() or proc.poll() is not None,
+                60 + 0.3 * len(insts),
+                every=0.05,
             )
         else:
             conf = self.tmp / f"{tag}.conf"
@@ -375,19 +360,22 @@ class Implementations:
             )
             run = Running(impl, node, proc, logfile, [proc.pid], t_start)
             child = wait_until(
-                lambda: _children(proc.pid) or proc.poll() is not None, 30, f"{tag} VRRP child"
+                f"{tag} VRRP child",
+                lambda: _children(proc.pid) or proc.poll() is not None,
+                30,
+                every=0.02,
             )
             if proc.poll() is None:
                 run.pids.append(child[0])
             wait_until(
+                f"{tag} to start",
                 lambda: (
                     "Entering BACKUP STATE" in run.log_text()
                     or "Entering MASTER STATE" in run.log_text()
                     or proc.poll() is not None
                 ),
-                60 + 0.3 * len(insts),  # drbdha's start-up grows with the instance count
-                f"{tag} to start",
-                step=0.05,
+                60 + 0.3 * len(insts),
+                every=0.05,
             )
         if proc.poll() is not None:
             raise RuntimeError(f"{tag} exited with {proc.returncode}:\n{run.log_text()[-3000:]}")
@@ -398,28 +386,28 @@ class Implementations:
 
 
 def drbdha_config(insts: Sequence[Inst], sock: Path) -> str:
-    out = [
-        "[daemon]",
-        f'control_socket = "{sock}"',
-        'metrics_listen = "127.0.0.1:9942"',
-        'log_level = "info"',
-    ]
-    for i in insts:
-        out += [
-            "",
-            "[[vrrp_instance]]",
-            f'name = "vr_{i.interface}_{i.vrid}"',
-            f'interface = "{i.interface}"',
-            f"vrid = {i.vrid}",
-            f"priority = {i.priority}",
-            f"version = {i.version}",
-            f"advert_interval = {i.interval}",
-            f'virtual_ipaddress = ["{i.vip}"]',
-            "garp_master_repeat = 5",
-            "garp_master_delay = 0.0",
-            "garp_master_refresh = 0.0",
-        ]
-    return "\n".join(out) + "\n"
+    return drbdha_toml.render(
+        daemon={
+            "control_socket": str(sock),
+            "metrics_listen": "127.0.0.1:9942",
+            "log_level": "info",
+        },
+        instances=[
+            {
+                "name": f"vr_{i.interface}_{i.vrid}",
+                "interface": i.interface,
+                "vrid": i.vrid,
+                "priority": i.priority,
+                "version": i.version,
+                "advert_interval": i.interval,
+                "virtual_ipaddress": [i.vip],
+                "garp_master_repeat": 5,
+                "garp_master_delay": 0.0,
+                "garp_master_refresh": 0.0,
+            }
+            for i in insts
+        ],
+    )
 
 
 def keepalived_config(insts: Sequence[Inst], node: str) -> str:
@@ -554,7 +542,7 @@ def bench_detection(b: Bench, runs: int) -> None:
     out: dict[str, Any] = {}
     for version, interval in ((2, 1.0), (3, 0.1), (3, 0.01)):
         key = f"{interval * 1000:g}ms_v{version}"
-        theory = mdi(version, PRIO_BACKUP, interval)
+        theory = master_down_interval(version, PRIO_BACKUP, interval)
         out[key] = {
             "interval": interval,
             "version": version,
@@ -578,7 +566,10 @@ def detection_runs(b: Bench, impl: str, version: int, interval: float, runs: int
         t0 = time.time_ns()
         started.append(b.impls.start(impl, b.r1, "r1", single(version, interval, PRIO_MASTER)))
         wait_until(
-            lambda: cap.since(t0, R1_IP), 30 + 2 * mdi(version, PRIO_MASTER, interval), "r1 master"
+            "r1 master",
+            lambda: cap.since(t0, R1_IP),
+            30 + 2 * master_down_interval(version, PRIO_MASTER, interval),
+            every=0.02,
         )
         started.append(b.impls.start(impl, b.r2, "r2", single(version, interval, PRIO_BACKUP)))
         for _ in range(runs):
@@ -588,9 +579,10 @@ def detection_runs(b: Bench, impl: str, version: int, interval: float, runs: int
             b.lab.ip(b.r1, "link set eth0 down")
             try:
                 first = wait_until(
-                    lambda cut=cut: cap.since(cut, R2_IP),
-                    3 * mdi(version, PRIO_BACKUP, interval) + 5,
                     "backup takeover",
+                    lambda cut=cut: cap.since(cut, R2_IP),
+                    3 * master_down_interval(version, PRIO_BACKUP, interval) + 5,
+                    every=0.02,
                 )[0]
             finally:
                 b.lab.ip(b.r1, "link set eth0 up")
@@ -617,7 +609,7 @@ def settle(cap: WireCapture, quiet: float, interval: float) -> None:
             return False
         return r2 is None or (now - r2.ts > quiet * 1e9 and r1.ts > r2.ts)
 
-    wait_until(ok, 30 + 10 * interval, "r1 to be master again", step=0.01)
+    wait_until("r1 to be master again", ok, 30 + 10 * interval, every=0.01)
 
 
 # ---- 2. jitter -------------------------------------------------------------------------------
@@ -648,7 +640,7 @@ def jitter_run(b: Bench, impl: str, interval: float, seconds: float) -> dict[str
     try:
         t0 = time.time_ns()
         run = b.impls.start(impl, b.r1, "r1", single(3, interval, PRIO_MASTER))
-        wait_until(lambda: cap.since(t0, R1_IP), 30, "master adverts")
+        wait_until("master adverts", lambda: cap.since(t0, R1_IP), 30, every=0.02)
         time.sleep(1.0)
         start = time.time_ns()
         time.sleep(seconds)
@@ -685,7 +677,7 @@ def bench_rss(b: Bench) -> None:
         try:
             t0 = time.time_ns()
             run = b.impls.start(impl, b.r1, "r1", single(3, 0.1, PRIO_MASTER))
-            wait_until(lambda c=cap, t=t0: c.since(t, R1_IP), 30, "master adverts")
+            wait_until("master adverts", lambda c=cap, t=t0: c.since(t, R1_IP), 30, every=0.02)
             time.sleep(3 if b.quick else 10)
             out[impl] = memory(run)
         finally:
@@ -732,7 +724,7 @@ def cpu_run(b: Bench, impl: str, n: int, interval: float, window: float) -> dict
         run = b.impls.start(impl, b.r1, "r1", many(n, interval))
         # Steady = two consecutive 1 s samples at >= 97 % of the nominal advert rate.
         deadline, good, last = (
-            time.monotonic() + 180 + 5 * mdi(3, PRIO_MASTER, interval),
+            time.monotonic() + 180 + 5 * master_down_interval(3, PRIO_MASTER, interval),
             0,
             b.tx_packets(b.r1),
         )
@@ -804,9 +796,10 @@ def bench_soak(b: Bench, seconds: float, hogs: int) -> None:
                     b.impls.start(impl, b.r1, "r1", single(3, interval, PRIO_MASTER, vrid, vip))
                 )
                 wait_until(
+                    "r1 master",
                     lambda t=t0, v=vrid: [a for a in cap.since(t, R1_IP) if a.vrid == v],
                     60,
-                    "r1 master",
+                    every=0.02,
                 )
                 started[impl].append(
                     b.impls.start(impl, b.r2, "r2", single(3, interval, PRIO_BACKUP, vrid, vip))
@@ -825,7 +818,7 @@ def bench_soak(b: Bench, seconds: float, hogs: int) -> None:
                 b.impls.stop(run)
         cap.close()
         reset_r1(b)
-    limit = mdi(3, PRIO_BACKUP, interval) * 1000
+    limit = master_down_interval(3, PRIO_BACKUP, interval) * 1000
     out: dict[str, Any] = {"seconds": (stop - start) / 1e9, "mdi_ms": limit, "hogs": hogs}
     for impl in IMPLS:
         vrid = SOAK_VRIDS[impl][0]

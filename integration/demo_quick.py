@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,23 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import drbdha_toml
+from netns import Lab, sweep_stale
+
 ROOT = Path(__file__).resolve().parent.parent
 DRBDHA = [str(ROOT / ".venv/bin/python"), "-m", "drbdha"]
 NET = "10.99.0"
 VIP = f"{NET}.100"
-TAG = f"dhdemo{os.getpid()}"
+HOSTS = {"node1": 1, "node2": 2, "client": 10}  # name -> last octet
 
 
 def sh(*argv: str, check: bool = True) -> str:
     return subprocess.run(argv, check=check, capture_output=True, text=True).stdout
-
-
-def ns(name: str) -> str:
-    return f"{TAG}-{name}"
-
-
-def in_ns(name: str, *argv: str, check: bool = True) -> str:
-    return sh("ip", "netns", "exec", ns(name), *argv, check=check)
 
 
 class Demo:
@@ -43,64 +37,61 @@ class Demo:
         self.workdir = workdir
         self.interval = interval
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.made: list[str] = []
+        self.lab = Lab()  # integration/netns.py: namespaces that never clash, swept if left
+        self.ns: dict[str, str] = {}  # host -> its namespace
 
     # ---- lab ----------------------------------------------------------------------------
 
     def build(self) -> None:
-        for name in ("hub", "node1", "node2", "client"):
-            sh("ip", "netns", "add", ns(name))
-            self.made.append(ns(name))
-            in_ns(name, "ip", "link", "set", "lo", "up")
-        in_ns("hub", "ip", "link", "add", "br0", "type", "bridge")
-        in_ns("hub", "ip", "link", "set", "br0", "up")
-        for host, octet in (("node1", 1), ("node2", 2), ("client", 10)):
-            sh(
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                ns(host),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                host,
-                "netns",
-                ns("hub"),
-            )
-            in_ns("hub", "ip", "link", "set", host, "master", "br0", "up")
-            in_ns(host, "ip", "addr", "add", f"{NET}.{octet}/24", "dev", "eth0")
-            in_ns(host, "ip", "link", "set", "eth0", "up")
+        """A hub namespace with bridge br0, and each host on it through eth0, a veth whose
+        peer (named after the host) is a bridge port."""
+        sweep_stale()  # namespaces of a demo that was killed
+        hub = self.lab.add_ns("hub")
+        for host, octet in HOSTS.items():
+            self.ns[host] = self.lab.add_ns(host)
+            self.lab.veth(self.ns[host], "eth0", hub, host)
+            self.lab.ip(self.ns[host], f"addr add {NET}.{octet}/24 dev eth0")
+        self.lab.bridge(hub, "br0", list(HOSTS))
+
+    def in_ns(self, host: str, *argv: str, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.ns[host], *argv, check=check)
 
     def mac(self, host: str) -> str:
-        return json.loads(in_ns(host, "ip", "-j", "link", "show", "eth0"))[0]["address"]
+        return json.loads(self.in_ns(host, "ip", "-j", "link", "show", "eth0"))[0]["address"]
 
     def cleanup(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        for name in reversed(self.made):
-            sh("ip", "netns", "del", name, check=False)
+        self.lab.cleanup()
 
     # ---- drbdha -------------------------------------------------------------------------
 
     def start(self, host: str, priority: int) -> None:
         conf = self.workdir / f"{host}.toml"
         conf.write_text(
-            "[daemon]\n"
-            f'control_socket = "{self.workdir}/{host}.sock"\n'
-            'metrics_listen = "127.0.0.1:9942"\n'
-            "[[vrrp_instance]]\n"
-            'name = "demo"\ninterface = "eth0"\nvrid = 42\n'
-            f"priority = {priority}\nversion = 3\nadvert_interval = {self.interval}\n"
-            f'virtual_ipaddress = ["{VIP}/24"]\n'
+            drbdha_toml.render(
+                daemon={
+                    "control_socket": f"{self.workdir}/{host}.sock",
+                    "metrics_listen": "127.0.0.1:9942",
+                },
+                instances=[
+                    {
+                        "name": "demo",
+                        "interface": "eth0",
+                        "vrid": 42,
+                        "priority": priority,
+                        "version": 3,
+                        "advert_interval": self.interval,
+                        "virtual_ipaddress": [f"{VIP}/24"],
+                    }
+                ],
+            )
         )
         log = (self.workdir / f"{host}.log").open("wb")
         self.procs[host] = subprocess.Popen(
-            ["ip", "netns", "exec", ns(host), *DRBDHA, "run", "-c", str(conf)],
+            ["ip", "netns", "exec", self.ns[host], *DRBDHA, "run", "-c", str(conf)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -115,7 +106,7 @@ class Demo:
         return state
 
     def holds_vip(self, host: str) -> bool:
-        return f"{VIP}/" in in_ns(host, "ip", "-o", "addr", "show", "dev", "eth0")
+        return f"{VIP}/" in self.in_ns(host, "ip", "-o", "addr", "show", "dev", "eth0")
 
     def wait_master(self, candidates: list[str], timeout: float) -> tuple[str, float]:
         """The one master among `candidates`, once the election has settled: the same single
@@ -152,7 +143,7 @@ class Demo:
     def scrape(self, host: str) -> str:
         url = "http://127.0.0.1:9942/metrics"
         code = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
-        text = in_ns(host, str(ROOT / ".venv/bin/python"), "-c", code)
+        text = self.in_ns(host, str(ROOT / ".venv/bin/python"), "-c", code)
         keep = (
             "drbdha_vrrp_state{",
             "drbdha_vrrp_transitions_total",
@@ -166,16 +157,17 @@ class Demo:
         )
 
     def client_sees(self) -> str:
-        in_ns("client", "ping", "-c", "1", "-W", "1", VIP)
-        for entry in json.loads(in_ns("client", "ip", "-j", "neigh", "show", VIP)):
+        self.in_ns("client", "ping", "-c", "1", "-W", "1", VIP)
+        for entry in json.loads(self.in_ns("client", "ip", "-j", "neigh", "show", VIP)):
             return entry.get("lladdr", "?")
         return "?"
 
     def start_probe(self) -> subprocess.Popen[str]:
         # One echo request every 10 ms; -D prints a timestamp on every reply, so the
         # largest gap between replies is the outage the client saw.
+        ping = ["ping", "-D", "-n", "-i", "0.01", "-W", "1", VIP]
         return subprocess.Popen(
-            ["ip", "netns", "exec", ns("client"), "ping", "-D", "-n", "-i", "0.01", "-W", "1", VIP],
+            ["ip", "netns", "exec", self.ns["client"], *ping],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -232,7 +224,7 @@ def run(demo: Demo) -> int:
     print(f"demo: power off {master}: kill -9 its drbdha and cut its link")
     killed_at = time.monotonic()
     demo.procs[master].send_signal(signal.SIGKILL)
-    in_ns(master, "ip", "link", "set", "eth0", "down")
+    demo.in_ns(master, "ip", "link", "set", "eth0", "down")
     new, became_master_at = demo.wait_master([backup], timeout=10)
     took = became_master_at - killed_at
     time.sleep(1.0)

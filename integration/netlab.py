@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self
 
-from netns import inside, wait_until
+import drbdha_toml
+from netns import inside
 from netns import run as _run_checked
-
-T = TypeVar("T")
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -261,7 +261,7 @@ class Lab:
             ip(ns, "link set eth0 up")
             self.hosts[name] = host
         for host in self.hosts.values():
-            wait_until(partial(_has_address, host, str(host.ll6)), 5, what="link-local")
+            wait_until("link-local", partial(_has_address, host, str(host.ll6)), 5, every=0.02)
 
     def host(self, name: str) -> Host:
         return self.hosts[name]
@@ -346,6 +346,23 @@ class Inst:
     def vip_addresses(self) -> list[str]:
         return [str(ip_interface(v).ip) for v in self.vips]
 
+    def drbdha_keys(self, ifname: str) -> dict[str, Any]:
+        """This instance's [[vrrp_instance]] table."""
+        return {
+            "name": self.name,
+            "interface": ifname,
+            "vrid": self.vrid,
+            "priority": self.priority,
+            "version": self.version,
+            "advert_interval": self.advert_interval,
+            "virtual_ipaddress": self.vips,
+            "preempt": self.preempt,
+            "preempt_delay": self.preempt_delay,
+            "unicast_peers": self.unicast_peers,
+            "checksum_mode": self.checksum_mode,
+            **self.extra,
+        }
+
 
 class Node(Protocol):
     name: str
@@ -359,19 +376,7 @@ class Node(Protocol):
 # ---- drbdha -----------------------------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML form for {v!r}")
-
-
-def drbdha_toml(
+def node_config(
     instances: Iterable[Inst],
     *,
     ifname: str = "eth0",
@@ -379,29 +384,15 @@ def drbdha_toml(
     control_socket: str = "/run/drbdha-test.sock",
     log_level: str = "info",
 ) -> str:
-    lines = [
-        "[daemon]",
-        f"control_socket = {_toml_value(control_socket)}",
-        f"metrics_listen = {_toml_value(metrics)}",
-        f"log_level = {_toml_value(log_level)}",
-    ]
-    for inst in instances:
-        keys: dict[str, Any] = {
-            "name": inst.name,
-            "interface": ifname,
-            "vrid": inst.vrid,
-            "priority": inst.priority,
-            "version": inst.version,
-            "advert_interval": inst.advert_interval,
-            "virtual_ipaddress": inst.vips,
-            "preempt": inst.preempt,
-            "preempt_delay": inst.preempt_delay,
-            "unicast_peers": inst.unicast_peers,
-            "checksum_mode": inst.checksum_mode,
-            **inst.extra,
-        }
-        lines += ["", "[[vrrp_instance]]", *(f"{k} = {_toml_value(v)}" for k, v in keys.items())]
-    return "\n".join(lines) + "\n"
+    """drbdha.toml for a lab host running `instances` on `ifname`."""
+    return drbdha_toml.render(
+        daemon={
+            "control_socket": control_socket,
+            "metrics_listen": metrics,
+            "log_level": log_level,
+        },
+        instances=[inst.drbdha_keys(ifname) for inst in instances],
+    )
 
 
 class DrbdhaNode:
@@ -419,7 +410,7 @@ class DrbdhaNode:
         self.metrics_listen = f"127.0.0.1:{METRICS_PORT}" if metrics else ""
         self.config_path = lab.tmp / f"{self.host.name}.toml"
         self.config_path.write_text(
-            drbdha_toml(
+            node_config(
                 self.instances,
                 metrics=self.metrics_listen,
                 control_socket=str(lab.tmp / f"{self.host.name}.sock"),
@@ -499,12 +490,13 @@ class DrbdhaNode:
             return self.state(instance) == state
 
         wait_until(
-            reached,
-            timeout,
-            what=lambda: (
+            lambda: (
                 f"{self.name} {instance} -> {state} (now "
                 f"{self.state(instance)}); log tail:\n{self.log_tail()}"
             ),
+            reached,
+            timeout,
+            every=0.02,
         )
 
     def log_tail(self, lines: int = 15) -> str:
@@ -706,20 +698,22 @@ class KeepalivedNode:
 
     def wait_state(self, state: str, instance: str = "vi1", timeout: float = 10.0) -> None:
         wait_until(
-            lambda: self.state(instance) == state,
-            timeout,
-            what=lambda: (
+            lambda: (
                 f"{self.name} {instance} -> {state} (now "
                 f"{self.state(instance)}); log tail:\n{self.log_tail()}"
             ),
+            lambda: self.state(instance) == state,
+            timeout,
+            every=0.02,
         )
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """The VRRP child is up and every instance has reported a state."""
         wait_until(
+            lambda: f"{self.name} ready; log tail:\n{self.log_tail()}",
             lambda: self.vrrp_pid() is not None and all(self.state(i.name) for i in self.instances),
             timeout,
-            what=lambda: f"{self.name} ready; log tail:\n{self.log_tail()}",
+            every=0.02,
         )
 
     def log_tail(self, lines: int = 15) -> str:
@@ -832,12 +826,3 @@ def assert_stays(
 
 def is_ipv6(address: str) -> bool:
     return ip_address(address).version == 6
-
-
-def master_down_interval(version: int, priority: int, interval: float) -> float:
-    skew = (256 - priority) / 256 if version == 2 else (256 - priority) * interval / 256
-    return 3 * interval + skew
-
-
-def skew_time(version: int, priority: int, interval: float) -> float:
-    return (256 - priority) / 256 if version == 2 else (256 - priority) * interval / 256

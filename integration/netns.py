@@ -25,11 +25,12 @@ import itertools
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
+
+from polling import wait_until
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
@@ -37,7 +38,6 @@ ETH_P_ALL = 0x0003
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
-T = TypeVar("T")
 
 
 def is_root() -> bool:
@@ -146,26 +146,6 @@ def mac_of(ns: str, ifname: str) -> bytes:
             sock.close()
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    interval: float = 0.02,
-    what: str | Callable[[], str] = "",
-) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds
-    pass (AssertionError naming `what`, which may be a callable evaluated only then). Like
-    drbd-reactor's run_and_expect(). The one polling helper of the namespace tests."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            text = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout} s waiting for {text or predicate}")
-        time.sleep(interval)
-
-
 class Capture:
     """Every frame seen on `ifname` in `ns` (AF_PACKET, ETH_P_ALL), non-blocking."""
 
@@ -190,7 +170,7 @@ class Capture:
             seen.extend(self.frames())
             return next((f for f in seen if match(f)), None)
 
-        frame = wait_until(found, timeout, what="a matching frame")
+        frame = wait_until("a matching frame", found, timeout, every=0.02)
         assert frame is not None  # wait_until returns only a truthy value
         return frame
 

@@ -26,6 +26,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import drbdha_toml
 import pytest
 from netlab import (
     DRBDHA,
@@ -36,9 +37,9 @@ from netlab import (
     Lab,
     addresses,
     run,
-    wait_until,
 )
 from netns import inside
+from polling import wait_until
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -231,12 +232,13 @@ def test_crafted_advert_is_refused_and_counted(target: Target, case: str) -> Non
         return _counter(target, metric, instance=instance, reason=reason)
 
     wait_until(
-        lambda: count() >= before + SENT,
-        3,
-        what=lambda: (
+        lambda: (
             f"{metric}{{vrrp_instance={instance},reason={reason}}} {before} -> "
             f"{count()}, log tail:\n{target.daemon.log_tail()}"
         ),
+        lambda: count() >= before + SENT,
+        3,
+        every=0.02,
     )
     # Several master intervals: a refused advert must not have reset or moved anything.
     time.sleep(0.4)
@@ -251,9 +253,10 @@ def test_valid_advert_control(target: Target) -> None:
     before = _counter(target, metric, instance="v3m")
     _inject(target, _v4(target, _adv3()), count=1)
     wait_until(
+        "valid advert counted",
         lambda: _counter(target, metric, instance="v3m") >= before + 1,
         3,
-        what="valid advert counted",
+        every=0.02,
     )
     if target.role == "master":
         target.daemon.wait_state("master", "v3m", timeout=3)
@@ -263,16 +266,17 @@ def test_valid_advert_control(target: Target) -> None:
 
 # ---- broken configuration ---------------------------------------------------------------
 
-GOOD = """\
-[daemon]
-metrics_listen = ""
-
-[[vrrp_instance]]
-name = "vi1"
-interface = "eth0"
-vrid = 51
-virtual_ipaddress = ["10.250.0.100/24"]
-"""
+GOOD = drbdha_toml.render(
+    daemon={"metrics_listen": ""},
+    instances=[
+        {
+            "name": "vi1",
+            "interface": "eth0",
+            "vrid": 51,
+            "virtual_ipaddress": ["10.250.0.100/24"],
+        }
+    ],
+)
 
 
 def _with(extra: str = "", drop: str = "") -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from netlab import SUBNET4, VIP4, DrbdhaNode, Host, Inst, Lab, addresses, drbdha_toml, wait_until
+from netlab import SUBNET4, VIP4, DrbdhaNode, Host, Inst, Lab, addresses, node_config
 from netns import inside
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,9 @@ def test_a_20s_step_delays_no_advert(lab: Lab) -> None:
         assert b.state() == "backup", b.log_tail()
         assert VIP4 not in addresses(a.host.ns)
         time.sleep(0.2)
-    wait_until(lambda: VIP4 in addresses(a.host.ns), SLOW + 10, what="VIP after the slow step")
+    wait_until(
+        "VIP after the slow step", lambda: VIP4 in addresses(a.host.ns), SLOW + 10, every=0.02
+    )
     assert [t["new"] for t in b.transitions()] == ["backup"], b.transitions()
     steps = {e["step"]: e["took_ms"] for e in a.events("step.started")}
     assert steps["slow"] >= SLOW * 1000 * 0.95
@@ -97,8 +100,13 @@ def test_a_failing_background_task_cancels_no_chain(lab: Lab) -> None:
     env = {"DRBDHA_FAILING_WATCHER": "2"}
     a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=0.1)], env=env).start()
     a.wait_state("master", timeout=10)
-    wait_until(lambda: VIP4 in addresses(a.host.ns), 10, what="VIP")
-    wait_until(lambda: len(a.events("task.restarting")) >= 2, 15, what=a.log_tail)
+    wait_until("VIP", lambda: VIP4 in addresses(a.host.ns), 10, every=0.02)
+    wait_until(
+        lambda: f"two restarts; log tail:\n{a.log_tail()}",
+        lambda: len(a.events("task.restarting")) >= 2,
+        15,
+        every=0.02,
+    )
     failed = a.events("task.failed")
     assert failed[0]["task"] == "drbd_watcher:fake", failed
     assert "test double: watcher run 1 raised" in failed[0]["error"]
@@ -124,7 +132,7 @@ def test_a_fatal_error_releases_the_chain_first(lab: Lab) -> None:
     env = {"DRBDHA_FAIL_LOOP_AFTER": "3"}
     a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=0.1)], env=env).start()
     a.wait_state("master", timeout=10)
-    wait_until(lambda: VIP4 in addresses(a.host.ns), 10, what="VIP")
+    wait_until("VIP", lambda: VIP4 in addresses(a.host.ns), 10, every=0.02)
     assert a.proc is not None
     rc = a.proc.wait(15)
     assert rc not in (None, 0), a.log_tail()
@@ -190,14 +198,19 @@ def test_a_reload_that_adds_a_slow_instance_delays_no_advert(lab: Lab) -> None:
     a.wait_state("master", timeout=10)
     vi2 = Inst(name="vi2", vrid=52, priority=200, vips=[f"{SUBNET4}.101/24"])
     a.config_path.write_text(
-        drbdha_toml([vi1, vi2], metrics=a.metrics_listen, control_socket=str(lab.tmp / "a.sock"))
+        node_config([vi1, vi2], metrics=a.metrics_listen, control_socket=str(lab.tmp / "a.sock"))
     )
     assert a.proc is not None
     with AdvertTimes(lab.host("b"), vi1.vrid) as adverts:
         time.sleep(1)
         hup = time.time()
         a.proc.signal(signal.SIGHUP)
-        wait_until(lambda: a.events("config.reloaded"), 15, what=a.log_tail)
+        wait_until(
+            lambda: f"config.reloaded; log tail:\n{a.log_tail()}",
+            lambda: a.events("config.reloaded"),
+            15,
+            every=0.02,
+        )
         a.wait_state("master", instance="vi2", timeout=20)
         started = time.time()
         time.sleep(0.5)

@@ -22,12 +22,12 @@ from netlab import (
     assert_stays,
     link_down,
     link_up,
-    master_down_interval,
     run,
-    skew_time,
     wait_exactly_one_master,
-    wait_until,
 )
+from polling import wait_until
+
+from drbdha.vrrp.timers import master_down_interval, skew_time
 
 INTERVAL = 0.1
 # Scheduling and log-reading slack on top of protocol times (seconds).
@@ -212,7 +212,7 @@ def test_several_instances_in_one_daemon(lab: Lab) -> None:
     assert wait_exactly_one_master([a, b], v2, client, instance="i2", expected=b) is b
     b.kill()
     assert wait_exactly_one_master([a, b], v2, client, instance="i2", expected=a) is a
-    wait_until(lambda: a.state("i1") == "master", 1, what="i1 unaffected")
+    wait_until("i1 unaffected", lambda: a.state("i1") == "master", 1, every=0.02)
 
 
 def test_mixed_checksum_modes(lab: Lab) -> None:

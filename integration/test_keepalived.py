@@ -30,10 +30,11 @@ from netlab import (
     addresses,
     link_down,
     link_up,
-    master_down_interval,
     wait_exactly_one_master,
-    wait_until,
 )
+from polling import wait_until
+
+from drbdha.vrrp.timers import master_down_interval
 
 pytestmark = pytest.mark.keepalived
 
@@ -263,9 +264,10 @@ def test_v3_backup_learns_the_masters_interval(lab: Lab) -> None:
     # Until the first advert drbdha times the master by its own 0.1 s, so it may take over
     # once at start-up (RFC behaviour); from the first advert on it must not flap.
     wait_until(
+        "adverts from keepalived",
         lambda: d.metric("drbdha_vrrp_adverts_received_total", vrrp_instance="vi1") >= 2,
         3,
-        what="adverts from keepalived",
+        every=0.02,
     )
     d.wait_state("backup", timeout=2)
     settled = len(d.transitions())

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from netns import Capture, Lab, inside, is_root, mac_of, wait_until
+from netns import Capture, Lab, inside, is_root, mac_of
+from polling import wait_until
 
 from drbdha.net import NetError
 from drbdha.net.frame_sender import FrameSender
@@ -57,7 +58,12 @@ def test_frame_updates_peer_neighbour_cache(lab: tuple[Lab, str, str], vip: str)
             frame = build_unsolicited_na(sender.mac, IPv6Address(vip))
         sender.send(frame)
         assert cap.wait(lambda f: f[: len(frame)] == frame)
-        wait_until(lambda: neigh_mac(netlab, b, vip) == _mac_str(sender.mac), 3.0)
+        wait_until(
+            f"{b} to map {vip} to the sender's MAC",
+            lambda: neigh_mac(netlab, b, vip) == _mac_str(sender.mac),
+            3.0,
+            every=0.02,
+        )
         # Bound with protocol 0: the sender itself never has anything to read.
         assert select.select([sender], [], [], 0.05)[0] == []
 

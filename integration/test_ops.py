@@ -40,12 +40,12 @@ from netlab import (
     Lab,
     addresses,
     assert_stays,
-    drbdha_toml,
+    node_config,
     run,
     wait_exactly_one_master,
-    wait_until,
 )
 from netns import inside
+from polling import wait_until
 
 from drbdha import control
 from drbdha.vrrp import packet as codec
@@ -97,7 +97,7 @@ def rewrite_config(node: DrbdhaNode, text: str) -> None:
 
 def node_toml(node: DrbdhaNode, instances: list[Inst]) -> str:
     """The file DrbdhaNode writes, with other instance settings."""
-    return drbdha_toml(
+    return node_config(
         instances, metrics=node.metrics_listen, control_socket=str(socket_path(node))
     )
 
@@ -288,7 +288,7 @@ def test_status_without_daemon_exits_3(pair: Pair) -> None:
             assert str(path) in out.stderr
     # A config whose daemon was never started: the socket comes from the file.
     never = pair.lab.tmp / "never.toml"
-    never.write_text(drbdha_toml([Inst()], control_socket=str(missing)))
+    never.write_text(node_config([Inst()], control_socket=str(missing)))
     out = run(a.host.ns, [DRBDHA, "-c", str(never), "status"], check=False)
     assert out.returncode == 3
     assert "not running" in out.stderr
@@ -319,20 +319,20 @@ def test_status_and_metrics_agree_field_for_field(pair: Pair) -> None:
     }
     for n in (a, b):
         wait_until(
+            f"{n.name} invalid counters",
             lambda n=n: vi1(status_doc(n))["counters"]["invalid"] == want_invalid[n.name],
             5,
-            interval=0.05,
-            what=f"{n.name} invalid counters",
+            every=0.05,
         )
     ca = wait_until(
+        "master received the 3 injected adverts",
         lambda: (
             (c := vi1(status_doc(a))["counters"])["adverts_received"]
             == before[a.name]["adverts_received"] + 3
             and c
         ),
         5,
-        interval=0.05,
-        what="master received the 3 injected adverts",
+        every=0.05,
     )
     assert ca["adverts_received"] == before[a.name]["adverts_received"] + 3
 
@@ -437,7 +437,7 @@ def test_sighup_reload_applies_in_place_and_keeps_running_on_broken_file(
     # A good file with a new priority: applied in place, no restart, no transition.
     rewrite_config(a, node_toml(a, [Inst(priority=120)]))
     a.proc.signal(signal.SIGHUP)
-    reloaded = wait_until(lambda: a.events("config.reloaded"), 5, what="config.reloaded")
+    reloaded = wait_until("config.reloaded", lambda: a.events("config.reloaded"), 5, every=0.02)
     assert reloaded[-1]["updated"] == ["vi1"]
     assert reloaded[-1]["restarted"] == []
     assert reloaded[-1]["added"] == []
@@ -459,9 +459,10 @@ def test_sighup_reload_applies_in_place_and_keeps_running_on_broken_file(
         seen = len(a.events("config.reload_failed"))
         a.proc.signal(signal.SIGHUP)
         failed = wait_until(
+            "config.reload_failed",
             lambda seen=seen: a.events("config.reload_failed")[seen:],
             5,
-            what="config.reload_failed",
+            every=0.02,
         )
         event = failed[0]
         assert event["level"] == "error"
@@ -493,9 +494,9 @@ def test_sighup_adds_restarts_and_removes_instances(make_lab: Callable[..., Lab]
     # Added: the new instance starts and wins; the running one is untouched.
     rewrite_config(a, node_toml(a, [Inst(priority=150), second]))
     a.proc.signal(signal.SIGHUP)
-    event = wait_until(lambda: a.events("config.reloaded"), 5, what="config.reloaded")[-1]
+    event = wait_until("config.reloaded", lambda: a.events("config.reloaded"), 5, every=0.02)[-1]
     assert (event["added"], event["updated"], event["restarted"]) == (["vi2"], [], [])
-    wait_until(lambda: "10.250.0.200" in addresses(a.host.ns), 5, what="vi2's VIP")
+    wait_until("vi2's VIP", lambda: "10.250.0.200" in addresses(a.host.ns), 5, every=0.02)
     states = {i["name"]: i["state"] for i in status_doc(a)["instances"]}
     assert states == {"vi1": "master", "vi2": "master"}
 
@@ -503,15 +504,15 @@ def test_sighup_adds_restarts_and_removes_instances(make_lab: Callable[..., Lab]
     moved = Inst(name="vi2", vrid=52, priority=150, vips=["10.250.0.201/24"])
     rewrite_config(a, node_toml(a, [Inst(priority=150), moved]))
     a.proc.signal(signal.SIGHUP)
-    wait_until(lambda: len(a.events("config.reloaded")) == 2, 5, what="second reload")
+    wait_until("second reload", lambda: len(a.events("config.reloaded")) == 2, 5, every=0.02)
     assert a.events("config.reloaded")[-1]["restarted"] == ["vi2"]
-    wait_until(lambda: "10.250.0.201" in addresses(a.host.ns), 5, what="vi2's new VIP")
+    wait_until("vi2's new VIP", lambda: "10.250.0.201" in addresses(a.host.ns), 5, every=0.02)
     assert "10.250.0.200" not in addresses(a.host.ns)
 
     # Removed: it resigns and releases its VIP; vi1 keeps its own.
     rewrite_config(a, node_toml(a, [Inst(priority=150)]))
     a.proc.signal(signal.SIGHUP)
-    wait_until(lambda: len(a.events("config.reloaded")) == 3, 5, what="third reload")
+    wait_until("third reload", lambda: len(a.events("config.reloaded")) == 3, 5, every=0.02)
     assert a.events("config.reloaded")[-1]["removed"] == ["vi2"]
     assert "10.250.0.201" not in addresses(a.host.ns)
     assert VIP4 in addresses(a.host.ns)
@@ -549,7 +550,10 @@ def test_control_socket_refuses_non_root(pair: Pair) -> None:
         path.chmod(0o600)
         directory.chmod(mode)
     refused = wait_until(
-        lambda: a.events("control.refused")[refused_before:], 2, what="control.refused logged"
+        "control.refused logged",
+        lambda: a.events("control.refused")[refused_before:],
+        2,
+        every=0.02,
     )
     assert len(refused) == 2
     assert all(e["uid"] == NOBODY and e["reason"] == "not root" for e in refused)
@@ -721,7 +725,10 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     pid = a.proc.pid
 
     (ready_at, _, ready), *_ = wait_until(
-        lambda: listener.with_line("READY=1"), 10, what=lambda: f"READY=1; log:\n{a.log_tail()}"
+        lambda: f"READY=1; log:\n{a.log_tail()}",
+        lambda: listener.with_line("READY=1"),
+        10,
+        every=0.02,
     )
     # READY comes after the VRRP sockets are open and the instance has started.
     started = a.transitions()
@@ -734,9 +741,10 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     # Alone, it takes over: a STATUS= line says so.
     a.wait_state("master", timeout=3)
     wait_until(
+        "STATUS= with MASTER",
         lambda: any(_status_of(m) == "healthy: vi1 MASTER" for _, _, m in listener.since()),
         2,
-        what="STATUS= with MASTER",
+        every=0.02,
     )
 
     # WATCHDOG=1 every half WatchdogSec (100 ms), from the daemon's own pid.
@@ -757,15 +765,18 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     a.proc.cont()
     cont_at = time.monotonic()
     wait_until(
+        "WATCHDOG=1 after SIGCONT",
         lambda: len(listener.with_line("WATCHDOG=1", cont_at)) >= 3,
         1.0,
-        what="WATCHDOG=1 after SIGCONT",
+        every=0.02,
     )
 
     # Reload: RELOADING=1 with MONOTONIC_USEC, then READY=1 again.
     hup_at = time.monotonic()
     a.proc.signal(signal.SIGHUP)
-    reloading = wait_until(lambda: listener.with_line("RELOADING=1", hup_at), 2, what="RELOADING=1")
+    reloading = wait_until(
+        "RELOADING=1", lambda: listener.with_line("RELOADING=1", hup_at), 2, every=0.02
+    )
     usec = next(
         int(x.split("=", 1)[1])
         for x in reloading[0][2].split("\n")
@@ -773,13 +784,16 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
     )
     assert hup_at <= usec / 1e6 <= reloading[0][0]
     wait_until(
-        lambda: listener.with_line("READY=1", reloading[0][0]), 2, what="READY=1 after reload"
+        "READY=1 after reload",
+        lambda: listener.with_line("READY=1", reloading[0][0]),
+        2,
+        every=0.02,
     )
 
     # SIGTERM: STOPPING=1, then a clean exit.
     term_at = time.monotonic()
     a.proc.terminate()
-    wait_until(lambda: listener.with_line("STOPPING=1", term_at), 3, what="STOPPING=1")
+    wait_until("STOPPING=1", lambda: listener.with_line("STOPPING=1", term_at), 3, every=0.02)
     assert a.proc.wait(5) == 0, a.log_tail()
     assert a.events("daemon.stopped")
     assert VIP4 not in addresses(a.host.ns)

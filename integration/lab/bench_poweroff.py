@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # drbdha_toml, polling
 
+import drbdha_toml
 from cluster import NETNS, NODES, VIP, VMS, Lab
 
 VRID = 62
@@ -51,21 +53,22 @@ LINE = re.compile(r"^(\d+\.\d+) ([0-9a-f:]{17}) > ([0-9a-f:]{17}), .*?length \d+
 
 
 def config(node: str, advert: float) -> str:
-    return f"""\
-# Written by integration/lab/bench_poweroff.py
-[daemon]
-metrics_listen = ""
-
-[[vrrp_instance]]
-name = "bench"
-interface = "eth0"
-vrid = {VRID}
-priority = {PRIORITY[node]}
-version = 3
-advert_interval = {advert}
-virtual_ipaddress = ["{VIP}/24"]
-preempt = false
-"""
+    return drbdha_toml.render(
+        comment="Written by integration/lab/bench_poweroff.py",
+        daemon={"metrics_listen": ""},
+        instances=[
+            {
+                "name": "bench",
+                "interface": "eth0",
+                "vrid": VRID,
+                "priority": PRIORITY[node],
+                "version": 3,
+                "advert_interval": advert,
+                "virtual_ipaddress": [f"{VIP}/24"],
+                "preempt": False,
+            }
+        ],
+    )
 
 
 def state(lab: Lab, node: str) -> str | None:

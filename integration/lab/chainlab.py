@@ -12,7 +12,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cluster import BOOTED, NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError, wait_until
+import drbdha_toml
+from cluster import BOOTED, NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError
+from polling import wait_until
 from qga import AgentError
 
 VRID = 62
@@ -33,29 +35,35 @@ MAKE_SECRET = "umask 077; head -c 32 /dev/urandom | base64 > /etc/drbdha/peer.ke
 MOUNTPOINT = "/srv/nfs"
 FAIL_FLAG = "/run/drbdha-lab-fail"
 EXPORT = "/srv/nfs/data"
-NFS_SECTION = f"""
-mountpoint = "{MOUNTPOINT}"
-fstype = "ext4"
-nfs_state_dir = "{MOUNTPOINT}/.nfs-state"
-nfsv4_lease_time = 10
-nfsv4_grace_time = 10
-
-takeover_damping = 60
-
-# The lab's own check: fails while FAIL_FLAG exists (test_nfs_vms.py moves the service so).
-[[storage.data.checks]]
-name = "flag"
-command = ["/bin/sh", "-c", "! test -e {FAIL_FLAG}"]
-interval = 1
-fall = 2
-rise = 2
-
-[[storage.data.exports]]
-path = "{EXPORT}"
-clients = ["10.77.1.0/24"]
-fsid = 1
-options = "rw,sync,no_subtree_check,no_root_squash"
-"""
+# The keys of [storage.data] for the whole chain (filesystem, nfsd with its state on DRBD,
+# the export), as config(nfs=True) writes them.
+NFS_SECTION: dict[str, Any] = {
+    "mountpoint": MOUNTPOINT,
+    "fstype": "ext4",
+    "nfs_state_dir": f"{MOUNTPOINT}/.nfs-state",
+    "nfsv4_lease_time": 10,
+    "nfsv4_grace_time": 10,
+    "takeover_damping": 60,
+    "checks": [
+        # The lab's own check: fails while FAIL_FLAG exists (test_nfs_vms.py moves the
+        # service so).
+        {
+            "name": "flag",
+            "command": ["/bin/sh", "-c", f"! test -e {FAIL_FLAG}"],
+            "interval": 1,
+            "fall": 2,
+            "rise": 2,
+        }
+    ],
+    "exports": [
+        {
+            "path": EXPORT,
+            "clients": ["10.77.1.0/24"],
+            "fsid": 1,
+            "options": "rw,sync,no_subtree_check,no_root_squash",
+        }
+    ],
+}
 
 
 def config(
@@ -66,41 +74,38 @@ def config(
     peer: bool = True,
     nfs: bool = False,
     advert: float = 0.1,
-    nfs_section: str = NFS_SECTION,
+    nfs_section: dict[str, Any] = NFS_SECTION,
 ) -> str:
     """drbdha.toml for `node`; `peer`: with the [peer] section fence-peer needs; `nfs`: the
     full chain (filesystem, nfsd with its state on DRBD, the export), `nfs_section` its keys."""
-    peer_section = (
-        f"""
-[peer]
-address = "{VMS[OTHER[node]].addrs["svc"]}"
-secret_file = "{SECRET_FILE}"
-"""
+    return drbdha_toml.render(
+        comment="Written by integration/lab/chainlab.py",
+        daemon={"control_socket": "/run/drbdha/control.sock", "metrics_listen": "127.0.0.1:9943"},
+        instances=[
+            {
+                "name": "lab",
+                "interface": "eth0",
+                "vrid": VRID,
+                "priority": PRIORITY[node],
+                "version": 3,
+                "advert_interval": advert,
+                "virtual_ipaddress": [f"{VIP}/24"],
+                "preempt": preempt,
+                "storage": "data",
+            }
+        ],
+        storage={
+            "data": {
+                "drbd_resource": RESOURCE,
+                "promote_backoff": 5.0,
+                "demote_timeout": demote_timeout,
+                **(nfs_section if nfs else {}),
+            }
+        },
+        peer={"address": VMS[OTHER[node]].addrs["svc"], "secret_file": SECRET_FILE}
         if peer
-        else ""
+        else None,
     )
-    return f"""\
-# Written by integration/lab/test_storage_vms.py
-[daemon]
-control_socket = "/run/drbdha/control.sock"
-metrics_listen = "127.0.0.1:9943"
-
-[[vrrp_instance]]
-name = "lab"
-interface = "eth0"
-vrid = {VRID}
-priority = {PRIORITY[node]}
-version = 3
-advert_interval = {advert}
-virtual_ipaddress = ["{VIP}/24"]
-preempt = {str(preempt).lower()}
-storage = "data"
-
-[storage.data]
-drbd_resource = "{RESOURCE}"
-promote_backoff = 5.0
-demote_timeout = {demote_timeout}
-{nfs_section if nfs else ""}{peer_section}"""
 
 
 def roles(lab: Lab, node: str, timeout: float = 20) -> str | None:

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import image as image_mod
+from polling import wait_until
 from qga import Agent, AgentError
 from qmp import Monitor, MonitorError
 
@@ -119,18 +120,6 @@ def _sh(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedPr
 
 def _ipn(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return _sh(["ip", "-n", NETNS, *args], check=check)
-
-
-def wait_until(what: str, fn: Callable[[], T], timeout: float = 30.0, every: float = 0.2) -> T:
-    """fn() until it returns something truthy; AssertionError with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {value!r}")
-        time.sleep(every)
 
 
 def _proc_state(pid: int) -> str | None:

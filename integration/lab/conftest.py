@@ -27,6 +27,7 @@ from typing import IO
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # drbdha_toml, polling
 
 import image
 from cluster import NETNS, Lab

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 from chainlab import CONFIG, FENCING, MOUNTPOINT, TUNED, Storage, config, fresh_cluster
-from cluster import NODES, RESOURCE, VIP, Lab, wait_until
+from cluster import NODES, RESOURCE, VIP, Lab
 from nfslab import CLIENT_MOUNT, MOUNT_OPTIONS, ScopeCapture, events
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,51 +27,55 @@ SCOPE = "tour-scope"
 FSID = "6f1b8a4e-2c3d-4e5f-8a9b-0c1d2e3f4a5b"
 FLAG = "/run/drbdha-lab-slow"
 STATE = f"{MOUNTPOINT}/state"
-TOUR = f"""
-device = "/dev/drbd0"
-mountpoint = "{MOUNTPOINT}"
-fstype = "ext4"
-mount_options = "noatime,commit=30"
-fsck = "always"
-mount_timeout = 120
-unmount_timeout = 20
-services = ["{WEB}"]
-services_timeout = 30
-nfs_state_dir = "{STATE}"
-nfsd_threads = 3
-nfsv4_lease_time = 15
-nfsv4_grace_time = 20
-nfs_server_scope = "{SCOPE}"
-nfs_start_timeout = 90
-nfs_stop_timeout = 45
-builtin_checks = false
-takeover_damping = 0
-promote_timeout = 45
-vip_timeout = 5
-
-# Fails by its timeout while FLAG exists: the priority drops by 60 (150 -> 90, below
-# node2's 100), no FAULT.
-[[storage.data.checks]]
-name = "slow"
-command = ["/bin/sh", "-c", "if test -e {FLAG}; then sleep 3; fi"]
-interval = 0.5
-timeout = 1
-fall = 3
-rise = 1
-weight = 60
-
-[[storage.data.exports]]
-path = "{MOUNTPOINT}/data"
-clients = ["client", "10.77.2.0/24"]
-fsid = "{FSID}"
-options = "rw,sync,no_subtree_check,no_root_squash"
-
-[[storage.data.exports]]
-path = "{MOUNTPOINT}/ro"
-clients = ["10.77.1.0/24"]
-fsid = 7
-options = "ro,sync,no_subtree_check"
-"""
+TOUR: dict[str, Any] = {
+    "device": "/dev/drbd0",
+    "mountpoint": MOUNTPOINT,
+    "fstype": "ext4",
+    "mount_options": "noatime,commit=30",
+    "fsck": "always",
+    "mount_timeout": 120,
+    "unmount_timeout": 20,
+    "services": [WEB],
+    "services_timeout": 30,
+    "nfs_state_dir": STATE,
+    "nfsd_threads": 3,
+    "nfsv4_lease_time": 15,
+    "nfsv4_grace_time": 20,
+    "nfs_server_scope": SCOPE,
+    "nfs_start_timeout": 90,
+    "nfs_stop_timeout": 45,
+    "builtin_checks": False,
+    "takeover_damping": 0,
+    "promote_timeout": 45,
+    "vip_timeout": 5,
+    "checks": [
+        # Fails by its timeout while FLAG exists: the priority drops by 60 (150 -> 90, below
+        # node2's 100), no FAULT.
+        {
+            "name": "slow",
+            "command": ["/bin/sh", "-c", f"if test -e {FLAG}; then sleep 3; fi"],
+            "interval": 0.5,
+            "timeout": 1,
+            "fall": 3,
+            "rise": 1,
+            "weight": 60,
+        }
+    ],
+    "exports": [
+        {
+            "path": f"{MOUNTPOINT}/data",
+            "clients": ["client", "10.77.2.0/24"],
+            "fsid": FSID,
+            "options": "rw,sync,no_subtree_check,no_root_squash",
+        },
+        {
+            "path": f"{MOUNTPOINT}/ro",
+            "clients": ["10.77.1.0/24"],
+            "fsid": 7,
+            "options": "ro,sync,no_subtree_check",
+        },
+    ],
+}
 # A service on the replicated data, as the example's comment has it (an HTTP server).
 UNIT = f"""\
 [Unit]

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import records
 from chainlab import FENCING, SECRET_FILE, TUNED, Storage, config, fresh_cluster
-from cluster import NODES, RESOURCE, Lab, wait_until
+from cluster import NODES, RESOURCE, Lab
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,9 @@ from typing import Any
 import demo_cluster
 import pytest
 from chainlab import FAIL_FLAG, MOUNTPOINT, Storage
-from cluster import Lab, LabError, wait_until
+from cluster import Lab, LabError
 from nfslab import ScopeCapture, lost_on, mount_and_write, nfs_cluster
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 

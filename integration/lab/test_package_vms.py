@@ -16,8 +16,10 @@ import time
 import tomllib
 from collections.abc import Iterator
 
+import drbdha_toml
 import pytest
-from cluster import NODES, REPO, Lab, wait_until
+from cluster import NODES, REPO, Lab
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +31,21 @@ VIP = "10.77.1.164"  # none of the other tests' (chainlab.VIP is .100)
 # A VRRP instance without storage: what an admin's edit of the example may come to. Metrics
 # on: with bookworm's python3-prometheus-client 0.16 this lab found the daemon failing at
 # start there (start_http_server() returns None before 0.17).
-EDITED = f"""\
-# Written by integration/lab/test_package_vms.py
-[daemon]
-control_socket = "/run/drbdha/control.sock"
-metrics_listen = "127.0.0.1:9943"
-
-[[vrrp_instance]]
-name = "pkg"
-interface = "eth0"
-vrid = 64
-priority = 100
-version = 3
-advert_interval = 0.1
-virtual_ipaddress = ["{VIP}/24"]
-"""
+EDITED = drbdha_toml.render(
+    comment="Written by integration/lab/test_package_vms.py",
+    daemon={"control_socket": "/run/drbdha/control.sock", "metrics_listen": "127.0.0.1:9943"},
+    instances=[
+        {
+            "name": "pkg",
+            "interface": "eth0",
+            "vrid": 64,
+            "priority": 100,
+            "version": 3,
+            "advert_interval": 0.1,
+            "virtual_ipaddress": [f"{VIP}/24"],
+        }
+    ],
+)
 # Everything the package installs or makes, and systemd's records of it.
 PATHS = (
     "/etc/drbdha",

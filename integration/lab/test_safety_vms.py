@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import records
 from chainlab import FENCING, TUNED, Storage, fresh_cluster
-from cluster import Lab, wait_until
+from polling import wait_until
 from test_fencing_vms import disk
+
+if TYPE_CHECKING:
+    from cluster import Lab
 
 pytestmark = pytest.mark.slow
 

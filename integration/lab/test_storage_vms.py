@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from chainlab import TUNED, Storage, fresh_cluster
-from cluster import RESOURCE, Lab, wait_until
+from cluster import RESOURCE, Lab
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 

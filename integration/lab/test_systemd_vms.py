@@ -21,8 +21,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import drbdha_toml
 import pytest
-from cluster import NODES, VIP, VMS, Lab, wait_until
+from cluster import NODES, VIP, VMS, Lab
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,23 +37,26 @@ OTHER = {"node1": "node2", "node2": "node1"}
 
 
 def config(node: str, *, preempt: bool, priority: int | None = None) -> str:
-    return f"""\
-# Written by integration/lab/test_systemd_vms.py
-[daemon]
-control_socket = "/run/drbdha/control.sock"
-metrics_listen = "127.0.0.1:9943"
-log_level = "info"
-
-[[vrrp_instance]]
-name = "lab"
-interface = "eth0"
-vrid = {VRID}
-priority = {priority or PRIORITY[node]}
-version = 3
-advert_interval = {ADVERT}
-virtual_ipaddress = ["{VIP}/24"]
-preempt = {str(preempt).lower()}
-"""
+    return drbdha_toml.render(
+        comment="Written by integration/lab/test_systemd_vms.py",
+        daemon={
+            "control_socket": "/run/drbdha/control.sock",
+            "metrics_listen": "127.0.0.1:9943",
+            "log_level": "info",
+        },
+        instances=[
+            {
+                "name": "lab",
+                "interface": "eth0",
+                "vrid": VRID,
+                "priority": priority or PRIORITY[node],
+                "version": 3,
+                "advert_interval": ADVERT,
+                "virtual_ipaddress": [f"{VIP}/24"],
+                "preempt": preempt,
+            }
+        ],
+    )
 
 
 class Cluster:
