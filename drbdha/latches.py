@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drbdha import durable
+from drbdha.clock import Clock, MonotonicClock
 from drbdha.errors import LatchError
 
 KINDS = ("disk", "split-brain")
@@ -41,8 +41,9 @@ class Latch:
 
 
 class LatchStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
         self.path = path
+        self._clock = clock or MonotonicClock()  # wall(): a latch's `since`
         self._data: dict[str, dict[str, Latch]] = {}
         self.load_error: str | None = None
         self.save_error: str | None = None
@@ -71,7 +72,7 @@ class LatchStore:
     def set(self, instance: str, kind: str, reason: str) -> Latch:
         """Held from now on, even if the file cannot be written (a full or failing /var/lib):
         then save_error says why, and only a restart would forget it."""
-        latch = Latch(kind, reason, time.time())
+        latch = Latch(kind, reason, self._clock.wall())
         self._data.setdefault(instance, {})[kind] = latch
         if self.load_error is not None:
             self.save_error = f"{self.path}: not saved, the file is unreadable (kept as it is)"

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from collections.abc import Callable
 from typing import Any
 
+from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import PeerConfig
 from drbdha.fencing import wire
 from drbdha.resources import drbd, proc
@@ -47,6 +47,7 @@ class PeerServer:
         *,
         run: drbd.Run | None = None,
         count: Callable[[str, str], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self.key = key
@@ -55,6 +56,7 @@ class PeerServer:
         self.log = log
         self._run = run or proc.run
         self._count = count  # (result, reason) per request: the daemon's Prometheus counter
+        self._clock = clock or MonotonicClock()  # took_ms in the log events
         self._locks: dict[str, asyncio.Lock] = {}
         self._server: asyncio.Server | None = None
         self.active = 0  # connections being served (never above MAX_CONNECTIONS)
@@ -96,24 +98,29 @@ class PeerServer:
     async def _serve_one(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
     ) -> None:
-        started = time.monotonic()
+        started = self._clock.monotonic()
         fields: dict[str, Any] = {"source": source}
         try:
             fields |= await self._exchange(reader, writer)
-            self.log.warning("fence.request", took_ms=_ms(started), **fields)
+            self.log.warning("fence.request", took_ms=self._ms(started), **fields)
             self._counted(fields["outcome"], "")
         except wire.Refused as e:
-            self.log.error("fence.refused", reason=e.reason, took_ms=_ms(started), **fields)
+            self.log.error("fence.refused", reason=e.reason, took_ms=self._ms(started), **fields)
             self._counted("refused", e.reason)
             writer.write(wire.refused(e.reason))
         except (TimeoutError, asyncio.IncompleteReadError):
-            self.log.error("fence.refused", reason="no_request", took_ms=_ms(started), **fields)
+            self.log.error(
+                "fence.refused", reason="no_request", took_ms=self._ms(started), **fields
+            )
             self._counted("refused", "no_request")
         except (ConnectionError, OSError) as e:
             self.log.error("fence.refused", reason="connection_lost", error=str(e), **fields)
             self._counted("refused", "connection_lost")
         finally:
             await _close(writer)
+
+    def _ms(self, since: float) -> float:
+        return round((self._clock.monotonic() - since) * 1000, 1)
 
     def _counted(self, result: str, reason: str) -> None:
         if self._count is not None:
@@ -239,7 +246,3 @@ def _connection(facts: Resource | None) -> str | None:
     if facts is None or not facts.connections:
         return None
     return facts.connections[0].connection
-
-
-def _ms(since: float) -> float:
-    return round((time.monotonic() - since) * 1000, 1)

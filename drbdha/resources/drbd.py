@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from drbdha.chain.step import StepFailed
+from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import StorageConfig
 from drbdha.resources import proc
 from drbdha.resources.drbd_events import DISK_STATES, Resource, Tracker, parse_events2_line
@@ -118,6 +119,8 @@ class DrbdStep:
         split_brain_latched: Callable[[], bool],
         run: Run = proc.run,
         version: Callable[[], tuple[int, ...] | None] = kmod_version,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.resource = storage.drbd_resource
         self.start_timeout = storage.promote_timeout
@@ -126,6 +129,7 @@ class DrbdStep:
         self.split_brain_latched = split_brain_latched
         self.run = run
         self.version = version
+        self.clock = clock or MonotonicClock()
 
     async def start(self) -> None:
         await self._wait_for_peer_to_demote()
@@ -152,13 +156,12 @@ class DrbdStep:
     async def stop(self) -> None:
         # A short-lived opener (a udev probe, a backup's blkid) refuses the demote with
         # "held open" for a moment: retry for half the budget before escalating.
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.stop_timeout / 2
+        until = self.clock.monotonic() + self.stop_timeout / 2
         while True:
             r = await self.run(["drbdadm", "secondary", self.resource])
             if r.ok:
                 return
-            if loop.time() >= until:
+            if self.clock.monotonic() >= until:
                 break
             await asyncio.sleep(DEMOTE_RETRY)
         first = r.summary()

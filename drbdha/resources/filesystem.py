@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drbdha.chain.step import StepFailed
+from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import StorageConfig
 from drbdha.resources import proc
 from drbdha.resources.drbd_events import Resource
@@ -171,11 +172,14 @@ class FilesystemStep:
         device: Callable[[], str],
         run: proc.Run = proc.run,
         log: proc.Log | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.run = run
         self.log = log or proc.Quiet()
+        self.clock = clock or MonotonicClock()
         self.start_timeout = cfg.start_timeout
         self.stop_timeout = cfg.stop_timeout
 
@@ -230,7 +234,9 @@ class FilesystemStep:
 
     async def stop(self) -> None:
         device = Device.of(self.device(), missing_ok=True)
-        await unmount(lambda ms: ours(ms, device), self.stop_timeout, self.run, self.log)
+        await unmount(
+            lambda ms: ours(ms, device), self.stop_timeout, self.run, self.log, clock=self.clock
+        )
 
 
 async def unmount(
@@ -238,12 +244,15 @@ async def unmount(
     budget: float,
     run: proc.Run,
     log: proc.Log,
+    *,
+    clock: Clock | None = None,
 ) -> None:
     """Unmount what `select` picks from the mount table (deepest first) until nothing is
     left; holders get TERM for half of `budget`, then KILL; StepFailed("unmount_failed")
-    just before the budget is spent (the runner's own cut would say less)."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    just before the budget is spent (the runner's own cut would say less). `budget` is in
+    seconds of `clock.monotonic()`."""
+    clock = clock or MonotonicClock()
+    t0 = clock.monotonic()
     term_until = t0 + budget / 2
     give_up = t0 + budget * 0.9
     while True:
@@ -257,9 +266,10 @@ async def unmount(
                 errors.append(r.summary())
         if not errors:
             continue  # read the table again: nothing selected may remain
-        if loop.time() >= give_up:
+        now = clock.monotonic()
+        if now >= give_up:
             raise StepFailed("unmount_failed", "; ".join(errors))
-        sig = signal.SIGTERM if loop.time() < term_until else signal.SIGKILL
+        sig = signal.SIGTERM if now < term_until else signal.SIGKILL
         for m in left:
             await _signal_holders(m.target, sig, run, log)
         await asyncio.sleep(POLL)
