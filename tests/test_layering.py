@@ -170,9 +170,6 @@ CLOCK_READERS: dict[str, str] = {
         "are real seconds against a real peer, and it stays stdlib + config only"
     ),
     "drbdha.cli:_fence_peer": "times the same handler process for its log line",
-    # Allowed for now, the whole room while its files move: the wall time of the status
-    # document and of a disk latch's `since` (Clock.wall() exists for them).
-    "drbdha.daemon": "daemon room: moved in issue 20's package step",
 }
 
 # Calls that read a clock. `time.<fn>()` on the time module; `<anything>.time()` with no

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from typing import Any
 
 from drbdha import __version__, control, status
@@ -206,7 +205,7 @@ class ServingRoom(InstanceRoom):
 
     def status_document(self, now: float) -> status.StatusDocument:
         counters = status.counters_by_instance(self.metrics.registry)
-        wall = time.time()
+        wall = self.clock.wall()
         insts = []
         for i in self.instances.values():
             storage, latches, alerts = storage_status(i, wall)

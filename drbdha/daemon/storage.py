@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -92,7 +91,7 @@ class Chains:
                 # Latches we cannot read must not read as "none": stay out until the
                 # operator has looked (clear-latch rewrites the file).
                 reason = f"latch file unreadable: {self.latches.load_error}"
-                inst.latches["disk"] = Latch("disk", reason, time.time())
+                inst.latches["disk"] = Latch("disk", reason, self.clock.wall())
         chain = steps.build(inst, addresses, watcher, self.log)
         inst.runner = Runner(inst.name, chain, self.put, self.clock)
         if inst.storage is not None:
@@ -291,9 +290,13 @@ class Chains:
 
     def repl_tick(self, inst: Instance, now: float) -> None:
         """After reading the heartbeats: outdate our copy once the replication path to a
-        live Primary has been gone long enough (resources/repl_watch.py)."""
+        live Primary has been gone long enough (resources/repl_watch.py). Only unfenced: a
+        fence-peer handler (or DRBD 9 quorum) does this job with the Primary's I/O held,
+        and doing it beside the handler races the outdate it asks of us."""
         res, watch = inst.drbd, inst.repl
         if watch is None or res is None or inst.machine.state is State.MASTER:
+            return
+        if (inst.fencing or {}).get("mode") != "unfenced":
             return
         good = res.worst_disk in ("UpToDate", "Consistent")
         primary_peer = res.peer_primary or inst.link_lost_at is not None
