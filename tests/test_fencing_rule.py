@@ -87,6 +87,7 @@ def instance(
         known_master=None,
         repl=None,
         drbd=None,
+        fencing={"mode": "unfenced"},  # as fencing/status.py reads it from drbdadm dump
     )
 
 

@@ -211,3 +211,14 @@ def test_a_tick_while_the_drbd_side_is_not_ready_does_not_use_up_the_proof(
     inst.drbd = CONNECTED_TO_PRIMARY
     chains.repl_tick(inst, 1.81)
     assert put == [OutdateSelf("lab", "r0", drop_link=True)]
+
+
+@pytest.mark.parametrize("mode", ["handler", "other_handler", "quorum", "unknown"])
+def test_a_fenced_resource_leaves_the_job_to_its_fencing(tmp_path: Path, mode: str) -> None:
+    # With drbdha's fence-peer handler the Primary's I/O is held and the handler asks us to
+    # outdate: doing it here too raced that request (seen in the lab: the handler's first
+    # request failed while this node dropped its own link).
+    chains, put, _, inst = armed(tmp_path)
+    inst.fencing = {"mode": mode}
+    chains.repl_tick(inst, 1.71)
+    assert put == []
