@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # drbdha_toml, polling
 
 import drbdha_toml
-from cluster import NETNS, NODES, VIP, VMS, Lab
+from cluster import NETNS, NODES, VIP, VMS, Lab, vrrp_instance
 
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
@@ -56,18 +56,7 @@ def config(node: str, advert: float) -> str:
     return drbdha_toml.render(
         comment="Written by integration/lab/bench_poweroff.py",
         daemon={"metrics_listen": ""},
-        instances=[
-            {
-                "name": "bench",
-                "interface": "eth0",
-                "vrid": VRID,
-                "priority": PRIORITY[node],
-                "version": 3,
-                "advert_interval": advert,
-                "virtual_ipaddress": [f"{VIP}/24"],
-                "preempt": False,
-            }
-        ],
+        instances=[vrrp_instance("bench", VRID, PRIORITY[node], advert, preempt=False)],
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import drbdha_toml
-from cluster import BOOTED, NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError
+from cluster import BOOTED, NODES, REPO, RESOURCE, VIP, VMS, Lab, LabError, vrrp_instance
 from polling import wait_until
 from qga import AgentError
 
@@ -82,17 +82,7 @@ def config(
         comment="Written by integration/lab/chainlab.py",
         daemon={"control_socket": "/run/drbdha/control.sock", "metrics_listen": "127.0.0.1:9943"},
         instances=[
-            {
-                "name": "lab",
-                "interface": "eth0",
-                "vrid": VRID,
-                "priority": PRIORITY[node],
-                "version": 3,
-                "advert_interval": advert,
-                "virtual_ipaddress": [f"{VIP}/24"],
-                "preempt": preempt,
-                "storage": "data",
-            }
+            vrrp_instance("lab", VRID, PRIORITY[node], advert, preempt=preempt, storage="data")
         ],
         storage={
             "data": {

@@ -55,6 +55,7 @@ from topology import (
     CommandFailed,
     LabError,
     Net,
+    vrrp_instance,
 )
 from vms import Vms, kvm_is_fast
 
@@ -85,6 +86,7 @@ __all__ = [
     "Net",
     "kvm_is_fast",
     "package_digest",
+    "vrrp_instance",
 ]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import drbdha_toml
 import pytest
-from cluster import NODES, REPO, Lab
+from cluster import NODES, REPO, Lab, vrrp_instance
 from polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,17 +34,7 @@ VIP = "10.77.1.164"  # none of the other tests' (chainlab.VIP is .100)
 EDITED = drbdha_toml.render(
     comment="Written by integration/lab/test_package_vms.py",
     daemon={"control_socket": "/run/drbdha/control.sock", "metrics_listen": "127.0.0.1:9943"},
-    instances=[
-        {
-            "name": "pkg",
-            "interface": "eth0",
-            "vrid": 64,
-            "priority": 100,
-            "version": 3,
-            "advert_interval": 0.1,
-            "virtual_ipaddress": [f"{VIP}/24"],
-        }
-    ],
+    instances=[vrrp_instance("pkg", 64, 100, 0.1, vip=VIP)],
 )
 # Everything the package installs or makes, and systemd's records of it.
 PATHS = (

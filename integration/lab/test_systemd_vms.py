@@ -23,7 +23,7 @@ from typing import Any
 
 import drbdha_toml
 import pytest
-from cluster import NODES, VIP, VMS, Lab
+from cluster import NODES, VIP, VMS, Lab, vrrp_instance
 from polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -44,18 +44,7 @@ def config(node: str, *, preempt: bool, priority: int | None = None) -> str:
             "metrics_listen": "127.0.0.1:9943",
             "log_level": "info",
         },
-        instances=[
-            {
-                "name": "lab",
-                "interface": "eth0",
-                "vrid": VRID,
-                "priority": priority or PRIORITY[node],
-                "version": 3,
-                "advert_interval": ADVERT,
-                "virtual_ipaddress": [f"{VIP}/24"],
-                "preempt": preempt,
-            }
-        ],
+        instances=[vrrp_instance("lab", VRID, priority or PRIORITY[node], ADVERT, preempt=preempt)],
     )
 
 

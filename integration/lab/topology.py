@@ -69,6 +69,23 @@ VMS = {
 NODES = ("node1", "node2")
 
 
+def vrrp_instance(
+    name: str, vrid: int, priority: int, advert: float, *, vip: str = VIP, **more: Any
+) -> dict[str, Any]:
+    """A [[vrrp_instance]] table (integration/drbdha_toml.py) for the lab's nodes: VRRPv3 on
+    eth0, the service network, with `vip`/24; `more`: further keys, in order."""
+    return {
+        "name": name,
+        "interface": "eth0",
+        "vrid": vrid,
+        "priority": priority,
+        "version": 3,
+        "advert_interval": advert,
+        "virtual_ipaddress": [f"{vip}/24"],
+        **more,
+    }
+
+
 class LabError(RuntimeError):
     pass
 
