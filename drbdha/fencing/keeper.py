@@ -4,10 +4,11 @@ With `fencing resource-and-stonith`, DRBD freezes a Primary's I/O when it loses 
 runs `drbdha fence-peer`. When the handler cannot fence (the peer's host is up but its drbdha
 does not answer, the peer failed to outdate, anything else) it exits 1 and DRBD keeps the
 I/O frozen with no end: availability is lost, data is not. This task, started by the daemon
-once the Primary has been frozen for GRACE seconds, goes on asking the peer's drbdha with
-the handler's own `ask`, and resumes DRBD's I/O (`drbdadm resume-io`) as soon as the peer
-answers that its copy is Outdated, or Inconsistent (nothing to fence). Both are answers the
-handler would have turned into exit 4 or 3, on which DRBD resumes by itself.
+once the Primary has been frozen longer than the handler's own deadline, goes on asking the
+peer's drbdha with the handler's own `ask`, and resumes DRBD's I/O (`drbdadm resume-io`) as
+soon as the peer answers that its copy is Outdated, or Inconsistent (nothing to fence).
+Both are answers the handler would have turned into exit 4 or 3, on which DRBD resumes by
+itself.
 
 What never resumes the I/O: silence (a host that refused a moment ago may be rebooting with
 its copy still UpToDate) and a peer that answers Primary (two Primaries: the admin decides
@@ -26,7 +27,9 @@ from drbdha.config import PeerConfig
 from drbdha.fencing import handler, wire
 from drbdha.resources import proc
 
-GRACE = 2.0  # seconds frozen before we ask too: a working handler answers far sooner
+# Seconds frozen before we ask: past the handler's own deadline, so a handler that is still
+# asking (a peer whose drbdha restarts) is not doubled by us.
+GRACE = handler.DEADLINE + 2.0
 RETRY = 1.0  # seconds between asks (each one is bounded by the handler's own timeouts)
 RESUME_TIMEOUT = 10.0  # seconds for drbdadm resume-io
 LOG_EVERY = 30  # asks between repeated log lines of the same answer
