@@ -187,6 +187,11 @@ def test_unfenced_cut_then_power_off_with_drbd_default_timers(
             f"kill {kill_after:g} s after the cut: node2 Outdated, not promoted; it lacks "
             f"{len(result['missing'])} of {acked} acknowledged records; outdated by {reasons}"
         )
+    note = (s.doc("node2") or {}).get("storage", {}).get("fencing") or {}
+    assert note.get("mode") == "unfenced", note
+    # DRBD's defaults: the Primary writes alone after 6 s; 6 heartbeats of 0.1 s and a 0.1 s
+    # advert come first, and status says so.
+    assert "no acknowledged write is at risk" in note.get("note", ""), note
     if kill_after > 10.5:
         # The Primary's DRBD wrote alone well before DRBD's own detection on node2 would
         # have outdated it: only drbdha's heartbeat kept those writes from being lost.
