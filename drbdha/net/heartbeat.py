@@ -16,6 +16,15 @@ MAGIC = b"drbdha-hb1 "
 MAX_DATAGRAM = 256
 
 
+def canonical(address: str) -> str:
+    """One spelling per address (drbdadm may print an IPv6 address expanded; recvfrom gives
+    it compressed, with a scope for link-local)."""
+    try:
+        return str(ip_address(address.split("%", 1)[0]))
+    except ValueError:
+        return address
+
+
 def payload(resource: str) -> bytes:
     return MAGIC + resource.encode()
 
@@ -63,7 +72,7 @@ class HeartbeatSocket:
                 continue
             resource = parse(data)
             if resource is not None:
-                out.append((resource, str(src[0])))
+                out.append((resource, canonical(str(src[0]))))
 
     def close(self) -> None:
         self._sock.close()
@@ -82,7 +91,7 @@ def local_and_peers(
                 sock = sockets[addr, port] = HeartbeatSocket(addr, port)
             except OSError:
                 continue
-        return sock, [a for j, a in enumerate(addresses) if j != i]
+        return sock, [canonical(a) for j, a in enumerate(addresses) if j != i]
     raise OSError(f"none of {', '.join(addresses) or 'no addresses'} is this host's")
 
 
