@@ -4,7 +4,7 @@ document, so that neither can drift from it:
 - drbdha(8): the CLI's own argparse parser (what `--help` prints), rendered by
   argparse-manpage (Debian's python3-argparse-manpage: 1.2.2 in bookworm, 4.x in trixie);
   only the header line, NAME's one-line summary and EXIT STATUS/FILES/SEE ALSO are added
-  here, the last three read from cli.py's docstring and config.py's defaults.
+  here, the last three read from cli.py's docstring and config/'s defaults.
 - drbdha.toml(5): etc/drbdha.toml, whose comments document every key. A comment block
   right above a key (set, or commented out as `# key = value`) is that key's text; one
   above a table header introduces the table; one followed by a blank line is a paragraph.

@@ -1,9 +1,11 @@
 """I/O adapters between the pure VRRP core and the Linux kernel.
 
-Rules for this package: it may import drbdha.vrrp.packet / drbdha.vrrp.constants and
-drbdha.errors, never drbdha.vrrp.machine. It does not log; every failure propagates as an
-exception (NetError for a configuration problem such as a missing interface, OSError for the
-kernel saying no, MalformedPacket for a broken datagram) and the daemon decides what to do.
+Rules for this package (tests/test_layering.py keeps them): it may import the VRRP core's
+codec and constants, the chain's step protocol, config, clock, durable and errors; never
+drbdha.vrrp.machine, resources/ or the daemon. Adapters raise rather than decide (NetError
+for a configuration problem such as a missing interface, OSError for the kernel saying no,
+MalformedPacket for a broken datagram); the steps here (the VIP, the NFS clients) log their
+outcome through the log they are given.
 
 Modules:
   vrrp_socket   one raw IPPROTO_VRRP socket per (interface, family)
@@ -11,6 +13,12 @@ Modules:
   frame_sender  AF_PACKET sender for those frames
   addresses     idempotent VIP add/remove and interface queries (pyroute2 AsyncIPRoute)
   links         non-blocking netlink watcher for link up/down and address changes
+  vip           the chain's VIP step (address, then GARP/NA)
+  tickle        TCP tickles (a bare ACK from the VIP) and the sock_diag connection list
+  nfs_clients   the chain's last step: tickles, sm-notify, the connection record
+                (NFS logic: issue 20 moves it to resources/)
+  heartbeat     the replication heartbeat's UDP socket
+  _pyroute2     the one door to pyroute2
 """
 
 from __future__ import annotations
