@@ -195,7 +195,7 @@ class PeerServer:
         resyncs when the replication network heals (DRBD keeps retrying from here)."""
         try:
             async with asyncio.timeout(ACTION_TIMEOUT):
-                r = await self._run(["drbdadm", "connect", resource])
+                r = await drbd.reconnect(resource, self._run)
         except TimeoutError:
             self.log.error("fence.reconnect_failed", resource=resource, error="timed out")
             return
