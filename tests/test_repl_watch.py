@@ -228,5 +228,5 @@ def test_peer_addresses_are_compared_in_one_spelling() -> None:
     sockets: dict[tuple[str, int], heartbeat.HeartbeatSocket] = {}
     sock, peers = heartbeat.local_and_peers(("127.0.0.1", "2001:db8:0:0:0:0:0:1"), 0, sockets)
     assert peers == ["2001:db8::1"]  # as recvfrom would give it
-    assert heartbeat.canonical("fe80::1%eth1") == "fe80::1"
+    assert heartbeat.canonical("fe80:0::1%eth1") == "fe80::1%eth1"  # the scope is kept
     sock.close()

@@ -18,9 +18,9 @@ MAX_DATAGRAM = 256
 
 def canonical(address: str) -> str:
     """One spelling per address (drbdadm may print an IPv6 address expanded; recvfrom gives
-    it compressed, with a scope for link-local)."""
+    it compressed). A link-local scope is kept: sendto needs it, and recvfrom gives it."""
     try:
-        return str(ip_address(address.split("%", 1)[0]))
+        return str(ip_address(address))
     except ValueError:
         return address
 
