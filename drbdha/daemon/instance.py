@@ -22,7 +22,6 @@ from drbdha.latches import Latch
 from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
-from drbdha.net.heartbeat import HeartbeatSocket
 from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
 from drbdha.resources.drbd_events import Resource
@@ -70,7 +69,6 @@ class Instance:
     known_master: IPAddress | None = None  # without those: the master heard while healthy
     repl: ReplicationWatch | None = None  # the replication heartbeat, once set up
     repl_peers: tuple[str, ...] = ()  # the peer's DRBD replication addresses
-    repl_socket: HeartbeatSocket | None = None
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

@@ -118,7 +118,7 @@ class ServingRoom(InstanceRoom):
             inst.repl = ReplicationWatch(
                 inst.storage.replication_heartbeat, inst.cfg.advert_interval
             )
-        inst.repl_peers, inst.repl_socket = peers, sock
+        inst.repl_peers = peers
         for peer in peers:  # at once: the peer must not see our adverts before it
             sock.send(peer, resource)
         self._heartbeat_due = min(self._heartbeat_due or now, now)
