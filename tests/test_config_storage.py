@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from config_cases import assert_one_problem, instance
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,16 +22,9 @@ from drbdha.resources.nfs import dropins, exports_file, exports_text
 
 
 def _data(storage: dict[str, Any] | None = None, **inst: Any) -> dict[str, Any]:
-    instance = {
-        "name": "nfs",
-        "interface": "eth0",
-        "vrid": 51,
-        "virtual_ipaddress": ["192.0.2.100/24"],
-        "storage": "nfs",
-    }
-    instance.update(inst)
+    """One instance "nfs" (config_cases.instance) on [storage.nfs], r0 unless `storage`."""
     return {
-        "vrrp_instance": [instance],
+        "vrrp_instance": [instance(**{"name": "nfs", "storage": "nfs", **inst})],
         "storage": {"nfs": {"drbd_resource": "r0"}} if storage is None else storage,
     }
 
@@ -143,8 +137,7 @@ NFS = {
 def test_bad_storage_value(key: str, value: Any, fragment: str) -> None:
     table = {**NFS, key: value}
     problems = _problems(_data(storage={"nfs": table}))
-    assert [p for p, _ in problems] == [f"storage.nfs.{key}"]
-    assert fragment in problems[0][1]
+    assert_one_problem(problems, f"storage.nfs.{key}", fragment)
 
 
 def test_every_storage_option_has_a_bad_value_case() -> None:
@@ -217,8 +210,7 @@ BAD_EXPORT = [
 @pytest.mark.parametrize(("key", "value", "fragment"), BAD_EXPORT)
 def test_bad_export_value(key: str, value: Any, fragment: str) -> None:
     problems = _problems(_data(storage={"nfs": {**NFS, "exports": [{**EXPORT, key: value}]}}))
-    assert [p for p, _ in problems] == [f"storage.nfs.exports[0].{key}"]
-    assert fragment in problems[0][1]
+    assert_one_problem(problems, f"storage.nfs.exports[0].{key}", fragment)
 
 
 def test_every_export_option_has_a_bad_value_case() -> None:
@@ -290,8 +282,7 @@ BAD_CHECK = [
 @pytest.mark.parametrize(("key", "value", "fragment"), BAD_CHECK)
 def test_bad_check_value(key: str, value: Any, fragment: str) -> None:
     problems = _problems(_data(storage={"nfs": {**NFS, "checks": [{**CHECK, key: value}]}}))
-    assert [p for p, _ in problems] == [f"storage.nfs.checks[0].{key}"]
-    assert fragment in problems[0][1]
+    assert_one_problem(problems, f"storage.nfs.checks[0].{key}", fragment)
 
 
 def test_every_check_option_has_a_bad_value_case() -> None:
@@ -456,8 +447,7 @@ def test_an_accepted_name_stays_one_file_name_and_one_word(name: str) -> None:
 @pytest.mark.parametrize("name", ["my_nfs", "nfs.", "a..b", "a.-b"])
 def test_the_default_nfs_scope_must_be_a_host_name(name: str) -> None:
     problems = _problems(_data(storage={"nfs": NFS}, name=name))
-    assert [p for p, _ in problems] == ["vrrp_instance[0].name"]
-    assert f"'drbdha-{name}', which is no host name" in problems[0][1]
+    assert_one_problem(problems, "vrrp_instance[0].name", f"'drbdha-{name}', which is no host name")
     assert "storage.nfs.nfs_server_scope" in problems[0][1]
     # With a scope of its own, or without an NFS server, the name is fine.
     parse(_data(storage={"nfs": {**NFS, "nfs_server_scope": "nfs-a"}}, name=name))
@@ -488,8 +478,7 @@ def test_storage_must_be_tables() -> None:
 def test_peer_address_must_be_another_host(address: str, fragment: str) -> None:
     data = {**_data(), "peer": {"address": address, "secret_file": "/etc/drbdha/peer.key"}}
     problems = _problems(data)
-    assert [p for p, _ in problems] == ["peer.address"]
-    assert fragment in problems[0][1]
+    assert_one_problem(problems, "peer.address", fragment)
 
 
 @pytest.mark.parametrize("address", ["192.0.2.12", "169.254.1.2", "2001:db8::12", "fd00::12"])
