@@ -21,8 +21,8 @@ from drbdha.resources.proc import Result
 from drbdha.vrrp.events import State
 
 
-def inst(drbd: Any, state: State = State.MASTER) -> Any:
-    return SimpleNamespace(storage=object(), drbd=drbd, machine=SimpleNamespace(state=state))
+def inst(state: State = State.MASTER) -> Any:
+    return SimpleNamespace(storage=object(), machine=SimpleNamespace(state=state))
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def inst(drbd: Any, state: State = State.MASTER) -> Any:
     ],
 )
 def test_force_failover_storage_precheck(facts: Any, state: State, refused: str | None) -> None:
-    why = _storage_refusal(inst(facts, state))
+    why = _storage_refusal(inst(state), facts)
     if refused is None:
         assert why is None
     else:
@@ -46,7 +46,7 @@ def test_force_failover_storage_precheck(facts: Any, state: State, refused: str 
 
 
 def test_vrrp_only_instances_have_no_storage_precheck() -> None:
-    assert _storage_refusal(SimpleNamespace(storage=None)) is None  # type: ignore[arg-type]
+    assert _storage_refusal(SimpleNamespace(storage=None), None) is None  # type: ignore[arg-type]
 
 
 class Log:
@@ -137,12 +137,12 @@ def test_a_latch_that_cannot_be_saved_is_held_all_the_same(tmp_path: Path) -> No
 def latched_chains(tmp_path: Path) -> tuple[Any, Any]:
     c, _, _ = make(tmp_path)
     c.latches.set("lab", "disk", "disk Failed while Primary")
-    i = instance()
+    i = instance(c)
     i.machine.inhibitions = ()
     i.machine.set_inhibit = lambda *_a, **_k: []
-    i.drbd = res()
-    i.latches = {"disk": c.latches.of("lab")["disk"]}
-    i.alerts = {}
+    c.state(i).drbd = res()
+    c.state(i).latches = {"disk": c.latches.of("lab")["disk"]}
+    c.state(i).alerts = {}
     return c, i
 
 
@@ -158,7 +158,7 @@ def test_a_clear_latch_that_cannot_be_written_is_refused_with_the_reason(
     why = c.clear_latch(i, "disk", 1.0)
     assert why is not None
     assert "Read-only file system" in why
-    assert "disk" in i.latches  # still latched: nothing changed
+    assert "disk" in c.state(i).latches  # still latched: nothing changed
 
 
 def test_a_latch_held_only_in_memory_is_cleared_when_asked(tmp_path: Path) -> None:
@@ -167,4 +167,4 @@ def test_a_latch_held_only_in_memory_is_cleared_when_asked(tmp_path: Path) -> No
     c, i = latched_chains(tmp_path)
     c.latches.clear("lab", "disk")  # the file no longer has it; memory still does
     assert c.clear_latch(i, "disk", 1.0) is None
-    assert "disk" not in i.latches
+    assert "disk" not in c.state(i).latches

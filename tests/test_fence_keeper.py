@@ -144,20 +144,20 @@ RESUMED = dataclasses.replace(FROZEN, suspended=False, suspended_by=frozenset())
 
 def test_a_frozen_primary_raises_the_alert_and_starts_one_keeper(tmp_path: Path) -> None:
     chains, put, log = make(tmp_path)
-    inst = instance()
-    inst.alerts = {}
+    inst = instance(chains)
+    chains.state(inst).alerts = {}
     chains._note_frozen(inst, FROZEN)
     chains._note_frozen(inst, FROZEN)  # still frozen: nothing new
     assert put == [KeepFencing("lab", "r0")]
-    assert inst.alerts["io_frozen"].startswith("I/O frozen: fencing the peer")
+    assert chains.state(inst).alerts["io_frozen"].startswith("I/O frozen: fencing the peer")
     chains._note_frozen(inst, RESUMED)
-    assert "io_frozen" not in inst.alerts
+    assert "io_frozen" not in chains.state(inst).alerts
     assert log.names() == ["alert", "alert.cleared"]
 
 
 def test_a_suspended_secondary_is_no_frozen_primary(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance()
-    inst.alerts = {}
+    inst = instance(chains)
+    chains.state(inst).alerts = {}
     chains._note_frozen(inst, dataclasses.replace(FROZEN, role="Secondary"))
-    assert (put, inst.alerts) == ([], {})
+    assert (put, chains.state(inst).alerts) == ([], {})

@@ -4,8 +4,9 @@ adverts outdates its own copy.
 
 Real Chains with real LatchStore/Metrics/clock (unused by these paths); fakes: `put` and
 `apply` collect what they are given, FakeLog collects log events, the instance is a
-SimpleNamespace with just the fields these methods read (name, storage, link_lost_at,
-machine.state, machine.last_peer), the DRBD facts are test_drbd_step.res() snapshots, and
+SimpleNamespace with just the fields these methods read (name, storage, machine.state,
+machine.last_peer) and its StorageState in chains.states, the DRBD facts are
+test_drbd_step.res() snapshots, and
 drbd.outdate is monkeypatched with fakes that answer or raise.
 """
 
@@ -23,6 +24,7 @@ from test_drbd_step import res
 from drbdha.clock import MonotonicClock
 from drbdha.config import StorageConfig
 from drbdha.daemon.storage import Chains, OutdateSelf
+from drbdha.daemon.storage_state import StorageState
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.resources import drbd
@@ -73,22 +75,24 @@ def make(tmp_path: Path) -> tuple[Chains, list[object], FakeLog]:
 
 
 def instance(
+    chains: Chains,
     state: State = State.BACKUP,
     seen_at: float | None = None,
     trusted: frozenset[Any] = frozenset({PEER}),
 ) -> Any:
+    """A fake instance with just what these methods read (name, storage, machine.state,
+    machine.last_peer), its storage state registered with `chains` as Chains.build does."""
     peer = None if seen_at is None else Peer(PEER, 200, seen_at)
-    return SimpleNamespace(
+    inst = SimpleNamespace(
         name="lab",
         storage=StorageConfig(name="nfs", drbd_resource="r0"),
-        link_lost_at=None,
         machine=SimpleNamespace(state=state, last_peer=peer),
+    )
+    chains.states[inst.name] = StorageState(
         trusted_masters=trusted,  # [peer].address, as the README's setup has it
-        known_master=None,
-        repl=None,
-        drbd=None,
         fencing={"mode": "unfenced"},  # as fencing/status.py reads it from drbdadm dump
     )
+    return inst
 
 
 def lose_link(chains: Chains, inst: Any, at: float = 10.0, new: Resource = LOST) -> None:
@@ -101,26 +105,26 @@ def lose_link(chains: Chains, inst: Any, at: float = 10.0, new: Resource = LOST)
 @pytest.mark.parametrize("new", [LOST, CONNECTING], ids=["NetworkFailure", "Connecting"])
 def test_losing_the_link_to_a_primary_is_noted(tmp_path: Path, new: Resource) -> None:
     chains, put, log = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     lose_link(chains, inst, 10.0, new)
-    assert inst.link_lost_at == 10.0
+    assert chains.state(inst).link_lost_at == 10.0
     assert log.names() == ["drbd.peer_link_lost"]
     assert put == []
 
 
 def test_a_consistent_disk_counts_as_good_data(tmp_path: Path) -> None:
     chains, _, _ = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     lose_link(chains, inst, 10.0, res(disk="Consistent", connection="Connecting"))
-    assert inst.link_lost_at == 10.0
+    assert chains.state(inst).link_lost_at == 10.0
 
 
 def test_the_first_loss_time_is_kept(tmp_path: Path) -> None:
     chains, _, log = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     lose_link(chains, inst, 10.0)
     chains._note_link(inst, LOST, CONNECTING, 11.0)
-    assert inst.link_lost_at == 10.0
+    assert chains.state(inst).link_lost_at == 10.0
     assert log.names() == ["drbd.peer_link_lost"]
 
 
@@ -136,9 +140,9 @@ def test_the_first_loss_time_is_kept(tmp_path: Path) -> None:
 )
 def test_no_primary_peer_lost_nothing_noted(tmp_path: Path, old: Resource | None) -> None:
     chains, _, log = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     chains._note_link(inst, old, LOST, 10.0)
-    assert inst.link_lost_at is None
+    assert chains.state(inst).link_lost_at is None
     assert log.events == []
 
 
@@ -154,20 +158,20 @@ def test_no_primary_peer_lost_nothing_noted(tmp_path: Path, old: Resource | None
 )
 def test_the_note_is_reset(tmp_path: Path, new: Resource | None) -> None:
     chains, _, _ = make(tmp_path)
-    inst = instance(seen_at=20.0)
+    inst = instance(chains, seen_at=20.0)
     lose_link(chains, inst, 10.0)
-    assert inst.link_lost_at == 10.0
+    assert chains.state(inst).link_lost_at == 10.0
     chains._note_link(inst, LOST, new, 15.0)
-    assert inst.link_lost_at is None
+    assert chains.state(inst).link_lost_at is None
     chains.heard(inst, 20.0)  # an advert after the reset changes nothing
-    assert inst.link_lost_at is None
+    assert chains.state(inst).link_lost_at is None
 
 
 def test_losing_the_link_while_outdated_is_not_noted(tmp_path: Path) -> None:
     chains, _, _ = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     lose_link(chains, inst, 10.0, res(disk="Outdated", connection="Connecting"))
-    assert inst.link_lost_at is None
+    assert chains.state(inst).link_lost_at is None
 
 
 # ---- hearing the primary ---------------------------------------------------------------
@@ -175,12 +179,12 @@ def test_losing_the_link_while_outdated_is_not_noted(tmp_path: Path) -> None:
 
 def test_an_advert_after_the_loss_outdates_this_copy_once(tmp_path: Path) -> None:
     chains, put, log = make(tmp_path)
-    inst = instance()
+    inst = instance(chains)
     lose_link(chains, inst, 10.0)
     inst.machine.last_peer = Peer(PEER, 200, 10.5)
     chains.heard(inst, 10.5)
     assert put == [OutdateSelf("lab", "r0")]
-    assert inst.link_lost_at is None
+    assert chains.state(inst).link_lost_at is None
     level, event, fields = log.events[-1]
     assert (level, event) == ("warning", "drbd.outdating_self")
     assert fields["primary"] == str(PEER)
@@ -210,19 +214,19 @@ def test_an_advert_from_another_router_is_no_proof(
     tmp_path: Path, peer: Peer, trusted: frozenset[Any]
 ) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(trusted=trusted)
+    inst = instance(chains, trusted=trusted)
     inst.machine.last_peer = Peer(PEER, 200, 9.0)
     chains.heard(inst, 9.0)  # the real master, while replication was healthy
     lose_link(chains, inst, 10.0)
     inst.machine.last_peer = peer
     chains.heard(inst, 10.5)
     assert put == []
-    assert inst.link_lost_at == 10.0  # still waiting for the master
+    assert chains.state(inst).link_lost_at == 10.0  # still waiting for the master
 
 
 def test_without_peer_or_unicast_the_master_heard_before_the_loss_counts(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(trusted=frozenset())
+    inst = instance(chains, trusted=frozenset())
     inst.machine.last_peer = Peer(PEER, 200, 9.0)
     chains.heard(inst, 9.0)
     lose_link(chains, inst, 10.0)
@@ -234,16 +238,16 @@ def test_without_peer_or_unicast_the_master_heard_before_the_loss_counts(tmp_pat
 @pytest.mark.parametrize("seen_at", [9.0, 10.0], ids=["before", "same-instant"])
 def test_no_advert_since_the_loss_is_not_proof_of_life(tmp_path: Path, seen_at: float) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(seen_at=seen_at)
+    inst = instance(chains, seen_at=seen_at)
     lose_link(chains, inst, 10.0)
     chains.heard(inst, 12.0)
     assert put == []
-    assert inst.link_lost_at == 10.0  # still waiting for an advert
+    assert chains.state(inst).link_lost_at == 10.0  # still waiting for an advert
 
 
 def test_no_peer_heard_at_all(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(seen_at=None)
+    inst = instance(chains, seen_at=None)
     lose_link(chains, inst, 10.0)
     chains.heard(inst, 12.0)
     assert put == []
@@ -251,7 +255,7 @@ def test_no_peer_heard_at_all(tmp_path: Path) -> None:
 
 def test_a_master_does_not_outdate_itself(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(state=State.MASTER)
+    inst = instance(chains, state=State.MASTER)
     lose_link(chains, inst, 10.0)
     inst.machine.last_peer = Peer(PEER, 200, 11.0)
     chains.heard(inst, 11.0)
@@ -260,8 +264,8 @@ def test_a_master_does_not_outdate_itself(tmp_path: Path) -> None:
 
 def test_an_instance_without_storage_is_left_alone(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance(seen_at=11.0)
-    inst.link_lost_at = 10.0
+    inst = instance(chains, seen_at=11.0)
+    chains.state(inst).link_lost_at = 10.0
     inst.storage = None
     chains.heard(inst, 11.0)
     assert put == []

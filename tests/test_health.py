@@ -4,7 +4,8 @@ takeover damping), and the check loop running real commands (/bin/true, /bin/fal
 sleep past its timeout).
 
 Fakes: FakeLog (test_fencing_rule) collects log events; the instance is a SimpleNamespace
-with the fields Chains reads (name, storage, health, machine); `apply` collects effects."""
+with the fields Chains reads (name, storage, machine), its StorageState holding the checks;
+`apply` collects effects."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from drbdha.config import CheckConfig, StorageConfig
 from drbdha.daemon import health
 from drbdha.daemon.health import CheckResult, CheckState, Health
 from drbdha.daemon.storage import Chains
+from drbdha.daemon.storage_state import StorageState
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.resources import storage_checks
@@ -68,7 +70,7 @@ def setup(tmp_path: Path, *checks: CheckConfig, damping: float = 20.0) -> tuple[
     m.handle_timer(m.get_timer() or 0.0)
     m.chain_settled(True, 4.0)
     assert m.state is State.MASTER
-    inst = SimpleNamespace(name="lab", storage=storage, health=Health("lab", storage), machine=m)
+    inst = SimpleNamespace(name="lab", storage=storage, machine=m)
     applied: list[Any] = []
     chains = Chains(
         lambda _inst, effects, _now: applied.extend(effects),
@@ -78,6 +80,7 @@ def setup(tmp_path: Path, *checks: CheckConfig, damping: float = 20.0) -> tuple[
         FakeLog(),
         MonotonicClock(),
     )
+    chains.states[inst.name] = StorageState(health=Health("lab", storage))
     return chains, inst
 
 

@@ -71,7 +71,6 @@ def instance(
         storage=StorageConfig(name="nfs", drbd_resource="r0", promote_timeout=7.0)
         if storage
         else None,
-        probe=None,
         machine=SimpleNamespace(
             inhibitions=dict.fromkeys(inhibitions, float("inf")),
             last_peer=peer,
@@ -95,7 +94,7 @@ def test_a_silent_primary_peer_is_probed_once_per_deferral() -> None:
     probe.deferred(inst, NOW)
     probe.deferred(inst, NOW)
     assert put == [ProbePeer("lab", "r0", 7.0)]
-    assert inst.probe == "asked"
+    assert probe.state.get(inst.name) == "asked"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +122,7 @@ def test_no_probe_unless_the_silent_peer_is_the_only_reason(inst: Any) -> None:
     probe, put, _ = make()
     probe.deferred(inst, NOW)
     assert put == []
-    assert inst.probe is None
+    assert probe.state.get(inst.name) is None
 
 
 def test_run_logs_counts_and_reports_the_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,15 +171,15 @@ def test_run_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_promote_during_the_deferral_waits_for_the_takeover() -> None:
     probe, _, log = make()
     inst = instance()
-    inst.probe = "asked"
+    probe.state[inst.name] = "asked"
     probe.probed(inst, PeerProbed("lab", "promoted"))
-    assert inst.probe == "promoted"
+    assert probe.state.get(inst.name) == "promoted"
     assert inst.runner.adopted == []
     # The DRBD event clears peer_primary, the takeover goes ahead: the chain's step finds
     # us Primary; nothing to undo.
     inst.machine.takeover_deferred, inst.machine.state = False, State.MASTER
     probe.settle(inst)
-    assert inst.probe is None
+    assert probe.state.get(inst.name) is None
     assert inst.runner.adopted == []
     assert log.events == []
 
@@ -189,12 +188,12 @@ def test_a_promote_during_the_deferral_waits_for_the_takeover() -> None:
 def test_a_promote_without_a_takeover_is_handed_to_the_chain_to_demote(state: State) -> None:
     probe, _, log = make()
     inst = instance()
-    inst.probe = "asked"
+    probe.state[inst.name] = "asked"
     probe.probed(inst, PeerProbed("lab", "promoted"))
     inst.machine.takeover_deferred, inst.machine.state = False, state  # an advert came back
     probe.settle(inst)
     assert inst.runner.adopted == ["drbd"]
-    assert inst.probe is None
+    assert probe.state.get(inst.name) is None
     assert log.names() == ["drbd.peer_probe_undone"]
 
 
@@ -207,7 +206,7 @@ def test_a_refused_probe_is_not_repeated_until_the_deferral_ends() -> None:
     assert len(put) == 1
     inst.machine.takeover_deferred = False
     probe.settle(inst)
-    assert inst.probe is None
+    assert probe.state.get(inst.name) is None
     inst.machine.takeover_deferred = True
     probe.deferred(inst, NOW)
     assert len(put) == 2

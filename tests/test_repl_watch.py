@@ -107,9 +107,9 @@ def test_a_heartbeat_rearms_after_firing() -> None:
 
 def armed(tmp_path: Path, facts: Any = CONNECTED_TO_PRIMARY, state: State = State.BACKUP) -> Any:
     chains, put, log = make(tmp_path)
-    inst = instance(state=state)
-    inst.drbd = facts
-    inst.repl = beating(until=1.0, adverts_until=1.4)
+    inst = instance(chains, state=state)
+    chains.state(inst).drbd = facts
+    chains.state(inst).repl = beating(until=1.0, adverts_until=1.4)
     inst.machine.last_peer = Peer(PEER, 200, 1.6)
     chains.heard(inst, 1.6)
     return chains, put, log, inst
@@ -129,7 +129,7 @@ def test_the_secondary_drops_the_link_and_outdates_itself(tmp_path: Path) -> Non
 
 def test_after_drbd_noticed_too_the_rule_still_fires(tmp_path: Path) -> None:
     chains, put, _, inst = armed(tmp_path, facts=LOST)
-    inst.link_lost_at = 1.2  # DRBD lost the Primary peer as well
+    chains.state(inst).link_lost_at = 1.2  # DRBD lost the Primary peer as well
     chains.repl_tick(inst, 1.71)
     assert put == [OutdateSelf("lab", "r0", drop_link=True)]
 
@@ -153,9 +153,9 @@ def test_the_rule_leaves_other_states_alone(tmp_path: Path, facts: Any, state: S
 
 def test_an_advert_from_another_router_is_no_proof_for_the_heartbeat(tmp_path: Path) -> None:
     chains, put, _ = make(tmp_path)
-    inst = instance()
-    inst.drbd = CONNECTED_TO_PRIMARY
-    inst.repl = beating(until=1.0, adverts_until=1.4)
+    inst = instance(chains)
+    chains.state(inst).drbd = CONNECTED_TO_PRIMARY
+    chains.state(inst).repl = beating(until=1.0, adverts_until=1.4)
     inst.machine.last_peer = Peer(IPv4Address("192.0.2.66"), 255, 1.6)
     chains.heard(inst, 1.6)
     chains.repl_tick(inst, 1.71)
@@ -208,7 +208,7 @@ def test_a_tick_while_the_drbd_side_is_not_ready_does_not_use_up_the_proof(
     chains, put, _, inst = armed(tmp_path, facts=None)  # events2 not read yet
     chains.repl_tick(inst, 1.71)
     assert put == []
-    inst.drbd = CONNECTED_TO_PRIMARY
+    chains.state(inst).drbd = CONNECTED_TO_PRIMARY
     chains.repl_tick(inst, 1.81)
     assert put == [OutdateSelf("lab", "r0", drop_link=True)]
 
@@ -219,7 +219,7 @@ def test_a_fenced_resource_leaves_the_job_to_its_fencing(tmp_path: Path, mode: s
     # outdate: doing it here too raced that request (seen in the lab: the handler's first
     # request failed while this node dropped its own link).
     chains, put, _, inst = armed(tmp_path)
-    inst.fencing = {"mode": mode}
+    chains.state(inst).fencing = {"mode": mode}
     chains.repl_tick(inst, 1.71)
     assert put == []
 

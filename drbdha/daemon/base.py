@@ -61,11 +61,12 @@ class DaemonBase:
         self.instances: dict[str, Instance] = {}
         self.sockets: dict[SocketKey, VrrpSocket] = {}
         self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
-        self.handover = Handover(self.apply, self.instances, self.log)
         self.latches = LatchStore(config.daemon.state_dir / "latches.json")
         self.chains = Chains(
             self.apply, self.inbox.put, self.latches, self.metrics, self.log, self.clock
         )
+        facts = lambda inst: self.chains.state(inst).drbd  # noqa: E731
+        self.handover = Handover(self.apply, self.instances, facts, self.log)
         self.probe = PeerProbe(self.inbox.put, self.metrics, self.log, self.clock)
         self.supervisor = Supervisor(
             lambda task: self.metrics.task_failures.labels(task).inc(), self.log, self.clock

@@ -31,13 +31,19 @@ from drbdha.resources.services import ServicesStep
 
 
 def build(
-    inst: Instance, addresses: Addresses, watcher: DrbdWatcher | None, log: Any
+    inst: Instance,
+    addresses: Addresses,
+    watcher: DrbdWatcher | None,
+    log: Any,
+    split_brain: Callable[[], bool],
 ) -> list[Step]:
+    """`split_brain`: whether the storage room holds a split-brain latch (DRBD's step then
+    refuses to promote)."""
     storage = inst.storage
     steps: list[Step] = []
     vips = [str(v.ip) for v in inst.cfg.virtual_ipaddress]
     if storage is not None and watcher is not None:
-        steps.append(DrbdStep(storage, watcher.facts, lambda: "split-brain" in inst.latches))
+        steps.append(DrbdStep(storage, watcher.facts, split_brain))
         bound = log.bind(instance=inst.name)
         steps.extend(storage_steps(inst.name, storage, watcher, bound, vips[0]))
     vip_timeout = storage.vip_timeout if storage else 10.0

@@ -28,6 +28,7 @@ from drbdha.vrrp.events import State
 
 if TYPE_CHECKING:
     from drbdha.daemon.instance import Instance
+    from drbdha.resources.drbd_events import Resource
 
 Apply = Callable[["Instance", list[Any], float], None]
 TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
@@ -58,9 +59,16 @@ class _Job:
 
 
 class Handover:
-    def __init__(self, apply: Apply, instances: dict[str, Instance], log: Any) -> None:
+    def __init__(
+        self,
+        apply: Apply,
+        instances: dict[str, Instance],
+        facts: Callable[[Instance], Resource | None],
+        log: Any,
+    ) -> None:
         self.apply = apply  # the daemon's: carry out a machine's effects, re-arm its timer
         self.instances = instances  # the daemon's, as it changes
+        self.facts = facts  # the storage room's latest DRBD facts of an instance
         self.log = log
         self.job: _Job | None = None
 
@@ -100,7 +108,7 @@ class Handover:
 
     def _refusal(self, inst: Instance, now: float) -> str | None:
         machine = inst.machine
-        why = _storage_refusal(inst)
+        why = _storage_refusal(inst, self.facts(inst))
         if why is not None:
             return why
         if machine.state is State.MASTER:
@@ -217,12 +225,11 @@ class Handover:
         self.log.info(f"handover.{what}", instance=inst.name, **fields)
 
 
-def _storage_refusal(inst: Instance) -> str | None:
+def _storage_refusal(inst: Instance, res: Resource | None) -> str | None:
     """A hand-over is safe only onto a good copy: the peer connected and UpToDate, and our
     own disk too (a backup taking over must not promote anything but UpToDate data)."""
     if inst.storage is None:
         return None
-    res = inst.drbd
     if res is None:
         return "DRBD state unknown"
     if not good_copy_elsewhere(res):

@@ -16,16 +16,12 @@ from typing import Any
 
 from drbdha.chain.runner import Runner
 from drbdha.config import StorageConfig, VrrpInstanceConfig
-from drbdha.daemon.health import Health
 from drbdha.errors import MalformedPacket
-from drbdha.latches import Latch
 from drbdha.metrics import Metrics
 from drbdha.net.frame_sender import FrameSender
 from drbdha.net.frames import build_garp, build_unsolicited_na
 from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
-from drbdha.resources.drbd_events import Resource
-from drbdha.resources.repl_watch import ReplicationWatch
 from drbdha.status import PeerStatus
 from drbdha.vrrp import packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
@@ -55,20 +51,8 @@ class Instance:
     machine: Machine = field(init=False)
     runner: Runner = field(init=False)  # set by the daemon, which owns the task
     scheduled: float | None = None  # the deadline this instance has in the daemon's heap
-    drbd: Resource | None = None  # the latest DRBD facts (storage chains only)
-    latches: dict[str, Latch] = field(default_factory=dict)
-    alerts: dict[str, str] = field(default_factory=dict)  # kind -> message
     takeover_started: float | None = None  # when the machine last asked for the chain
     deferred_logged: bool = False  # machine.takeover_deferred as last logged
-    link_lost_at: float | None = None  # DRBD lost its Primary peer while we were Secondary
-    probe: str | None = None  # the peer probe in this deferral: "asked", "promoted", "done"
-    fencing: dict[str, Any] | None = None  # status: how this resource is fenced
-    health: Health | None = None  # the chain's checks (storage chains only)
-    # The observation rule (chains.heard): whose adverts prove the Primary alive.
-    trusted_masters: frozenset[IPAddress] = frozenset()  # [peer].address, unicast_peers
-    known_master: IPAddress | None = None  # without those: the master heard while healthy
-    repl: ReplicationWatch | None = None  # the replication heartbeat, once set up
-    repl_peers: tuple[str, ...] = ()  # the peer's DRBD replication addresses
     # priority -> [(encoded advert, sendmsg arguments, destination)], built on first use
     _adverts: dict[int, list[tuple[bytes, Prepared, IPAddress]]] = field(default_factory=dict)
     _garp_frames: list[bytes] = field(default_factory=list)

@@ -75,10 +75,10 @@ class InstanceRoom(DaemonBase):
         if inst.name not in self._runner_tasks:
             name = f"chain_runner:{inst.name}"
             self._runner_tasks[inst.name] = keep(self._runners, name, inst.runner.run)
-        if inst.health is not None and inst.name not in self._check_tasks:
-            checks = functools.partial(
-                health.run_checks, inst.health, inst.runner.is_up, self.inbox.put
-            )
+        checked = self.chains.state(inst).health
+        if checked is not None and inst.name not in self._check_tasks:
+            is_up, put = inst.runner.is_up, self.inbox.put
+            checks = functools.partial(health.run_checks, checked, is_up, put)
             name = f"health_checks:{inst.name}"
             self._check_tasks[inst.name] = keep(self._tasks, name, checks)
         for res, watcher in self.chains.watchers.items():
@@ -167,6 +167,7 @@ class InstanceRoom(DaemonBase):
             if task is not None:
                 task.cancel()
         self.chains.forget(inst)
+        self.probe.state.pop(inst.name, None)
         del self.instances[inst.name]
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
         inst.scheduled = None

@@ -58,6 +58,8 @@ class PeerProbe:
         self.metrics = metrics
         self.log = log
         self.clock = clock
+        # instance name -> this deferral's probe: "asked", "promoted" or "done"
+        self.state: dict[str, str] = {}
 
     def deferred(self, inst: Instance, now: float) -> None:
         """The machine's takeover just became deferred: probe if the rules allow."""
@@ -65,7 +67,7 @@ class PeerProbe:
         peer = m.last_peer
         if (
             inst.storage is None
-            or inst.probe is not None
+            or inst.name in self.state
             or frozenset(m.inhibitions) != SILENT_PEER_ONLY
             or peer is None  # never heard a master: nothing went silent
             or peer.priority == 0
@@ -74,7 +76,7 @@ class PeerProbe:
             or now - peer.seen_at < m.master_down_interval
         ):
             return
-        inst.probe = "asked"
+        self.state[inst.name] = "asked"
         self.put(ProbePeer(inst.name, inst.storage.drbd_resource, inst.storage.promote_timeout))
 
     async def run(self, ev: ProbePeer) -> None:
@@ -100,19 +102,20 @@ class PeerProbe:
         self.put(PeerProbed(ev.instance, r.outcome))
 
     def probed(self, inst: Instance, ev: PeerProbed) -> None:
-        inst.probe = "promoted" if ev.outcome == "promoted" else "done"
+        self.state[inst.name] = "promoted" if ev.outcome == "promoted" else "done"
         self.settle(inst)
 
     def settle(self, inst: Instance) -> None:
         """After every machine input: hand a promote the probe made to the chain."""
-        if inst.probe is None:
+        probe = self.state.get(inst.name)
+        if probe is None:
             return
         m = inst.machine
-        if inst.probe == "done" and not m.takeover_deferred:
-            inst.probe = None  # the next deferral may probe again
-        if inst.probe != "promoted" or m.takeover_deferred:
+        if probe == "done" and not m.takeover_deferred:
+            del self.state[inst.name]  # the next deferral may probe again
+        if probe != "promoted" or m.takeover_deferred:
             return  # nothing made, or the takeover may still go ahead
-        inst.probe = None
+        del self.state[inst.name]
         if m.state is State.MASTER:
             return  # the chain's DRBD step finds us Primary
         adopted = inst.runner.adopt(DrbdStep.name)

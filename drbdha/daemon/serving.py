@@ -84,18 +84,29 @@ class ServingRoom(InstanceRoom):
         """How each chain's DRBD resource is fenced, for status, and its replication
         addresses, for the heartbeat (drbdadm dump, in a task; `_dumped` is set when done)."""
         self._dumped.clear()
-        if not any(i.storage for i in instances):
+        chains = [(i, i.storage) for i in instances if i.storage is not None]
+        if not chains:
             self._dumped.set()
             return
 
-        def found(resource: str, addresses: tuple[str, ...]) -> None:
-            # On the loop's thread, between two awaits of the task: no inbox round trip,
-            # so at start the heartbeat is going before the first advert (see _run).
-            self._start_heartbeat(resource, addresses, self.clock.monotonic())
-
         async def read() -> None:
             try:
-                await fencing_status.fill(instances, self.config.peer, found)
+                for inst, storage in chains:
+                    resource = storage.drbd_resource
+                    summary, addresses = await fencing_status.read(
+                        resource,
+                        inst.cfg.advert_interval,
+                        storage.replication_heartbeat,
+                        self.config.peer,
+                    )
+                    if (st := self.chains.states.get(inst.name)) is None:
+                        continue  # removed by a reload meanwhile
+                    st.fencing = summary
+                    if addresses:
+                        # On the loop's thread, between two awaits of the task: no inbox
+                        # round trip, so at start the heartbeat is going before the first
+                        # advert (see _run).
+                        self._start_heartbeat(resource, addresses, self.clock.monotonic())
             finally:
                 self._dumped.set()
 
@@ -114,11 +125,10 @@ class ServingRoom(InstanceRoom):
             return
         if new and self._loop is not None:
             self._loop.add_reader(sock.fileno(), self.inbox.put, HeartbeatReadable(sock))
-        if inst.repl is None:
-            inst.repl = ReplicationWatch(
-                inst.storage.replication_heartbeat, inst.cfg.advert_interval
-            )
-        inst.repl_peers = peers
+        st = self.chains.state(inst)
+        if st.repl is None:
+            st.repl = ReplicationWatch(inst.storage.replication_heartbeat, inst.cfg.advert_interval)
+        st.repl_peers = peers
         for peer in peers:  # at once: the peer must not see our adverts before it
             sock.send(peer, resource)
         self._heartbeat_due = min(self._heartbeat_due or now, now)
@@ -127,8 +137,9 @@ class ServingRoom(InstanceRoom):
     def _read_heartbeats(self, sock: HeartbeatSocket, now: float) -> None:
         for resource, src in sock.read():
             inst = self.chains.by_resource.get(resource)
-            if inst is not None and inst.repl is not None and src in inst.repl_peers:
-                inst.repl.heartbeat(now)
+            st = self.chains.state(inst) if inst is not None else None
+            if st is not None and st.repl is not None and src in st.repl_peers:
+                st.repl.heartbeat(now)
 
     def _heartbeat_tick(self, now: float) -> None:
         """Send ours, then judge: every heartbeat queued is read first, so a late loop
@@ -136,10 +147,12 @@ class ServingRoom(InstanceRoom):
         for sock in self._heartbeats.sockets.values():
             self._read_heartbeats(sock, now)
         self._heartbeats.send()
-        watched = [i for i in self.instances.values() if i.repl is not None]
-        for inst in watched:
-            self.chains.repl_tick(inst, now)
-        intervals = [i.repl.interval for i in watched if i.repl is not None]
+        intervals = []
+        for inst in self.instances.values():
+            watch = self.chains.state(inst).repl
+            if watch is not None:
+                self.chains.repl_tick(inst, now)
+                intervals.append(watch.interval)
         self._heartbeat_due = now + min(intervals) if intervals else None
 
     def _keep_fencing(self, ev: KeepFencing) -> None:
@@ -195,7 +208,7 @@ class ServingRoom(InstanceRoom):
                         "name": i.name,
                         "state": i.machine.state.value,
                         "faults": sorted(i.machine.faults),
-                        "latches": [{"kind": k} for k in i.latches],
+                        "latches": [{"kind": k} for k in self.chains.state(i).latches],
                         "warnings": i.warnings(),
                     }
                     for i in self.instances.values()
@@ -208,7 +221,7 @@ class ServingRoom(InstanceRoom):
         wall = self.clock.wall()
         insts = []
         for i in self.instances.values():
-            storage, latches, alerts = storage_status(i, wall)
+            storage, latches, alerts = storage_status(i, self.chains.state(i), wall)
             insts.append(
                 status.instance_status(
                     i.cfg,
@@ -242,7 +255,7 @@ class ServingRoom(InstanceRoom):
             raise control.CommandError(f"no instance named {name!r}", "refused")
         cleared, refused = [], []
         for inst in targets:
-            for k in [k for k in list(inst.latches) if kind in (None, k)]:
+            for k in [k for k in list(self.chains.state(inst).latches) if kind in (None, k)]:
                 why = self.chains.clear_latch(inst, k, now)
                 if why is None:
                     cleared.append({"instance": inst.name, "kind": k})

@@ -31,6 +31,7 @@ from drbdha.daemon import compose as steps
 from drbdha.daemon.health import CheckResult, Health
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.power import SYSRQ, PowerAction
+from drbdha.daemon.storage_state import StorageState
 from drbdha.errors import LatchError
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.latches import KINDS as LATCH_KINDS
@@ -72,6 +73,7 @@ class Chains:
         self.clock = clock
         self.watchers: dict[str, DrbdWatcher] = {}
         self.by_resource: dict[str, Instance] = {}
+        self.states: dict[str, StorageState] = {}  # instance name -> what we know of it
         self._series: dict[str, list[tuple[Any, tuple[str, ...]]]] = {}
 
     # ---- building ------------------------------------------------------------------------
@@ -79,28 +81,34 @@ class Chains:
     def build(self, inst: Instance, addresses: Addresses, peer: IPAddress | None = None) -> None:
         """Give `inst` its steps and runner (and a DRBD watcher for its resource); `peer`:
         the [peer] section's address, one of the masters the observation rule believes."""
-        inst.trusted_masters = frozenset(inst.cfg.unicast_peers) | ({peer} if peer else set())
+        st = self.states[inst.name] = StorageState()
+        st.trusted_masters = frozenset(inst.cfg.unicast_peers) | ({peer} if peer else set())
         watcher = None
         if inst.storage is not None:
             res = inst.storage.drbd_resource
             watcher = self.watchers.get(res) or DrbdWatcher(res, self.put, self.log)
             self.watchers[res] = watcher
             self.by_resource[res] = inst
-            inst.latches = self.latches.of(inst.name)
+            st.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
                 # operator has looked (clear-latch rewrites the file).
                 reason = f"latch file unreadable: {self.latches.load_error}"
-                inst.latches["disk"] = Latch("disk", reason, self.clock.wall())
-        chain = steps.build(inst, addresses, watcher, self.log)
+                st.latches["disk"] = Latch("disk", reason, self.clock.wall())
+        split_brain = lambda: "split-brain" in st.latches  # noqa: E731
+        chain = steps.build(inst, addresses, watcher, self.log, split_brain)
         inst.runner = Runner(inst.name, chain, self.put, self.clock)
         if inst.storage is not None:
-            inst.health = Health(inst.name, inst.storage)
+            st.health = Health(inst.name, inst.storage)
 
     # ---- health checks -------------------------------------------------------------------
 
+    def state(self, inst: Instance) -> StorageState:
+        return self.states[inst.name]
+
     def on_check(self, inst: Instance, ev: CheckResult, now: float) -> None:
-        state = inst.health.states.get(ev.check) if inst.health else None
+        st = self.states[inst.name]
+        state = st.health.states.get(ev.check) if st.health else None
         if state is None or not state.result(ev.ok, ev.detail):
             return
         self.metrics.check_failing.labels(inst.name, ev.check).set(1 if state.failing else 0)
@@ -112,28 +120,31 @@ class Chains:
 
     def reset_builtin_checks(self, inst: Instance, now: float) -> None:
         """The chain went down: what the built-in checks said about it no longer holds."""
-        if inst.health is None:
+        st = self.states[inst.name]
+        if st.health is None:
             return
-        cleared = [n for n, s in inst.health.states.items() if s.builtin and s.reset()]
+        cleared = [n for n, s in st.health.states.items() if s.builtin and s.reset()]
         for name in cleared:
             self.metrics.check_failing.labels(inst.name, name).set(0)
         if cleared:
             self._apply_health(inst, now, damp=False)
 
     def _apply_health(self, inst: Instance, now: float, *, damp: bool) -> None:
-        assert inst.health is not None
+        st = self.states[inst.name]
+        assert st.health is not None
         assert inst.storage is not None
         m = inst.machine
-        effects = m.set_penalty(inst.health.penalty, now)
+        effects = m.set_penalty(st.health.penalty, now)
         if damp and m.state is State.MASTER and inst.storage.takeover_damping > 0:
             until = now + inst.storage.takeover_damping
             effects += m.set_inhibit("takeover_damped", True, now, until=until, resign=False)
-        failing = inst.health.faults()
-        for name in inst.health.states:
+        failing = st.health.faults()
+        for name in st.health.states:
             effects += m.set_fault(f"check:{name}", f"check:{name}" in failing, now)
         self.apply(inst, effects, now)
 
     def forget(self, inst: Instance) -> None:
+        self.states.pop(inst.name, None)
         if inst.storage is not None:
             self.by_resource.pop(inst.storage.drbd_resource, None)
 
@@ -145,10 +156,11 @@ class Chains:
 
     def initial_verdict(self, inst: Instance, now: float) -> None:
         if inst.storage is not None:
+            st = self.states[inst.name]
             watcher = self.watchers[inst.storage.drbd_resource]
-            inst.drbd = watcher.facts()
-            self._note_frozen(inst, inst.drbd)
-            self._judge(inst, None, inst.drbd, now)
+            st.drbd = watcher.facts()
+            self._note_frozen(inst, st.drbd)
+            self._judge(inst, None, st.drbd, now)
             self._export_drbd(inst)
 
     # ---- runner reports ------------------------------------------------------------------
@@ -216,7 +228,7 @@ class Chains:
         inst = self.by_resource.get(ev.resource)
         if inst is None:
             return
-        inst.drbd = ev.new
+        self.states[inst.name].drbd = ev.new
         self._note_frozen(inst, ev.new)
         self._judge(inst, ev.old, ev.new, now)
         self._export_drbd(inst)
@@ -227,27 +239,29 @@ class Chains:
         peer asked in the background should the handler not get through
         (fencing/keeper.py)."""
         frozen = new is not None and new.frozen_for_fencing
-        if frozen and "io_frozen" not in inst.alerts:
+        st = self.states[inst.name]
+        if frozen and "io_frozen" not in st.alerts:
             assert new is not None
-            inst.alerts["io_frozen"] = IO_FROZEN
+            st.alerts["io_frozen"] = IO_FROZEN
             self.log.critical("alert", instance=inst.name, kind="io_frozen", message=IO_FROZEN)
             self.put(KeepFencing(inst.name, new.name))
-        elif not frozen and inst.alerts.pop("io_frozen", None) is not None:
+        elif not frozen and st.alerts.pop("io_frozen", None) is not None:
             self.log.info("alert.cleared", instance=inst.name, kind="io_frozen")
 
     def _note_link(
         self, inst: Instance, old: Resource | None, new: Resource | None, now: float
     ) -> None:
         """Remember when DRBD lost a Primary peer while we are a Secondary with good data."""
+        st = self.states[inst.name]
         if (
             new is None
             or new.role != "Secondary"
             or new.connected
             or new.worst_disk not in ("UpToDate", "Consistent")  # 9 passes through Consistent
         ):
-            inst.link_lost_at = None
-        elif old is not None and old.peer_primary and inst.link_lost_at is None:
-            inst.link_lost_at = now
+            st.link_lost_at = None
+        elif old is not None and old.peer_primary and st.link_lost_at is None:
+            st.link_lost_at = now
             self.log.warning(
                 "drbd.peer_link_lost",
                 instance=inst.name,
@@ -264,12 +278,13 @@ class Chains:
             return
         if not self._believed(inst, peer.address, now, vips_match=peer.vips_match):
             return
-        if inst.repl is not None:
-            inst.repl.master_heard(now)
-        lost = inst.link_lost_at
+        st = self.states[inst.name]
+        if st.repl is not None:
+            st.repl.master_heard(now)
+        lost = st.link_lost_at
         if lost is None or peer.seen_at <= lost or inst.machine.state is State.MASTER:
             return
-        inst.link_lost_at = None
+        st.link_lost_at = None
         self._outdate_self(inst, "replication_lost_primary_alive", peer.address, now - lost)
 
     def _believed(
@@ -282,29 +297,31 @@ class Chains:
         Primary dies)."""
         if not vips_match:
             return False
-        if inst.trusted_masters:
-            return address in inst.trusted_masters
-        if inst.link_lost_at is None and (inst.repl is None or not inst.repl.silent(now)):
-            inst.known_master = address  # replication is healthy: this is the master
-        return address == inst.known_master
+        st = self.states[inst.name]
+        if st.trusted_masters:
+            return address in st.trusted_masters
+        if st.link_lost_at is None and (st.repl is None or not st.repl.silent(now)):
+            st.known_master = address  # replication is healthy: this is the master
+        return address == st.known_master
 
     def repl_tick(self, inst: Instance, now: float) -> None:
         """After reading the heartbeats: outdate our copy once the replication path to a
         live Primary has been gone long enough (resources/repl_watch.py). Only unfenced: a
         fence-peer handler (or DRBD 9 quorum) does this job with the Primary's I/O held,
         and doing it beside the handler races the outdate it asks of us."""
-        res, watch = inst.drbd, inst.repl
+        st = self.states[inst.name]
+        res, watch = st.drbd, st.repl
         if watch is None or res is None or inst.machine.state is State.MASTER:
             return
-        if (inst.fencing or {}).get("mode") != "unfenced":
+        if (st.fencing or {}).get("mode") != "unfenced":
             return
         good = res.worst_disk in ("UpToDate", "Consistent")
-        primary_peer = res.peer_primary or inst.link_lost_at is not None
+        primary_peer = res.peer_primary or st.link_lost_at is not None
         if res.role != "Secondary" or not good or not primary_peer or not watch.due(now):
             return
         assert watch.heard_at is not None
         self._outdate_self(
-            inst, "replication_heartbeat_lost", inst.known_master, now - watch.heard_at, drop=True
+            inst, "replication_heartbeat_lost", st.known_master, now - watch.heard_at, drop=True
         )
 
     def _outdate_self(
@@ -355,25 +372,26 @@ class Chains:
 
     def _judge(self, inst: Instance, old: Any, new: Any, now: float) -> None:
         assert inst.storage is not None
+        st = self.states[inst.name]
         verdict = guard.assess(
-            old, new, on_disk_loss=inst.storage.on_disk_loss, latched=frozenset(inst.latches)
+            old, new, on_disk_loss=inst.storage.on_disk_loss, latched=frozenset(st.latches)
         )
         for kind, reason in verdict.latch:
-            inst.latches[kind] = self.latches.set(inst.name, kind, reason)
+            st.latches[kind] = self.latches.set(inst.name, kind, reason)
             self.log.error("latch.set", instance=inst.name, kind=kind, reason=reason)
             if self.latches.save_error:
                 self.log.critical(
                     "latch.unsaved", instance=inst.name, error=self.latches.save_error
                 )
         for kind, message in verdict.alerts:
-            if inst.alerts.get(kind) != message:
-                inst.alerts[kind] = message
+            if st.alerts.get(kind) != message:
+                st.alerts[kind] = message
                 self.log.critical("alert", instance=inst.name, kind=kind, message=message)
         self.sync_inhibitions(inst, verdict.inhibitions, now)
         for kind in LATCH_KINDS:
-            self.metrics.latch.labels(inst.name, kind).set(1 if kind in inst.latches else 0)
+            self.metrics.latch.labels(inst.name, kind).set(1 if kind in st.latches else 0)
         for kind in guard.ALERT_KINDS:
-            self.metrics.alert.labels(inst.name, kind).set(1 if kind in inst.alerts else 0)
+            self.metrics.alert.labels(inst.name, kind).set(1 if kind in st.alerts else 0)
 
     def sync_inhibitions(self, inst: Instance, wanted: frozenset[str], now: float) -> None:
         held = set(inst.machine.inhibitions) & guard.MANAGED
@@ -395,7 +413,8 @@ class Chains:
 
     def clear_latch(self, inst: Instance, kind: str, now: float) -> str | None:
         """Clear one latch; the refusal reason if the cause is not fixed yet."""
-        res = inst.drbd
+        st = self.states[inst.name]
+        res = st.drbd
         if res is None:
             return "DRBD state unknown (is the resource up?)"
         if not res.local_uptodate:
@@ -409,22 +428,22 @@ class Chains:
             return e.reason
         # Held in memory even when the file no longer had it (an unreadable file latches
         # every instance; the first clear-latch rewrites it): the operator asked, it goes.
-        if inst.latches.pop(kind, None) is not None:
+        if st.latches.pop(kind, None) is not None:
             if kind == "split-brain" and inst.storage is not None:
                 # The tracker remembers the helper call; forget it with the latch.
                 watcher = self.watchers[inst.storage.drbd_resource]
                 watcher.tracker.clear_split_brain(inst.storage.drbd_resource)
-                res = inst.drbd = watcher.facts()
+                res = st.drbd = watcher.facts()
             if kind == "disk":
-                inst.alerts.pop("no_uptodate_copy", None)
-                inst.alerts.pop("disk_lost", None)
+                st.alerts.pop("no_uptodate_copy", None)
+                st.alerts.pop("disk_lost", None)
             self.log.info("latch.cleared", instance=inst.name, kind=kind)
             self._judge(inst, res, res, now)
         return None
 
     def _export_drbd(self, inst: Instance) -> None:
         """drbd-reactor's families and labels (enum form: 1 for the current state)."""
-        res = inst.drbd
+        res = self.states[inst.name].drbd
         if inst.storage is None:
             return
         name = inst.storage.drbd_resource
@@ -452,7 +471,9 @@ class Chains:
         self._series[name] = series
 
 
-def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], list[Any]]:
+def storage_status(
+    inst: Instance, st: StorageState, wall_now: float
+) -> tuple[Any, list[Any], list[Any]]:
     """(storage, latches, alerts) of the status document for one instance."""
     runner = inst.runner
     chain: list[status.StepStatus] = []
@@ -470,16 +491,16 @@ def storage_status(inst: Instance, wall_now: float) -> tuple[Any, list[Any], lis
     storage = status.empty_storage()
     storage["chain"] = chain
     if inst.storage is not None:
-        storage["drbd"] = _drbd_status(inst.storage.drbd_resource, inst.drbd)
-        storage["fencing"] = inst.fencing  # type: ignore[typeddict-item]
+        storage["drbd"] = _drbd_status(inst.storage.drbd_resource, st.drbd)
+        storage["fencing"] = st.fencing  # type: ignore[typeddict-item]
         up = {name for name in runner.plan.names if runner.step_up(name)}
         storage.update(_nfs_status(inst, up))  # type: ignore[typeddict-item]
-        storage["checks"] = inst.health.status() if inst.health else []
+        storage["checks"] = st.health.status() if st.health else []
     latches = [
         {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
-        for k, v in sorted(inst.latches.items())
+        for k, v in sorted(st.latches.items())
     ]
-    alerts = [{"kind": k, "message": m} for k, m in sorted(inst.alerts.items())]
+    alerts = [{"kind": k, "message": m} for k, m in sorted(st.alerts.items())]
     return storage, latches, alerts
 
 

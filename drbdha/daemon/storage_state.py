@@ -1,0 +1,31 @@
+"""What the storage room knows of one instance's chain: its DRBD facts, latches and alerts,
+the observation rule's memory, the heartbeat's watch, the checks and how the resource is
+fenced. One object per instance, kept by the storage room (storage.py `Chains.states`); the
+Instance itself is VRRP only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from drbdha.daemon.health import Health
+from drbdha.latches import Latch
+from drbdha.resources.drbd_events import Resource
+from drbdha.resources.repl_watch import ReplicationWatch
+
+IPAddress = IPv4Address | IPv6Address
+
+
+@dataclass
+class StorageState:
+    drbd: Resource | None = None  # the latest DRBD facts
+    latches: dict[str, Latch] = field(default_factory=dict)
+    alerts: dict[str, str] = field(default_factory=dict)  # kind -> message
+    link_lost_at: float | None = None  # DRBD lost its Primary peer while we were Secondary
+    fencing: dict[str, str | None] | None = None  # status: how the resource is fenced
+    health: Health | None = None  # the chain's checks
+    # The observation rule (storage.py `heard`): whose adverts prove the Primary alive.
+    trusted_masters: frozenset[IPAddress] = frozenset()  # [peer].address, unicast_peers
+    known_master: IPAddress | None = None  # without those: the master heard while healthy
+    repl: ReplicationWatch | None = None  # the replication heartbeat, once set up
+    repl_peers: tuple[str, ...] = ()  # the peer's DRBD replication addresses
