@@ -284,58 +284,40 @@ def _with(extra: str = "", drop: str = "") -> str:
     return "\n".join(lines) + "\n" + extra + "\n"
 
 
+def _swap(old: str, new: str) -> str:
+    return GOOD.replace(old, new)
+
+
+VI = "vrrp_instance[0]."  # the key path of the one instance's keys
+VIP = "10.250.0.100/24"
 BAD_CONFIGS: dict[str, tuple[str | bytes, str]] = {
-    "vrid_out_of_range": (GOOD.replace("vrid = 51", "vrid = 256"), "vrrp_instance[0].vrid"),
-    "unknown_key": (_with("prio = 5"), "vrrp_instance[0].prio"),
-    "missing_interface": (_with(drop="interface"), "vrrp_instance[0].interface"),
-    "v2_fractional_interval": (
-        _with("version = 2\nadvert_interval = 0.5"),
-        "vrrp_instance[0].advert_interval",
-    ),
-    "v3_interval_too_fine": (_with("advert_interval = 0.015"), "vrrp_instance[0].advert_interval"),
-    "vip_not_a_list": (
-        GOOD.replace('["10.250.0.100/24"]', '"10.250.0.100/24"'),
-        "vrrp_instance[0].virtual_ipaddress",
-    ),
-    "vip_garbage": (
-        GOOD.replace("10.250.0.100/24", "10.250.0.300/24"),
-        "vrrp_instance[0].virtual_ipaddress",
-    ),
-    "vip_without_prefix": (
-        GOOD.replace("10.250.0.100/24", "10.250.0.100"),
-        "vrrp_instance[0].virtual_ipaddress",
-    ),
-    "mixed_families": (
-        GOOD.replace('"10.250.0.100/24"', '"10.250.0.100/24", "fd00::1/64"'),
-        "vrrp_instance[0].virtual_ipaddress",
-    ),
-    "peer_family": (_with('unicast_peers = ["fd00::2"]'), "vrrp_instance[0].unicast_peers"),
-    "v2_ipv6": (
-        GOOD.replace("10.250.0.100/24", "fd00::100/64") + "version = 2\n",
-        "vrrp_instance[0].version",
-    ),
-    "version_4": (_with("version = 4"), "vrrp_instance[0].version"),
-    "huge_priority": (
-        _with("priority = 99999999999999999999999999999"),
-        "vrrp_instance[0].priority",
-    ),
-    "priority_bool": (_with("priority = true"), "vrrp_instance[0].priority"),
-    "infinite_interval": (_with("advert_interval = inf"), "vrrp_instance[0].advert_interval"),
-    "nan_delay": (_with("preempt_delay = nan"), "vrrp_instance[0].preempt_delay"),
-    "preempt_string": (_with('preempt = "yes"'), "vrrp_instance[0].preempt"),
-    "checksum_mode": (_with('checksum_mode = "both"'), "vrrp_instance[0].checksum_mode"),
+    "vrid_out_of_range": (_swap("vrid = 51", "vrid = 256"), VI + "vrid"),
+    "unknown_key": (_with("prio = 5"), VI + "prio"),
+    "missing_interface": (_with(drop="interface"), VI + "interface"),
+    "v2_fractional_interval": (_with("version = 2\nadvert_interval = 0.5"), VI + "advert_interval"),
+    "v3_interval_too_fine": (_with("advert_interval = 0.015"), VI + "advert_interval"),
+    "vip_not_a_list": (_swap(f'["{VIP}"]', f'"{VIP}"'), VI + "virtual_ipaddress"),
+    "vip_garbage": (_swap(VIP, "10.250.0.300/24"), VI + "virtual_ipaddress"),
+    "vip_without_prefix": (_swap(VIP, "10.250.0.100"), VI + "virtual_ipaddress"),
+    "mixed_families": (_swap(f'"{VIP}"', f'"{VIP}", "fd00::1/64"'), VI + "virtual_ipaddress"),
+    "peer_family": (_with('unicast_peers = ["fd00::2"]'), VI + "unicast_peers"),
+    "v2_ipv6": (_swap(VIP, "fd00::100/64") + "version = 2\n", VI + "version"),
+    "version_4": (_with("version = 4"), VI + "version"),
+    "huge_priority": (_with("priority = 99999999999999999999999999999"), VI + "priority"),
+    "priority_bool": (_with("priority = true"), VI + "priority"),
+    "infinite_interval": (_with("advert_interval = inf"), VI + "advert_interval"),
+    "nan_delay": (_with("preempt_delay = nan"), VI + "preempt_delay"),
+    "preempt_string": (_with('preempt = "yes"'), VI + "preempt"),
+    "checksum_mode": (_with('checksum_mode = "both"'), VI + "checksum_mode"),
     "metrics_listen": (
-        GOOD.replace('metrics_listen = ""', 'metrics_listen = "nope"'),
+        _swap('metrics_listen = ""', 'metrics_listen = "nope"'),
         "daemon.metrics_listen",
     ),
     "metrics_port_range": (
-        GOOD.replace('metrics_listen = ""', 'metrics_listen = "127.0.0.1:70000"'),
+        _swap('metrics_listen = ""', 'metrics_listen = "127.0.0.1:70000"'),
         "daemon.metrics_listen",
     ),
-    "interface_name_too_long": (
-        GOOD.replace('"eth0"', '"a-very-long-interface-name"'),
-        "vrrp_instance[0].interface",
-    ),
+    "interface_name_too_long": (_swap('"eth0"', '"a-very-long-interface-name"'), VI + "interface"),
     "no_instance": ('[daemon]\nmetrics_listen = ""\n', "vrrp_instance"),
     "instance_not_table": ("vrrp_instance = [1, 2]\n", "vrrp_instance[0]"),
     "duplicate_vrid": (
