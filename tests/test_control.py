@@ -185,17 +185,27 @@ def test_handler_errors_become_replies(sock: Path) -> None:
     }
 
 
-def test_handler_deadline(sock: Path) -> None:
+def _ask_a_slow_handler(
+    sock: Path, takes: float, reply: dict[str, Any], request: dict[str, Any], **limits: float
+) -> dict[str, Any]:
+    """Ask `request` of a server (with `limits`) whose handler takes `takes` seconds to
+    answer `reply`."""
+
     async def slow(req: dict[str, Any]) -> dict[str, Any]:
         del req
-        await asyncio.sleep(10)
-        return {}
+        await asyncio.sleep(takes)
+        return reply
 
     async def main() -> dict[str, Any]:
-        async with serving(sock, slow, handler_timeout=0.1):
-            return await ask(sock, {"command": "force-failover"})
+        async with serving(sock, slow, **limits):
+            return await ask(sock, request)
 
-    assert asyncio.run(main()) == {
+    return asyncio.run(main())
+
+
+def test_handler_deadline(sock: Path) -> None:
+    request = {"command": "force-failover"}
+    assert _ask_a_slow_handler(sock, 10, {}, request, handler_timeout=0.1) == {
         "ok": False,
         "code": "timeout",
         "error": "force-failover did not finish within 0.1s",
@@ -203,16 +213,9 @@ def test_handler_deadline(sock: Path) -> None:
 
 
 def test_long_command_is_not_cut_by_the_read_timeout(sock: Path) -> None:
-    async def slowish(req: dict[str, Any]) -> dict[str, Any]:
-        del req
-        await asyncio.sleep(0.3)
-        return {"outcome": "done"}
-
-    async def main() -> dict[str, Any]:
-        async with serving(sock, slowish, read_timeout=0.1):
-            return await ask(sock, {"command": "force-failover", "wait": 5})
-
-    assert asyncio.run(main()) == {"ok": True, "outcome": "done"}
+    request = {"command": "force-failover", "wait": 5}
+    reply = _ask_a_slow_handler(sock, 0.3, {"outcome": "done"}, request, read_timeout=0.1)
+    assert reply == {"ok": True, "outcome": "done"}
 
 
 # ---- root only ---------------------------------------------------------------------------
