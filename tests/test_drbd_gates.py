@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
+from drbd_facts import drbd84, final, peer, res, vol
 
-from drbdha.resources.drbd_events import (
-    Connection,
-    PeerVolume,
-    Resource,
-    Tracker,
-    Volume,
-    parse_events2_line,
-)
+from drbdha.resources.drbd_events import Resource, Volume
 from drbdha.resources.drbd_gates import (
     REASONS,
     disk_lost,
@@ -28,55 +21,6 @@ from drbdha.resources.drbd_gates import (
 )
 
 DATA = Path(__file__).parent / "data" / "drbd"
-
-
-def vol(volume: int = 0, disk: str = "UpToDate", **kw: Any) -> Volume:
-    fields: dict[str, Any] = {"minor": volume + 1, "client": False, "quorum": True, "open": False}
-    return Volume(volume, disk=disk, **(fields | kw))
-
-
-def peer(
-    connection: str = "Connected",
-    role: str = "Secondary",
-    peer_disk: str = "UpToDate",
-    *,
-    node: int = 1,
-    volumes: tuple[int, ...] = (0,),
-    peer_client: bool = False,
-) -> Connection:
-    replication = "Established" if connection == "Connected" else "Off"
-    return Connection(
-        node,
-        f"node{node + 1}",
-        connection,
-        role,
-        tuple(PeerVolume(v, replication, peer_disk, peer_client, 0) for v in volumes),
-    )
-
-
-def res(**kw: Any) -> Resource:
-    base = Resource(
-        name="r0",
-        role="Secondary",
-        suspended=False,
-        may_promote=True,
-        promotion_score=10101,
-        force_io_failures=False,
-        devices=(vol(),),
-        connections=(peer(),),
-    )
-    return dataclasses.replace(base, **kw)
-
-
-def drbd84(**kw: Any) -> Resource:
-    """8.4: no may_promote, promotion score, quorum or open; peer-node-id 0, conn-name peer."""
-    base = res(
-        may_promote=None,
-        promotion_score=None,
-        devices=(vol(quorum=None, open=None),),
-        connections=(dataclasses.replace(peer(node=0), conn_name="peer"),),
-    )
-    return dataclasses.replace(base, **kw)
 
 
 PRIMARY_PEER = (peer(role="Primary"),)
@@ -215,15 +159,6 @@ def test_multiple_primaries_when_allowed() -> None:
 # ---- gates on real output ------------------------------------------------------------------
 
 
-def final(lines: list[str], name: str) -> Resource | None:
-    tracker = Tracker()
-    for line in lines:
-        event = parse_events2_line(line)
-        if event is not None:
-            tracker.feed(event)
-    return tracker.resource(name)
-
-
 def du_plain(stem: str) -> list[str]:
     """The first (plain) output block of a drbd-utils events2 .test file."""
     text = (DATA / f"events2-{stem}.test").read_text(encoding="utf-8")
@@ -257,43 +192,28 @@ def test_gates_on_the_detach_recording() -> None:
 
 # ---- disk_lost: the detach edge (B8) --------------------------------------------------------
 
+
+def primary(*devices: Volume) -> Resource:
+    return res(role="Primary", devices=devices)
+
+
 LOST_CASES: list[tuple[str, Resource | None, Resource, bool]] = [
-    (
-        "UpToDate -> Failed while Primary",
-        res(role="Primary"),
-        res(role="Primary", devices=(vol(disk="Failed"),)),
-        True,
-    ),
+    ("UpToDate -> Failed while Primary", res(role="Primary"), primary(vol(disk="Failed")), True),
     (
         "Failed -> Diskless is the same loss",
-        res(role="Primary", devices=(vol(disk="Failed"),)),
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
+        primary(vol(disk="Failed")),
+        primary(vol(disk="Diskless")),
         False,
     ),
-    (
-        "UpToDate -> Diskless at once",
-        res(role="Primary"),
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
-        True,
-    ),
-    (
-        "manual detach: Detaching",
-        res(role="Primary"),
-        res(role="Primary", devices=(vol(disk="Detaching"),)),
-        True,
-    ),
+    ("UpToDate -> Diskless at once", res(role="Primary"), primary(vol(disk="Diskless")), True),
+    ("manual detach: Detaching", res(role="Primary"), primary(vol(disk="Detaching")), True),
     (
         "Inconsistent (SyncTarget) -> Failed",
-        res(role="Primary", devices=(vol(disk="Inconsistent"),)),
-        res(role="Primary", devices=(vol(disk="Failed"),)),
+        primary(vol(disk="Inconsistent")),
+        primary(vol(disk="Failed")),
         True,
     ),
-    (
-        "second volume lost",
-        res(role="Primary", devices=(vol(0), vol(1))),
-        res(role="Primary", devices=(vol(0), vol(1, "Failed"))),
-        True,
-    ),
+    ("second volume lost", primary(vol(0), vol(1)), primary(vol(0), vol(1, "Failed")), True),
     (
         "Secondary losing its disk is not this edge",
         res(),
@@ -302,35 +222,20 @@ LOST_CASES: list[tuple[str, Resource | None, Resource, bool]] = [
     ),
     (
         "diskless client Primary",
-        res(role="Primary", devices=(vol(disk="Diskless", client=True),)),
-        res(role="Primary", devices=(vol(disk="Diskless", client=True),)),
+        primary(vol(disk="Diskless", client=True)),
+        primary(vol(disk="Diskless", client=True)),
         False,
     ),
-    (
-        "first sight of a diskless Primary",
-        None,
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
-        True,
-    ),
-    (
-        "device appears Diskless on a Primary",
-        res(role="Primary", devices=()),
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
-        True,
-    ),
+    ("first sight of a diskless Primary", None, primary(vol(disk="Diskless")), True),
+    ("device appears Diskless on a Primary", primary(), primary(vol(disk="Diskless")), True),
     ("first sight of a healthy Primary", None, res(role="Primary"), False),
     (
         "promoted while already diskless",
         res(devices=(vol(disk="Diskless"),)),
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
+        primary(vol(disk="Diskless")),
         False,
     ),
-    (
-        "re-attach",
-        res(role="Primary", devices=(vol(disk="Diskless"),)),
-        res(role="Primary", devices=(vol(disk="Attaching"),)),
-        False,
-    ),
+    ("re-attach", primary(vol(disk="Diskless")), primary(vol(disk="Attaching")), False),
 ]
 
 
