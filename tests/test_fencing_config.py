@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from config_cases import assert_one_problem
+from test_check_config import TOML
 from test_config_storage import _data as storage_data
-from test_drbd_config import TOML
 from test_drbd_step import res
 from test_fencing_channel import DSTATE, OUTDATE, FakeDrbdadm, FakeLog
 
