@@ -5,10 +5,11 @@ deadline, and report exactly one outcome: done, refused (why) or timed_out (stat
 
 On the master, the hand-over is a resignation (priority 0): a backup takes over after its
 Skew_Time. VRRP backups are silent, so the master cannot see a live backup beforehand: the
-resignation is the probe. If no peer advertises within two intervals of it, the master
-takes the role straight back (outcome refused, with the measured gap) rather than leave the
-address unserved. With a storage chain it is refused up front unless the DRBD peer is
-connected and UpToDate (and so is our own disk): a hand-over must never land on stale data.
+resignation is the probe. If no peer advertises within two intervals of it (plus the
+chain's release), the master's VRRP machine takes the role straight back (machine.resign;
+outcome refused, with the measured gap) rather than leave the address unserved. With a
+storage chain it is refused up front unless the DRBD peer is connected and UpToDate (and so
+is our own disk): a hand-over must never land on stale data.
 On a backup, it takes over at once with priority 254 for the hold-off time; the master
 hears the higher priority and steps down.
 Both nodes hold off preemption for the hold-off time, so the role does not flip back.
@@ -37,7 +38,6 @@ TAKEOVER_PRIORITY = 254  # highest a non-owner may use (RFC 5798 §5.2.4)
 TAKEOVER_IGNORES = guard.PREEMPT_OK
 DEFAULT_WAIT = 10.0
 DEFAULT_HOLD_OFF = 300.0
-MARGIN = 0.05  # seconds of slack for delivery and scheduling
 
 
 @dataclass
@@ -45,7 +45,6 @@ class _Target:
     inst: Instance
     role: str  # "master" (we resign) or "backup" (we take over)
     started_at: float
-    probe_until: float  # master: when to give up on a peer taking over
     done: bool = False
 
 
@@ -75,8 +74,7 @@ class Handover:
     def deadline(self) -> float | None:
         if self.job is None:
             return None
-        pending = [t.probe_until for t in self.job.targets if t.role == "master" and not t.done]
-        return min([self.job.deadline, *pending])
+        return self.job.deadline  # a resignation's take-back is the machine's own timer
 
     def start(self, event: control.ControlRequest, now: float) -> None:
         req = event.request
@@ -128,19 +126,16 @@ class Handover:
     def _begin(self, inst: Instance, now: float, hold_off: float) -> _Target:
         machine = inst.machine
         if machine.state is State.MASTER:
-            # The peer takes over after its Skew_Time, at most one interval, then advertises.
-            # With storage it can only do so once our chain is down (its DRBD sees us
-            # Primary until then), so the probe window counts from the release.
-            window = 2 * machine.params.advert_interval + MARGIN
-            if inst.storage is not None:
-                window += inst.runner.stop_budget
-            self.apply(inst, machine.resign(now, hold_off), now)
+            # A peer can take over only once our chain is down (its DRBD sees us Primary
+            # until then): the machine's answer window counts the release in.
+            release = inst.runner.stop_budget if inst.storage is not None else 0.0
+            self.apply(inst, machine.resign(now, hold_off, release), now)
             self._log("resigned", inst, hold_off=hold_off)
-            return _Target(inst, "master", now, now + window)
+            return _Target(inst, "master", now)
         effects = machine.take_over(now, TAKEOVER_PRIORITY, hold_off, TAKEOVER_IGNORES)
         self.apply(inst, effects, now)
         self._log("took_over", inst, priority=TAKEOVER_PRIORITY, hold_off=hold_off)
-        return _Target(inst, "backup", now, now)
+        return _Target(inst, "backup", now)
 
     def check(self, now: float) -> None:
         job = self.job
@@ -156,7 +151,6 @@ class Handover:
 
     def _check_target(self, t: _Target, now: float) -> None:
         machine = t.inst.machine
-        peer = machine.last_peer
         if t.role == "backup":
             # With storage, done means serving: the chain is up (the VIP is its last step).
             serving = t.inst.storage is None or t.inst.vip_up
@@ -166,21 +160,11 @@ class Handover:
                 and now - t.started_at >= min(machine.params.advert_interval, 1.0)
             )
             return
-        peer_took_over = (
-            machine.state is State.BACKUP
-            and peer is not None
-            and peer.seen_at > t.started_at
-            and peer.priority > 0
-        )
-        # Master_Down_Interval can end before the probe window does (3 intervals + skew <
-        # 2 intervals + MARGIN below ~60 ms adverts, or a late loop turn): the machine has
-        # then taken the role back by itself. Nobody answered either way: the same refusal.
-        retook = machine.state is State.MASTER
-        if peer_took_over:
+        if machine.handover == "answered":
             t.done = True
-        elif retook or (now >= t.probe_until and machine.state is State.BACKUP):
-            # Nobody answered the resignation: serve again rather than leave the VIP dark.
-            self.apply(t.inst, machine.reclaim(now), now)
+        elif machine.handover == "retook":
+            # Nobody answered the resignation: the machine serves again rather than leave
+            # the VIP dark.
             gap = now - t.started_at
             self._log("refused", t.inst, reason="no peer took over", gap_ms=round(gap * 1000))
             self._finish(

@@ -28,6 +28,7 @@ from drbdha.vrrp.packet import Advertisement
 from drbdha.vrrp.timers import master_down_interval, skew_time
 
 IPAddress = IPv4Address | IPv6Address
+HANDOVER_MARGIN = 0.05  # seconds of slack for a resignation's answer: delivery, scheduling
 
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {
@@ -121,6 +122,10 @@ class Machine:
         self._hold_off_until = float("-inf")
         self._priority_override: int | None = None  # force-failover's temporary priority
         self._override_until: float | None = None
+        # A resignation that must be answered (force-failover): when we take the role back,
+        # and how it went: "waiting", "answered" (a peer advertised) or "retook".
+        self._take_back_at: float | None = None
+        self.handover: str | None = None
         self._penalty = 0  # failing weighted checks lower the priority by their weights
         self.last_peer: Peer | None = None
         self.last_transition: Transition | None = None
@@ -167,6 +172,7 @@ class Machine:
             self._garp_delay_timer,
             self._garp_refresh_timer,
             self._override_until,
+            self._take_back_at,
             *(t for t in self.inhibitions.values() if t != float("inf")),
         )
         return min((t for t in timers if t is not None), default=None)
@@ -213,6 +219,8 @@ class Machine:
             return [InvalidAdvert("interval_mismatch", dropped=True)]
         vips_match = frozenset(advert.addresses) == self._vips
         self.last_peer = Peer(src, advert.priority, now, vips_match)
+        if self.handover == "waiting" and advert.priority > 0 and self.state is State.BACKUP:
+            self.handover, self._take_back_at = "answered", None
         effects: list[Effect] = []
         if not vips_match:
             # RFC 5798 §7.1 says log it; the advert still counts (keepalived does the same).
@@ -224,6 +232,12 @@ class Machine:
         return effects
 
     def handle_timer(self, now: float) -> list[Effect]:
+        if self._take_back_at is not None and now >= self._take_back_at:
+            self._take_back_at = None
+            if self.state is State.BACKUP:
+                # Nobody answered the resignation: serve again at once rather than leave
+                # the addresses dark until Master_Down_Interval.
+                return self._become_master(now, "handover_failed")
         if self._override_until is not None and now >= self._override_until:
             # The force-failover priority ends with its hold-off; adverts carry ours again.
             self._priority_override = self._override_until = None
@@ -353,15 +367,27 @@ class Machine:
             self._takeover_deferred = False
             self._master_down_timer = now + delay
 
-    def resign(self, now: float, hold_off: float) -> list[Effect]:
+    def resign(
+        self, now: float, hold_off: float, release_time: float | None = None
+    ) -> list[Effect]:
         """Give up mastership at once (force-failover): a priority-0 advert makes a backup take
         over after Skew_Time (§6.4.2), and preemption is held off for `hold_off` seconds so we
-        do not take it straight back."""
+        do not take it straight back.
+
+        With `release_time` (how long our chain may take to come down: the peer's DRBD sees
+        us Primary until then) the resignation is also a probe, since backups are silent: a
+        peer must advertise within that plus two intervals (its Skew_Time, at most one, then
+        its first advert), or we take the role back (`handover` says which)."""
         if self.state is not State.MASTER:
             return []
         self._hold_off_until = now + hold_off
         self._priority_override = self._override_until = None  # a handed-over role ends it
-        return self._become_backup(now, "resign")
+        effects = self._become_backup(now, "resign")
+        self.handover = None
+        if release_time is not None:
+            window = 2 * self.params.advert_interval + HANDOVER_MARGIN + release_time
+            self.handover, self._take_back_at = "waiting", now + window
+        return effects
 
     def take_over(
         self, now: float, priority: int, hold_off: float, ignore: frozenset[str] = frozenset()
@@ -375,17 +401,6 @@ class Machine:
         self._priority_override = priority
         self._override_until = self._hold_off_until = now + hold_off
         return self._become_master(now, "force_failover")
-
-    def reclaim(self, now: float) -> list[Effect]:
-        """Undo a resignation nobody answered: serve again at once instead of waiting for
-        Master_Down_Interval with the addresses dark. If Master_Down_Interval already ended
-        (adverts under ~60 ms), only the hold-off is lifted."""
-        if self.state not in (State.BACKUP, State.MASTER):
-            return []
-        self._hold_off_until = float("-inf")
-        if self.state is State.MASTER:
-            return []
-        return self._become_master(now, "handover_failed")
 
     def reconfigure(self, params: InstanceParams) -> None:
         """Adopt reloaded settings that keep the instance's identity (VRID, version,
@@ -474,6 +489,10 @@ class Machine:
         """§6.4.1/§6.4.2: send an advert, bring the chain up (the VIP last, with its GARP
         burst), arm Adver_Timer. The GARP repeat/refresh timers start once the chain is up."""
         transition = self._change_state(State.MASTER, reason, now)
+        if self.handover == "waiting":
+            # Serving again with the resignation unanswered (the window ended, or
+            # Master_Down_Interval first with adverts under ~60 ms): lift the hold-off.
+            self.handover, self._hold_off_until = "retook", float("-inf")
         self._clear_timers()
         self._takeover_deferred = False
         self._chain_busy = True
@@ -515,6 +534,7 @@ class Machine:
         self._adver_timer = self._master_down_timer = None
         self._garp_delay_timer = self._garp_refresh_timer = None
         self._lower_master_since = None
+        self._take_back_at = None
 
     def _fault_reason(self) -> str:
         return "fault:" + ",".join(sorted(self.faults))

@@ -1,0 +1,76 @@
+"""A force-failover's resignation as the machine times it (machine.resign with a release
+time): a peer must answer within two advert intervals plus the chain's release, or the
+machine takes the role back itself. Real Machine, time passed in; no I/O."""
+
+from __future__ import annotations
+
+import pytest
+from test_machine import PEER, adv, master, transitions
+
+from drbdha.vrrp.events import Activate, State, Transition
+from drbdha.vrrp.machine import HANDOVER_MARGIN, Machine
+
+INTERVAL = 1.0  # test_machine's params: VRRPv2, 1 s adverts
+RELEASE = 1.0  # the chain's stop budget: window 3.05 s < Master_Down_Interval 3.22 s
+
+
+def resigned() -> tuple[Machine, float]:
+    m, at = master(priority=200)
+    m.resign(at + 1, hold_off=300.0, release_time=RELEASE)
+    m.chain_settled(False, at + 1.5)
+    assert (m.state, m.handover) == (State.BACKUP, "waiting")
+    return m, at + 1
+
+
+def test_an_unanswered_resignation_is_taken_back_when_the_window_ends() -> None:
+    m, t0 = resigned()
+    window = 2 * INTERVAL + HANDOVER_MARGIN + RELEASE
+    assert m.get_timer() == pytest.approx(t0 + window)  # before Master_Down_Interval (3.2 s)
+    assert m.handle_timer(t0 + window - 0.01) == []
+    effects = m.handle_timer(t0 + window)
+    assert transitions(effects) == [Transition(State.BACKUP, State.MASTER, "handover_failed")]
+    assert Activate() in effects
+    assert m.handover == "retook"
+    # The hold-off is lifted with it: a lower-priority peer that shows up now is preempted.
+    assert m.snapshot().preempt_hold_off_until == float("-inf")
+
+
+def test_an_answer_within_the_window_ends_the_probe() -> None:
+    m, t0 = resigned()
+    m.receive(adv(100), PEER, t0 + 0.7)
+    assert m.handover == "answered"
+    # No take-back: the next deadline is Master_Down_Interval from the answer.
+    assert m.get_timer() == pytest.approx(t0 + 0.7 + m.master_down_interval)
+    assert m.state is State.BACKUP
+    assert m.snapshot().preempt_hold_off_until == t0 + 300.0
+
+
+def test_a_priority_zero_advert_is_no_answer() -> None:
+    m, t0 = resigned()
+    m.receive(adv(0), PEER, t0 + 0.5)
+    assert m.handover == "waiting"
+
+
+def test_master_down_before_the_window_counts_as_taken_back() -> None:
+    # With a long release the window outlasts Master_Down_Interval: the machine serves
+    # again at that point, and says so, and drops the take-back timer.
+    m, t0 = master(priority=200)
+    m.resign(t0, hold_off=300.0, release_time=30.0)
+    m.chain_settled(False, t0 + 0.5)
+    at = m.get_timer()
+    assert at is not None
+    assert at < t0 + 30.0
+    assert transitions(m.handle_timer(at)) == [
+        Transition(State.BACKUP, State.MASTER, "master_down")
+    ]
+    assert m.handover == "retook"
+    assert m.snapshot().preempt_hold_off_until == float("-inf")
+
+
+def test_a_plain_resignation_sets_no_window() -> None:
+    m, at = master(priority=200)
+    m.resign(at + 1, hold_off=30.0)
+    assert m.handover is None
+    m.chain_settled(False, at + 1.5)
+    effects = m.handle_timer(at + 1 + 2 * INTERVAL + HANDOVER_MARGIN)
+    assert transitions(effects) == []
