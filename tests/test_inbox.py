@@ -48,14 +48,20 @@ def test_an_event_put_by_a_callback_wakes_a_waiting_get() -> None:
     assert asyncio.run(main()) == "packet"
 
 
-def test_a_deadline_in_the_past_returns_at_once() -> None:
+def _get_with_a_deadline(seconds_from_now: float) -> object:
+    """What a fresh inbox's get() returns with nothing put and that deadline."""
+
     async def main() -> object:
         inbox = Inbox()
-        got = await inbox.get(time.monotonic() - 1)
+        got = await inbox.get(time.monotonic() + seconds_from_now)
         inbox.close()
         return got
 
-    assert asyncio.run(main()) is None
+    return asyncio.run(main())
+
+
+def test_a_deadline_in_the_past_returns_at_once() -> None:
+    assert _get_with_a_deadline(-1) is None
 
 
 def test_timerfd_fires_for_a_past_time_and_not_when_disarmed() -> None:
@@ -96,10 +102,4 @@ def test_a_late_get_reads_what_arrived_before_it_reports_the_deadline() -> None:
 
 
 def test_a_late_get_with_nothing_queued_still_reports_the_deadline() -> None:
-    async def main() -> object:
-        inbox = Inbox()
-        got = await inbox.get(time.monotonic() - 1.0)
-        inbox.close()
-        return got
-
-    assert asyncio.run(main()) is None
+    assert _get_with_a_deadline(-1.0) is None

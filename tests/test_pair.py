@@ -147,9 +147,13 @@ def test_equal_priority_the_higher_address_wins() -> None:
     assert link.assert_exactly_one_master() == 1
 
 
+def _v3(i: int, *, interval: float, priority: int) -> Machine:
+    """Router i of the fakes, VRRPv3 with its own advert interval."""
+    return Machine(params(version=3, advert_interval=interval, priority=priority), address(i))
+
+
 def test_v3_backup_learns_the_master_interval() -> None:
-    fast = Machine(params(version=3, advert_interval=0.5, priority=200), address(0))
-    slow = Machine(params(version=3, advert_interval=2.0, priority=100), address(1))
+    fast, slow = _v3(0, interval=0.5, priority=200), _v3(1, interval=2.0, priority=100)
     link = FakeLink([fast, slow], delay=DELAY, start_at=[0.0, 0.25])
     link.run_until(10.0)
     assert link.assert_exactly_one_master() == 0
@@ -165,8 +169,7 @@ def test_v3_backup_learns_the_master_interval() -> None:
 
 
 def test_v3_slow_master_is_preempted_by_fast_higher_priority_router() -> None:
-    slow = Machine(params(version=3, advert_interval=2.0, priority=100), address(0))
-    fast = Machine(params(version=3, advert_interval=0.5, priority=200), address(1))
+    slow, fast = _v3(0, interval=2.0, priority=100), _v3(1, interval=0.5, priority=200)
     link = FakeLink([slow, fast], delay=DELAY, start_at=[0.0, 30.0])
     link.run_until(29.0)
     assert link.assert_exactly_one_master() == 0

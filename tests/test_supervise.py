@@ -10,6 +10,7 @@ FakeLog (test_fencing_rule) collects log events."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from test_chain import FakeStep, _until_settled, in_loop
@@ -69,6 +70,16 @@ def failures(metrics: Metrics, task: str) -> float | None:
     return metrics.registry.get_sample_value("drbdha_task_failures_total", {"task": task})
 
 
+async def _keep_until(
+    sup: Supervisor, name: str, fn: Callable[[], Awaitable[None]], done: asyncio.Event
+) -> None:
+    """Keep `fn` as task `name` until `done` is set (within 5 s), then cancel it."""
+    async with asyncio.TaskGroup() as tg:
+        task = sup.keep(tg, name, fn)
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+
+
 @in_loop
 async def test_a_raising_watcher_is_restarted_and_the_runner_beside_it_goes_on() -> None:
     sleep = FakeSleep()
@@ -117,10 +128,7 @@ async def test_the_backoff_doubles_to_its_cap_and_starts_over_after_a_long_run()
         healthy.set()
         await asyncio.Event().wait()
 
-    async with asyncio.TaskGroup() as tg:
-        task = sup.keep(tg, "checks:nfs", flaky)
-        await asyncio.wait_for(healthy.wait(), 5)
-        task.cancel()
+    await _keep_until(sup, "checks:nfs", flaky, healthy)
     assert sleep.delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 1.0, 2.0]
 
 
@@ -138,10 +146,7 @@ async def test_a_task_that_returns_is_counted_and_restarted() -> None:
             again.set()
             await asyncio.Event().wait()
 
-    async with asyncio.TaskGroup() as tg:
-        task = sup.keep(tg, "drbd_watcher:r0", ends)
-        await asyncio.wait_for(again.wait(), 5)
-        task.cancel()
+    await _keep_until(sup, "drbd_watcher:r0", ends, again)
     assert failures(metrics, "drbd_watcher:r0") == 1
     assert "task.ended" in log.names()
 
