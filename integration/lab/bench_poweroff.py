@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # drbdha_toml, polling
 
 import drbdha_toml
-from cluster import NETNS, NODES, VIP, VMS, Lab, vrrp_instance
+from cluster import NODES, VIP, VMS, Lab, vrrp_instance
+from nfslab import client_tcpdump
 
 VRID = 62
 PRIORITY = {"node1": 150, "node2": 100}
@@ -101,23 +102,10 @@ def run_once(lab: Lab, advert: float) -> dict[str, float]:
     mac = {n: VMS[n].mac("svc") for n in NODES}
     ip = {n: VMS[n].addrs["svc"] for n in NODES}
 
-    tap = VMS["client"].tap("svc")
     cap = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            NETNS,
-            "tcpdump",
-            "-i",
-            tap,
-            "-n",
-            "-e",
-            "-tt",
-            "-l",
-            "--immediate-mode",
-            f"vrrp or arp or (icmp and host {VIP})",
-        ],
+        client_tcpdump(
+            "-n", "-e", "-tt", "-l", "--immediate-mode", f"vrrp or arp or (icmp and host {VIP})"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -128,6 +128,12 @@ def takeover_phases(entries: list[dict[str, Any]], offset: float) -> list[Phase]
     return out
 
 
+def client_tcpdump(*args: str) -> list[str]:
+    """argv of tcpdump in the lab's namespace on the client's tap on the service network (what
+    reaches the client's NIC), `args` after the interface."""
+    return ["ip", "netns", "exec", NETNS, "tcpdump", "-i", VMS["client"].tap("svc"), *args]
+
+
 class ClientCapture:
     """tcpdump on the client's tap (what reaches its NIC): each TCP reset the VIP sends it,
     told apart as a refused connect (the answer to the client's SYN) or the reset of a
@@ -140,20 +146,9 @@ class ClientCapture:
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        syn_rst = f"tcp and host {VIP} and (tcp[tcpflags] & (tcp-syn|tcp-rst) != 0)"
         self._proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                NETNS,
-                "tcpdump",
-                "-i",
-                VMS["client"].tap("svc"),
-                "-nn",
-                "-l",
-                "-S",
-                f"tcp and host {VIP} and (tcp[tcpflags] & (tcp-syn|tcp-rst) != 0)",
-            ],
+            client_tcpdump("-nn", "-l", "-S", syn_rst),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -207,10 +202,9 @@ class ScopeCapture:
 
     def start(self) -> None:
         self.path.unlink(missing_ok=True)
-        tap = VMS["client"].tap("svc")
         only = f"tcp and src host {VIP} and src port 2049"
         self._proc = subprocess.Popen(
-            ["ip", "netns", "exec", NETNS, "tcpdump", "-i", tap, "-U", "-w", str(self.path), only],
+            client_tcpdump("-U", "-w", str(self.path), only),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
