@@ -108,6 +108,7 @@ class Served:
     client: PeerConfig  # what the asking side is configured with: the server's address
     cmds: FakeDrbdadm
     log: FakeLog
+    server: PeerServer
 
     async def ask(self, key: bytes = KEY, resource: str = "r0") -> handler.Answer:
         return await asyncio.to_thread(handler.ask, self.client, key, resource)
@@ -130,8 +131,10 @@ async def serving(
     peer: str = LOOPBACK,
     managed: frozenset[str] = frozenset({"r0"}),
     host: str = LOOPBACK,
+    count: Callable[[str, str], None] | None = None,
 ) -> AsyncIterator[Served]:
-    """A PeerServer on `host` that serves `peer`; port 0 lets the kernel pick one."""
+    """A PeerServer on `host` that serves `peer`; port 0 lets the kernel pick one. `count`
+    is told each request's result and reason, as the daemon's metric is."""
     cmds = cmds or FakeDrbdadm()
     log = FakeLog()
     server = PeerServer(
@@ -141,12 +144,13 @@ async def serving(
         lambda r: facts if r == "r0" else None,
         log,
         run=cmds,
+        count=count,
     )
     await server.start(host=host)
     assert server._server is not None
     port = server._server.sockets[0].getsockname()[1]
     try:
-        yield Served(peer_cfg(host, port), cmds, log)
+        yield Served(peer_cfg(host, port), cmds, log, server)
     finally:
         await server.close()
 
@@ -383,23 +387,9 @@ async def test_fence_peer_retries_a_peer_that_failed_until_it_outdates(
 async def test_each_request_is_counted_once_by_result_and_reason() -> None:
     counted: list[tuple[str, str]] = []
     cmds = FakeDrbdadm({DSTATE: OUTDATED})
-    server = PeerServer(
-        peer_cfg(LOOPBACK, 0),
-        KEY,
-        lambda: frozenset({"r0"}),
-        lambda _r: DISCONNECTED,
-        FakeLog(),
-        run=cmds,
-        count=lambda result, reason: counted.append((result, reason)),
-    )
-    await server.start(host=LOOPBACK)
-    assert server._server is not None
-    client = peer_cfg(LOOPBACK, server._server.sockets[0].getsockname()[1])
-    try:
-        good = await asyncio.to_thread(handler.ask, client, KEY, "r0")
-        bad = await asyncio.to_thread(handler.ask, client, b"w" * 44, "r0")
-    finally:
-        await server.close()
+    async with serving(DISCONNECTED, cmds, count=lambda *c: counted.append(c)) as s:
+        good = await s.ask()
+        bad = await s.ask(b"w" * 44)
     assert (good.exit_code, bad.exit_code) == (4, 1)
     assert counted == [("outdated", ""), ("refused", "bad_mac")]
 
@@ -418,40 +408,32 @@ async def test_a_flood_of_silent_connections_is_bounded_and_the_peer_served_afte
     monkeypatch.setattr(fencing_server, "MAX_CONNECTIONS", limit, raising=False)
     monkeypatch.setattr(fencing_server, "REQUEST_TIMEOUT", request_timeout)
     counted: list[tuple[str, str]] = []
-    peer = PeerServer(
-        peer_cfg(LOOPBACK, 0),
-        KEY,
-        lambda: frozenset({"r0"}),
-        lambda _r: DISCONNECTED,
-        FakeLog(),
-        run=FakeDrbdadm({DSTATE: OUTDATED}),
-        count=lambda result, reason: counted.append((result, reason)),
-    )
-    await peer.start(host=LOOPBACK)
-    assert peer._server is not None
-    client = peer_cfg(LOOPBACK, peer._server.sockets[0].getsockname()[1])
-    flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    try:
-        started = time.monotonic()
-        flood += [await asyncio.open_connection(LOOPBACK, client.port) for _ in range(limit + over)]
-        async with asyncio.timeout(request_timeout / 2):  # "at once"
-            firsts = [wire.decode(await reader.readline()) for reader, _ in flood]
-            assert [await reader.read() for reader, _ in flood[limit:]] == [b""] * over
-        assert [m["type"] for m in firsts] == ["challenge"] * limit + ["refused"] * over
-        assert {m.get("reason") for m in firsts[limit:]} == {"busy"}
-        assert peer.active == limit
-        while_full = await asyncio.to_thread(handler.ask, client, KEY, "r0")
-        assert time.monotonic() - started < request_timeout  # the flood still holds its places
-        assert (while_full.outcome, while_full.detail) == ("failed", "the peer refused: busy")
+    cmds = FakeDrbdadm({DSTATE: OUTDATED})
+    async with serving(DISCONNECTED, cmds, count=lambda *c: counted.append(c)) as s:
+        peer, client = s.server, s.client
+        flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            started = time.monotonic()
+            flood += [
+                await asyncio.open_connection(LOOPBACK, client.port) for _ in range(limit + over)
+            ]
+            async with asyncio.timeout(request_timeout / 2):  # "at once"
+                firsts = [wire.decode(await reader.readline()) for reader, _ in flood]
+                assert [await reader.read() for reader, _ in flood[limit:]] == [b""] * over
+            assert [m["type"] for m in firsts] == ["challenge"] * limit + ["refused"] * over
+            assert {m.get("reason") for m in firsts[limit:]} == {"busy"}
+            assert peer.active == limit
+            while_full = await asyncio.to_thread(handler.ask, client, KEY, "r0")
+            assert time.monotonic() - started < request_timeout  # the flood still holds its places
+            assert (while_full.outcome, while_full.detail) == ("failed", "the peer refused: busy")
 
-        async with asyncio.timeout(request_timeout * 2):
-            assert [await reader.read() for reader, _ in flood[:limit]] == [b""] * limit
-        assert peer.active == 0
-        after = await asyncio.to_thread(handler.ask, client, KEY, "r0")
-    finally:
-        for _, writer in flood:
-            writer.close()
-        await peer.close()
+            async with asyncio.timeout(request_timeout * 2):
+                assert [await reader.read() for reader, _ in flood[:limit]] == [b""] * limit
+            assert peer.active == 0
+            after = await asyncio.to_thread(handler.ask, client, KEY, "r0")
+        finally:
+            for _, writer in flood:
+                writer.close()
     assert (after.outcome, after.exit_code) == ("outdated", 4)
     busy, silent = ("refused", "busy"), ("refused", "no_request")
     assert sorted(counted) == sorted([busy] * (over + 1) + [silent] * limit + [("outdated", "")])
