@@ -72,17 +72,6 @@ async def test_a_wish_made_while_the_runner_reconciles_is_kept() -> None:
 
 
 @in_loop
-async def test_a_step_whose_held_raises_counts_as_held() -> None:
-    runner, steps, _, _ = make()
-
-    async def bug() -> bool:
-        raise KeyError("held")
-
-    steps[1].held = bug  # type: ignore[method-assign]
-    assert await runner.reconcile() == ("vip",)
-
-
-@in_loop
 async def test_a_restarted_runner_does_not_reconcile_again() -> None:
     """The supervisor restarts a runner that raised: what it found stays found (reconciling
     again would forget the wish and the steps it has started since)."""
