@@ -18,7 +18,7 @@ import functools
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_chain import in_loop  # test_clock takes it from here
 from test_drbd_step import res
 
 from drbdha.config import PeerConfig
@@ -45,17 +46,6 @@ DISCONNECT: tuple[str, ...] = ("drbdadm", "disconnect", "--force", "r0")
 CONNECT: tuple[str, ...] = ("drbdadm", "connect", "r0")
 
 DISCONNECTED = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnknown")
-
-
-def in_loop(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop (the suite has no asyncio plugin); the
-    arguments (parametrize) are passed through."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return run
 
 
 class FakeDrbdadm:
