@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from netlab import (
     VIP4,
     VIP6,
     DrbdhaNode,
+    Host,
     Inst,
     Lab,
     addresses,
@@ -40,11 +42,20 @@ def _takeover_time(node: DrbdhaNode, since: float) -> tuple[float, str]:
     return t["monotonic"] - since, t["reason"]
 
 
-def test_two_daemons_kill_master_then_restart_preempts(lab: Lab) -> None:
+def _a_master_over_b(
+    lab: Lab, vip: str = VIP4, *, a_only: dict[str, Any] | None = None, **both: Any
+) -> tuple[Host, DrbdhaNode, DrbdhaNode]:
+    """Start a (priority 200) and b (priority 100), both with the instance options `both`
+    and a with `a_only` too; (client, a, b) once a is the one master with `vip`."""
     client = lab.host("client")
-    a = DrbdhaNode(lab, "a", [Inst(priority=200)]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100)]).start()
-    assert wait_exactly_one_master([a, b], VIP4, client, expected=a) is a
+    a = DrbdhaNode(lab, "a", [Inst(priority=200, **both, **(a_only or {}))]).start()
+    b = DrbdhaNode(lab, "b", [Inst(priority=100, **both)]).start()
+    assert wait_exactly_one_master([a, b], vip, client, expected=a) is a
+    return client, a, b
+
+
+def test_two_daemons_kill_master_then_restart_preempts(lab: Lab) -> None:
+    client, a, b = _a_master_over_b(lab)
 
     killed_at = time.monotonic()
     a.kill()
@@ -85,10 +96,7 @@ def test_three_daemons_fail_over_in_priority_order(make_lab: Callable[..., Lab])
 
 
 def test_link_cut_on_master(lab: Lab) -> None:
-    client = lab.host("client")
-    a = DrbdhaNode(lab, "a", [Inst(priority=200)]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100)]).start()
-    assert wait_exactly_one_master([a, b], VIP4, client, expected=a) is a
+    client, a, b = _a_master_over_b(lab)
 
     link_down(a.host.ns)
     a.wait_state("fault", timeout=2)
@@ -102,10 +110,7 @@ def test_link_cut_on_master(lab: Lab) -> None:
 
 
 def test_sigterm_resigns_with_priority_zero(lab: Lab) -> None:
-    client = lab.host("client")
-    a = DrbdhaNode(lab, "a", [Inst(priority=200)]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100)]).start()
-    assert wait_exactly_one_master([a, b], VIP4, client, expected=a) is a
+    client, a, b = _a_master_over_b(lab)
 
     stopped_at = time.monotonic()
     assert a.terminate() == 0
@@ -120,11 +125,7 @@ def test_sigterm_resigns_with_priority_zero(lab: Lab) -> None:
 
 
 def test_ipv6_vip(lab: Lab) -> None:
-    client = lab.host("client")
-    vips = [f"{VIP6}/64"]
-    a = DrbdhaNode(lab, "a", [Inst(priority=200, vips=vips)]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100, vips=vips)]).start()
-    assert wait_exactly_one_master([a, b], VIP6, client, expected=a) is a
+    client, a, b = _a_master_over_b(lab, VIP6, vips=[f"{VIP6}/64"])
     a.kill()
     assert wait_exactly_one_master([a, b], VIP6, client, expected=b) is b
 
@@ -218,10 +219,7 @@ def test_several_instances_in_one_daemon(lab: Lab) -> None:
 def test_mixed_checksum_modes(lab: Lab) -> None:
     """A v3 IPv4 router sending RFC 9568 message-only checksums and one sending the
     pseudo-header form understand each other: either form is accepted on receive."""
-    client = lab.host("client")
-    a = DrbdhaNode(lab, "a", [Inst(priority=200, checksum_mode="rfc9568")]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100)]).start()
-    assert wait_exactly_one_master([a, b], VIP4, client, expected=a) is a
+    client, a, b = _a_master_over_b(lab, a_only={"checksum_mode": "rfc9568"})
     assert_stays([a, b], {a.name: "master", b.name: "backup"}, 0.5)
     for node in (a, b):
         refused = sum(
@@ -239,10 +237,8 @@ def test_mixed_checksum_modes(lab: Lab) -> None:
 def test_primary_address_removed_is_a_fault(lab: Lab) -> None:
     """Without its primary address a router cannot advertise (nor win a tie): FAULT, VIP
     released; the address back means backup, then preemption."""
-    client, ha = lab.host("client"), lab.host("a")
-    a = DrbdhaNode(lab, ha, [Inst(priority=200)]).start()
-    b = DrbdhaNode(lab, "b", [Inst(priority=100)]).start()
-    assert wait_exactly_one_master([a, b], VIP4, client, expected=a) is a
+    client, a, b = _a_master_over_b(lab)
+    ha = a.host
     run(ha.ns, ["ip", "addr", "del", f"{ha.ip4}/24", "dev", ha.ifname])
     a.wait_state("fault", timeout=2)
     assert a.transitions()[-1]["reason"] == "fault:no_address"

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from netns import Lab, inside, is_root, mac_of
+from veth_pair import veth_pair
 
 from drbdha.net import NetError
 from drbdha.net.addresses import Addresses
@@ -26,11 +27,8 @@ T = TypeVar("T")
 
 @pytest.fixture
 def lab() -> Iterator[tuple[Lab, str, str]]:
-    with Lab() as lab:
-        a, b = lab.add_ns("a"), lab.add_ns("b")
-        lab.veth(a, "a0", b, "b0")
-        lab.ip(a, "addr add 10.9.0.1/24 dev a0")
-        yield lab, a, b
+    with veth_pair() as pair:
+        yield pair
 
 
 def run_in(ns: str, coro: Coroutine[Any, Any, T]) -> T:

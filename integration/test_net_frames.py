@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 from netns import Capture, Lab, inside, is_root, mac_of
 from polling import wait_until
+from veth_pair import veth_pair
 
 from drbdha.net import NetError
 from drbdha.net.frame_sender import FrameSender
@@ -25,12 +26,8 @@ STALE_MAC = "02:00:00:00:00:99"
 
 @pytest.fixture
 def lab() -> Iterator[tuple[Lab, str, str]]:
-    with Lab() as lab:
-        a, b = lab.add_ns("a"), lab.add_ns("b")
-        lab.veth(a, "a0", b, "b0")
-        lab.ip(a, "addr add 10.9.0.1/24 dev a0")
-        lab.ip(b, "addr add 10.9.0.2/24 dev b0")
-        yield lab, a, b
+    with veth_pair("10.9.0.2/24") as pair:
+        yield pair
 
 
 def neigh_mac(lab: Lab, ns: str, address: str) -> str | None:
