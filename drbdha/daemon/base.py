@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from drbdha import control, logs
@@ -45,6 +46,15 @@ from drbdha.systemd import Notifier
 STATUS_INTERVAL = 1.0  # seconds between systemd STATUS= updates
 FACTS_WAIT = 5.0  # seconds to wait at start for DRBD's initial state before the election
 STOP_MARGIN = 5.0  # seconds on top of a chain's stop timeouts when waiting for it
+
+
+@dataclass(frozen=True)
+class Releasing:
+    """Chains being released as a state of the loop (a reload's removals, or shutdown)."""
+
+    instances: list[Instance]
+    deadline: float  # the slowest stop budget, plus STOP_MARGIN
+    then: Callable[[list[Instance], float], None]  # with the instances still held
 
 
 class DaemonBase:
@@ -95,7 +105,9 @@ class DaemonBase:
         self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
         self._stopping = False
-        self._released = False  # _shutdown released every chain (or gave up waiting)
+        self._released = False  # shutdown released every chain (or gave up waiting)
+        self._releasing: Releasing | None = None  # chains the loop is releasing
+        self._later: list[InboxEvent] = []  # a reload or stop asked for during a release
         self._status_dirty = False  # a state changed since systemd's STATUS= was last sent
         self._status_due = float("-inf")
         self._started_at = self.clock.monotonic()
@@ -156,7 +168,3 @@ class DaemonBase:
             inst.scheduled = None
             self.metrics.loop_lateness.observe(now - deadline)
             self.apply(inst, inst.machine.handle_timer(now), now)
-
-    async def _dispatch(self, event: InboxEvent, now: float) -> None:
-        """One inbox event (loop.py)."""
-        raise NotImplementedError

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from drbdha.chain.runner import ChainReconciled, Runner
 from drbdha.config import VrrpInstanceConfig
 from drbdha.daemon import health
-from drbdha.daemon.base import STOP_MARGIN, DaemonBase
-from drbdha.daemon.events import (
-    Readable,
-    Reload,
-    SocketKey,
-    Stop,
-)
+from drbdha.daemon.base import STOP_MARGIN, DaemonBase, Releasing
+from drbdha.daemon.events import Readable, SocketKey
 from drbdha.daemon.instance import Instance, family_of
 from drbdha.net import NetError
 from drbdha.net.addresses import AddressSnapshot
@@ -25,6 +21,8 @@ from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import VrrpSocket
 from drbdha.resources.drbd import DrbdStep
 from drbdha.resources.drbd_crosscheck import CrossCheck
+
+RELEASE_POLL = 0.1  # seconds: a release is looked at this often, reports or not
 
 
 class InstanceRoom(DaemonBase):
@@ -154,49 +152,55 @@ class InstanceRoom(DaemonBase):
         resume = await self._found([inst], now)
         self._start_machine(inst, now, resume=inst.name in resume)
 
-    async def _remove_instance(self, inst: Instance, now: float) -> None:
-        """Shut the instance down and wait (bounded) for its chain to be released before
-        it is forgotten: a restarted instance must not find its own storage half down."""
-        self._awaiting.pop(inst.name, None)
-        self.apply(inst, inst.machine.shutdown(now), now)
-        inst.runner.want(False)
-        if not await self._wait_released([inst]):
-            self.log.error("chain.release_timed_out", instance=inst.name)
+    def _release(
+        self, instances: list[Instance], now: float, then: Callable[[list[Instance], float], None]
+    ) -> None:
+        """Shut these machines down and release their chains while the loop turns on (it
+        serves step reports, DRBD events, status and the other instances' adverts
+        meanwhile); `then(unreleased, now)` once they rest (unreleased empty), or with
+        those that do not when one is stuck or the stop budget is over. One release at a
+        time: a reload or stop asked for meanwhile waits in `_later` (loop.py)."""
+        assert self._releasing is None
+        for inst in instances:
+            try:
+                self.apply(inst, inst.machine.shutdown(now), now)
+            except Exception:  # the chain must be released all the same
+                self.log.exception("daemon.shutdown_failed", instance=inst.name)
+            inst.runner.want(False)
+        self._releasing = Releasing(instances, now + _release_budget(instances), then)
+
+    def _release_wake(self, now: float) -> float | None:
+        """When the loop must look at a release next, if one is under way."""
+        r = self._releasing
+        return None if r is None else min(r.deadline, now + RELEASE_POLL)
+
+    def _check_release(self, now: float) -> None:
+        """After every turn: finish the release once its chains rest (or give up)."""
+        r = self._releasing
+        if r is None:
+            return
+        unreleased = [i for i in r.instances if not _at_rest(i.runner)]
+        stuck = any(i.runner.plan.stuck for i in unreleased)
+        if unreleased and not stuck and now < r.deadline:
+            return
+        self._releasing = None
+        r.then(unreleased, now)
+        later, self._later = self._later, []
+        for event in later:
+            self.inbox.put(event)
+
+    def _forget(self, inst: Instance) -> None:
+        """The last of a removed instance, once its chain is released (or gave up)."""
         for tasks in (self._runner_tasks, self._check_tasks):
             task = tasks.pop(inst.name, None)
             if task is not None:
                 task.cancel()
+        self._awaiting.pop(inst.name, None)
         self.chains.forget(inst)
         self.probe.state.pop(inst.name, None)
         del self.instances[inst.name]
         del self.by_vrid[(inst.cfg.interface, family_of(inst.cfg))][inst.cfg.vrid]
         inst.scheduled = None
-
-    async def _wait_released(self, instances: list[Instance]) -> bool:
-        """Wait for these chains to rest, serving the inbox meanwhile (step reports, DRBD
-        events); False if one did not within its stop budget."""
-        deadline = self.clock.monotonic() + _release_budget(instances)
-        later: list[Any] = []  # a reload or stop asked for meanwhile waits for this one
-        try:
-            while not all(_at_rest(i.runner) for i in instances):
-                if any(i.runner.plan.stuck for i in instances):
-                    return False
-                now = self.clock.monotonic()
-                if now >= deadline:
-                    return False
-                self.sd.watchdog(now)  # a 30 s demote inside a reload must not look hung
-                # Other instances go on advertising meanwhile: their timers wake us too.
-                wake = min(deadline, now + 0.1, self._next_deadline() or deadline)
-                event = await self.inbox.get(wake)
-                if isinstance(event, Reload | Stop):
-                    later.append(event)
-                elif event is not None:
-                    await self._dispatch(event, self.clock.monotonic())
-                self._run_timers(self.clock.monotonic())
-            return True
-        finally:
-            for event in later:
-                self.inbox.put(event)
 
     async def _snapshots(self, instances: list[Instance]) -> dict[tuple[str, int], AddressSnapshot]:
         """The addresses on each (interface, IP version) these instances use; an interface

@@ -24,6 +24,7 @@ from drbdha.daemon.events import (
     Stop,
 )
 from drbdha.daemon.health import CheckResult
+from drbdha.daemon.instance import Instance
 from drbdha.daemon.instances import _release_budget
 from drbdha.daemon.power import PowerAction, power_action
 from drbdha.daemon.probe import PeerProbed, ProbePeer
@@ -122,7 +123,7 @@ class Daemon(ReloadRoom):
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
         self._status_due = now + STATUS_INTERVAL
-        while not self._stopping:
+        while not self._released:
             await self._turn()
         return 0
 
@@ -134,6 +135,7 @@ class Daemon(ReloadRoom):
             self.handover.deadline(),
             self._status_due if self._status_dirty else None,
             self._heartbeat_due,
+            self._release_wake(now),
         )
         event = await self.inbox.get(min((d for d in deadlines if d is not None), default=None))
         now = self.clock.monotonic()
@@ -142,6 +144,7 @@ class Daemon(ReloadRoom):
         else:
             await self._dispatch(event, now)
         self.handover.check(now)
+        self._check_release(now)
         if self._heartbeat_due is not None and now >= self._heartbeat_due:
             self._heartbeat_tick(now)
         if self._status_dirty and now >= self._status_due:
@@ -151,6 +154,10 @@ class Daemon(ReloadRoom):
         self.sd.watchdog(now)  # only a loop that is turning feeds the watchdog
 
     async def _dispatch(self, event: InboxEvent, now: float) -> None:
+        if isinstance(event, Reload | Stop) and self._releasing is not None:
+            if not self._stopping:
+                self._later.append(event)  # after the reload's release under way
+            return  # stopping: the release under way is the shutdown's
         match event:
             case Readable(key):
                 await self._read_socket(key, now)
@@ -161,9 +168,9 @@ class Daemon(ReloadRoom):
             case Stop(sig):
                 self.log.info("daemon.stopping", signal=sig)
                 self.sd.stopping("stopping: resigning mastership")
-                self._stopping = True
-            case Reload():
-                await self._reload(now)
+                self._begin_shutdown(now)
+            case Reload() if not self._stopping:
+                self._reload(now)
             case StepReport():
                 self.chains.on_step(event)
             case ChainReconciled():
@@ -224,36 +231,51 @@ class Daemon(ReloadRoom):
                     snap = snapshots.get((inst.cfg.interface, inst.cfg.family))
                     self.apply(inst, self._set_local(inst, snap, now), now)
 
-    async def _shutdown(self) -> None:
-        """Resign every master (priority 0) and release every chain in reverse, however we
-        got here, waiting for each within its stop budget (systemd's stop timeout is
-        extended to match). A second call (a task group failed during the first) releases
-        only if the first did not get to the end."""
-        if not self._released:
-            await self._release_all()
-            self._released = True
-        if self._control is not None:
-            await self._control.close()
-        if self._peer_server is not None:
-            await self._peer_server.close()
-
-    async def _release_all(self) -> None:
-        now = self.clock.monotonic()
-        self._stopping = True  # however we got here: no machine starts from now on
+    def _begin_shutdown(self, now: float) -> None:
+        """Resign every master (priority 0) and release every chain in reverse, within its
+        stop budget (systemd's stop timeout is extended to match), as a state of the loop:
+        it turns on, serving reports, DRBD events and status, until `_released`."""
+        self._stopping = True  # no machine starts from now on
         self._awaiting.clear()
         self.handover.abort("the daemon is stopping")
         instances = list(self.instances.values())
         self.sd.stopping("stopping: resigning and releasing storage")
         self.sd.extend_timeout(_release_budget(instances))
-        for inst in instances:
-            try:
-                self.apply(inst, inst.machine.shutdown(now), now)
-            except Exception:
-                self.log.exception("daemon.shutdown_failed", instance=inst.name)
-            inst.runner.want(False)
-        if not await self._wait_released(instances):
-            held = {i.name: list(i.runner.plan.held) for i in instances if i.runner.plan.held}
-            self.log.critical("daemon.stopped_holding", held=held)
+
+        def released(unreleased: list[Instance], _now: float) -> None:
+            if unreleased:
+                held = {i.name: list(i.runner.plan.held) for i in instances if i.runner.plan.held}
+                self.log.critical("daemon.stopped_holding", held=held)
+            self._released = True
+
+        self._releasing = None  # a reload's removals are part of this release now
+        self._release(instances, now, released)
+
+    async def _shutdown(self) -> None:
+        """However the run ended: the chains released, then the servers closed. After a
+        normal stop the loop has released them already; if the loop itself failed (a task
+        beside it raised), they are released here without it."""
+        if not self._released:
+            if not self._stopping or self._releasing is None:
+                self._begin_shutdown(self.clock.monotonic())
+            await self._release_without_loop()
+        if self._control is not None:
+            await self._control.close()
+        if self._peer_server is not None:
+            await self._peer_server.close()
+
+    async def _release_without_loop(self) -> None:
+        """Wait for the release with the loop gone: the runners act in their own task group;
+        of the inbox only their reports are still read (nothing else may act now)."""
+        while not self._released:
+            now = self.clock.monotonic()
+            self.sd.watchdog(now)  # a 30 s demote must not look hung
+            self._check_release(now)
+            if self._released:
+                return
+            event = await self.inbox.get(self._release_wake(now))
+            if isinstance(event, StepReport):
+                self.chains.on_step(event)
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets.values():

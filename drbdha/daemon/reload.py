@@ -4,6 +4,7 @@ nothing (drbd-reactor keeps the old config the same way)."""
 from __future__ import annotations
 
 from drbdha.config import Config, VrrpInstanceConfig, load
+from drbdha.daemon.instance import Instance
 from drbdha.daemon.serving import ServingRoom
 from drbdha.errors import ConfigError
 
@@ -23,7 +24,7 @@ RELOADABLE = frozenset(
 
 
 class ReloadRoom(ServingRoom):
-    async def _reload(self, now: float) -> None:
+    def _reload(self, now: float) -> None:
         """Validate the whole new file before applying any of it; a bad file changes
         nothing (drbd-reactor keeps the old config the same way)."""
         self.sd.reloading("reloading configuration")
@@ -41,11 +42,12 @@ class ReloadRoom(ServingRoom):
             )
             self.sd.ready(self._status_line())
             return
-        changes = await self._apply_config(new, now)
-        self.log.info("config.reloaded", path=str(source), **changes)
-        self.sd.ready(self._status_line())
+        self._apply_config(new, now)
 
-    async def _apply_config(self, new: Config, now: float) -> dict[str, list[str]]:
+    def _apply_config(self, new: Config, now: float) -> None:
+        """Instances whose change needs a restart are removed first, their chains released
+        while the loop turns on (bounded: a restarted instance must not find its own
+        storage half down); then the rest applies (`_reloaded`)."""
         if new.daemon != self.config.daemon or new.peer != self.config.peer:
             self.log.warning(
                 "config.daemon_section_changed",
@@ -53,7 +55,6 @@ class ReloadRoom(ServingRoom):
             )
         old = self.instances
         wanted = {c.name: c for c in new.vrrp_instances}
-        changes: dict[str, list[str]] = {"added": [], "removed": [], "updated": [], "restarted": []}
         restart = [
             n
             for n in old
@@ -61,8 +62,26 @@ class ReloadRoom(ServingRoom):
             or _needs_restart(old[n].cfg, wanted[n])
             or new.storage_of(wanted[n]) != old[n].storage  # a changed chain restarts
         ]
-        for name in restart:
-            await self._remove_instance(old[name], now)
+        removed = [old[n] for n in restart]
+
+        def released(unreleased: list[Instance], now: float) -> None:
+            for inst in unreleased:
+                self.log.error("chain.release_timed_out", instance=inst.name)
+            for inst in removed:
+                self._forget(inst)
+            self._reloaded(new, restart, now)
+
+        if removed:
+            for inst in removed:
+                self._awaiting.pop(inst.name, None)
+            self._release(removed, now, released)
+        else:
+            self._reloaded(new, [], now)
+
+    def _reloaded(self, new: Config, restarted: list[str], now: float) -> None:
+        wanted = {c.name: c for c in new.vrrp_instances}
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "updated": [], "restarted": []}
+        for name in restarted:
             changes["restarted" if name in wanted else "removed"].append(name)
         self.config = Config(
             daemon=self.config.daemon,
@@ -87,7 +106,9 @@ class ReloadRoom(ServingRoom):
         links = self._links
         if self._loop is not None and links is not None and links.ifnames != set(self._frames):
             self._watch_links(self._loop)
-        return changes
+        source = self.config.source
+        self.log.info("config.reloaded", path=str(source), **changes)
+        self.sd.ready(self._status_line())
 
 
 def _needs_restart(old: VrrpInstanceConfig, new: VrrpInstanceConfig) -> bool:
