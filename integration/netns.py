@@ -32,6 +32,8 @@ from typing import Self
 
 from polling import wait_until
 
+from drbdha.net import OwnsSocket
+
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
 ETH_P_ALL = 0x0003
@@ -146,8 +148,9 @@ def mac_of(ns: str, ifname: str) -> bytes:
             sock.close()
 
 
-class Capture:
-    """Every frame seen on `ifname` in `ns` (AF_PACKET, ETH_P_ALL), non-blocking."""
+class Capture(OwnsSocket):
+    """Every frame seen on `ifname` in `ns` (AF_PACKET, ETH_P_ALL), non-blocking; close() and
+    `with` as drbdha's own socket adapters."""
 
     def __init__(self, ns: str, ifname: str) -> None:
         with inside(ns):
@@ -173,12 +176,3 @@ class Capture:
         frame = wait_until("a matching frame", found, timeout, every=0.02)
         assert frame is not None  # wait_until returns only a truthy value
         return frame
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
