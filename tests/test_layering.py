@@ -12,8 +12,6 @@ paste when they differ).
   module of a package is not importing the package's room (`from drbdha.fencing import wire`
   is an import of fencing.wire).
 - LAZY_ARROWS: an arrow for one function of one module (the CLI's `run` into the daemon).
-- ISSUE_20_REMOVES: imports that break a rule today; each is one line to delete once the
-  code is fixed, and the test fails while a line is left that no longer matches anything.
 - PRIVATE: modules only some rooms may import (the state machine); THIRD_PARTY: who may
   import each non-stdlib package; STDLIB_LIMITS: stdlib modules a room must not use.
 - LIGHT_COMMANDS: CLI commands run in a fresh interpreter, which must not load HEAVY.
@@ -98,14 +96,6 @@ LAZY_ARROWS: dict[str, frozenset[str]] = {
     "drbdha.cli:_check_storage": frozenset({"resources"}),  # check-config's DRBD/NFS advice
     "drbdha.cli:_check_peer": frozenset({"resources", "fence_handler"}),  # and the secret
     "drbdha.cli:_fence_peer": frozenset({"fence_handler"}),  # `drbdha fence-peer`
-}
-
-# Imports that break the rules above today: allowed for now, issue 20 removes each.
-# "importer -> imported", both module names.
-ISSUE_20_REMOVES: dict[str, str] = {
-    "drbdha.net.nfs_clients -> drbdha.resources.proc": (
-        "net -> resources: NFS logic in net/; it moves to resources/, taking tickle as an argument"
-    ),
 }
 
 # Modules only these rooms may import (besides the module's own room).
@@ -335,8 +325,6 @@ def _drbdha_import_break(module: str, room: str, site: Site, where: str) -> list
     target_room = room_of(target)
     if target_room is None:
         return [f"{where}: imports {target}, which is in no room: add it to ROOMS"]
-    if f"{module} -> {target}" in ISSUE_20_REMOVES:
-        return []
     out = []
     private = next((rooms for m, rooms in PRIVATE.items() if _within(target, m)), None)
     if private is not None and target_room != room and room not in private:
@@ -439,8 +427,7 @@ def test_module_reads_no_clock(module: str) -> None:
 
 def test_every_exception_still_matches_something() -> None:
     """An exception whose import or clock read is gone is a line to delete."""
-    imported = {f"{module} -> {resolve(site)}" for module in MODULES for site in _sites(module)}
-    stale = [f"ISSUE_20_REMOVES[{k!r}]" for k in ISSUE_20_REMOVES if k not in imported]
+    stale: list[str] = []
     for key, rooms in LAZY_ARROWS.items():
         module = key.partition(":")[0]
         used = {
@@ -469,10 +456,6 @@ def test_the_table_is_consistent() -> None:
     assert len(members) == len(set(members)), "a member listed in two rooms"
     for key in LAZY_ARROWS:
         assert key.partition(":")[0] in MODULES, key
-    for key in ISSUE_20_REMOVES:
-        importer, _, imported = key.partition(" -> ")
-        assert importer in MODULES, key
-        assert imported in MODULES, key
 
 
 def test_light_commands_load_nothing_heavy(tmp_path: Path) -> None:
@@ -598,10 +581,6 @@ def mermaid() -> str:
     for (room, to), keys in lazy.items():
         label = ", ".join(k.removeprefix("drbdha.").replace(":", ".") for k in keys)
         lines.append(f'  {room} -.->|"{label}"| {to}')
-    for key in ISSUE_20_REMOVES:
-        importer, _, imported = key.partition(" -> ")
-        label = f"{importer.removeprefix('drbdha.')}: issue 20 removes"
-        lines.append(f'  {room_of(importer)} ==>|"{label}"| {room_of(imported)}')
     lines += ["```", "", "| room | modules | may import |", "|---|---|---|"]
     for room, members in ROOMS.items():
         names = ", ".join(f"`{m}`" for m in members)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from drbdha.config import ExportConfig, StorageConfig
-from drbdha.net import nfs_clients
 from drbdha.net.tickle import Connection
-from drbdha.resources import nfs, nfs_advice, proc
+from drbdha.resources import nfs, nfs_advice, nfs_clients, proc
 
 EXPORT = ExportConfig(Path("/srv/nfs/data"), ("192.0.2.0/24", "client.example"), 7, "rw,sync")
 
@@ -59,15 +58,16 @@ def test_prepare_lays_out_the_state_directory_and_keeps_what_is_there(tmp_path: 
 
 def test_connection_records_survive_a_round_trip_and_a_torn_file(tmp_path: Path) -> None:
     path = tmp_path / nfs_clients.RECORD_FILE
-    assert nfs_clients.read_records(path) == []
+    assert nfs_clients.read_records(path, Connection.from_json) == []
     conns = [Connection("10.0.0.100", 2049, "10.0.0.7", 801)]
     nfs_clients.write_records(path, conns)
-    assert nfs_clients.read_records(path) == conns
+    assert nfs_clients.read_records(path, Connection.from_json) == conns
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     path.write_text('{"connections": [["10.0.0.100", 2049, "10.0.0.7", 801], ["bad"]')
-    assert nfs_clients.read_records(path) == []  # torn: no tickles, no failure
+    parse = Connection.from_json
+    assert nfs_clients.read_records(path, parse) == []  # torn: no tickles, no failure
     path.write_text('{"connections": [["10.0.0.100", 2049, "10.0.0.7", 801], ["bad"]]}')
-    assert nfs_clients.read_records(path) == conns  # the bad row alone is skipped
+    assert nfs_clients.read_records(path, parse) == conns  # the bad row alone is skipped
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -114,7 +114,7 @@ def test_status_shows_mount_nfsd_and_exports_as_the_chain_has_them() -> None:
 def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_new_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fakes: tickle.send and tickle.established (no raw socket, no sock_diag here) and the
+    """Fakes: the Tickler's send and established (no raw socket, no sock_diag here) and the
     command runner; the record file is real."""
     import asyncio  # noqa: PLC0415
 
@@ -125,9 +125,12 @@ def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_n
     old = [Connection("10.0.0.100", 2049, "10.0.0.7", 801), Connection("10.9.9.9", 2049, "x", 1)]
     nfs_clients.write_records(tmp_path / nfs_clients.RECORD_FILE, old)
     sent: list[list[Connection]] = []
-    monkeypatch.setattr(nfs_clients.tickle, "send", lambda conns: sent.append(conns) or 3)
     now = [Connection("10.0.0.100", 2049, "10.0.0.8", 900)]
-    monkeypatch.setattr(nfs_clients.tickle, "established", lambda _vips, _ports: now)
+    fake_tickler = nfs_clients.Tickler(
+        established=lambda _vips, _ports: now,
+        send=lambda conns: sent.append(list(conns)) or 3,
+        parse=Connection.from_json,
+    )
     monkeypatch.setattr(nfs_clients, "RECORD_INTERVAL", 0.01)
     commands: list[tuple[str, ...]] = []
 
@@ -136,7 +139,7 @@ def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_n
         return Result(tuple(argv), 0, "", "")
 
     log = FakeLog()
-    step = nfs_clients.NfsClientsStep(["10.0.0.100"], tmp_path, log, run)  # type: ignore[arg-type]
+    step = nfs_clients.NfsClientsStep(["10.0.0.100"], tmp_path, fake_tickler, log, run=run)  # type: ignore[arg-type]
 
     async def main() -> None:
         await step.start()
@@ -150,7 +153,7 @@ def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_n
     assert sent == [old[:1]]  # only connections to our own VIP
     assert commands == [("systemctl", "restart", "rpc-statd-notify.service")]
     assert ("info", "nfs.clients_tickled", {"connections": 1, "segments": 3}) in log.events
-    assert nfs_clients.read_records(tmp_path / nfs_clients.RECORD_FILE) == now
+    assert nfs_clients.read_records(tmp_path / nfs_clients.RECORD_FILE, Connection.from_json) == now
 
 
 def nfsd_step(run: proc.Run) -> nfs.NfsdStep:

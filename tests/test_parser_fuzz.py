@@ -24,9 +24,8 @@ from hypothesis import strategies as st
 
 from drbdha import control
 from drbdha.fencing import wire
-from drbdha.net import nfs_clients
 from drbdha.net.tickle import Connection
-from drbdha.resources import drbd_events, nfs
+from drbdha.resources import drbd_events, nfs, nfs_clients
 from drbdha.resources.drbd import kmod_version
 from drbdha.resources.drbd_config import DrbdConfigError, DrbdOptions, parse_dump
 from drbdha.resources.drbd_events import (
@@ -402,7 +401,7 @@ def client_records(draw: st.DrawFn) -> bytes:
 def test_client_records_never_raise(scratch: Path, data: bytes) -> None:
     path = scratch / "drbdha-clients.json"
     path.write_bytes(data)
-    records = nfs_clients.read_records(path)
+    records = nfs_clients.read_records(path, Connection.from_json)
     assert all(isinstance(c, Connection) for c in records)
 
 

@@ -22,11 +22,11 @@ from drbdha.config import StorageConfig
 from drbdha.daemon.instance import Instance
 from drbdha.net import tickle
 from drbdha.net.addresses import Addresses
-from drbdha.net.nfs_clients import NfsClientsStep
 from drbdha.net.vip import VipStep
 from drbdha.resources.drbd import DrbdStep, DrbdWatcher
 from drbdha.resources.filesystem import FilesystemConfig, FilesystemStep, drbd_device
 from drbdha.resources.nfs import ExportsStep, NfsdStep, NfsStateStep
+from drbdha.resources.nfs_clients import NfsClientsStep, Tickler
 from drbdha.resources.services import ServicesStep
 
 
@@ -49,7 +49,9 @@ def build(
     vip_timeout = storage.vip_timeout if storage else 10.0
     steps.append(VipStep(inst.cfg, addresses, inst.send_garp, inst.log, vip_timeout))
     if storage is not None and storage.nfs_state_dir is not None:
-        steps.append(NfsClientsStep(vips, storage.nfs_state_dir, log.bind(instance=inst.name)))
+        tickler = Tickler(tickle.established, tickle.send, tickle.Connection.from_json)
+        bound = log.bind(instance=inst.name)
+        steps.append(NfsClientsStep(vips, storage.nfs_state_dir, tickler, bound))
     return steps
 
 

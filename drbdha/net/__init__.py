@@ -4,8 +4,8 @@ Rules for this package (tests/test_layering.py keeps them): it may import the VR
 codec and constants, the chain's step protocol, config, clock, durable and errors; never
 drbdha.vrrp.machine, resources/ or the daemon. Adapters raise rather than decide (NetError
 for a configuration problem such as a missing interface, OSError for the kernel saying no,
-MalformedPacket for a broken datagram); the steps here (the VIP, the NFS clients) log their
-outcome through the log they are given.
+MalformedPacket for a broken datagram); the VIP step logs its outcome through the log it is
+given.
 
 Modules:
   vrrp_socket   one raw IPPROTO_VRRP socket per (interface, family)
@@ -15,8 +15,7 @@ Modules:
   links         non-blocking netlink watcher for link up/down and address changes
   vip           the chain's VIP step (address, then GARP/NA)
   tickle        TCP tickles (a bare ACK from the VIP) and the sock_diag connection list
-  nfs_clients   the chain's last step: tickles, sm-notify, the connection record
-                (NFS logic: issue 20 moves it to resources/)
+                (resources/nfs_clients.py gets them from the chain's composition)
   heartbeat     the replication heartbeat's UDP socket
   _pyroute2     the one door to pyroute2
 """

@@ -12,6 +12,9 @@ On start (the VIP is up, nfsd listens):
    next master finds them there even if this one dies without a word.
 A failure in 1 or 2 is logged, never fails the takeover: the service is already up, and
 rolling it back would cost the clients far more than a missed tickle.
+
+The TCP side (the tickle segments, the sock_diag read of connections) is net/tickle.py's;
+resources/ does not import net/, so the chain's composition passes it in as a `Tickler`.
 """
 
 from __future__ import annotations
@@ -19,16 +22,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from drbdha import durable
-from drbdha.net import tickle
 from drbdha.resources import proc
 
 RECORD_INTERVAL = 1.0  # seconds; a connection made since the last record misses its tickle
 RECORD_FILE = "drbdha-clients.json"
 NLM_TCPPORT = Path("/proc/sys/fs/nfs/nlm_tcpport")  # lockd's port, when the admin fixed it
+
+
+class Connection(Protocol):
+    """One client connection to the VIP (net/tickle.Connection)."""
+
+    @property
+    def vip(self) -> str: ...
+
+    def as_json(self) -> list[object]: ...
+
+
+C = TypeVar("C", bound=Connection)
+
+
+@dataclass(frozen=True)
+class Tickler(Generic[C]):
+    """What this step needs of net/tickle.py."""
+
+    established: Callable[[Sequence[str], Sequence[int]], Sequence[C]]
+    send: Callable[[Sequence[C]], int]  # the segments sent
+    parse: Callable[[object], C]  # a record's row; ValueError if it is none
 
 
 def nfs_ports() -> list[int]:
@@ -40,7 +65,7 @@ def nfs_ports() -> list[int]:
     return ports
 
 
-def read_records(path: Path) -> list[tickle.Connection]:
+def read_records(path: Path, parse: Callable[[object], C]) -> list[C]:
     """The recorded connections; [] or the good rows of a damaged record, never an error."""
     try:
         data = json.loads(path.read_bytes())
@@ -54,11 +79,11 @@ def read_records(path: Path) -> list[tickle.Connection]:
     out = []
     for row in rows if isinstance(rows, list) else []:
         with contextlib.suppress(ValueError):
-            out.append(tickle.Connection.from_json(row))
+            out.append(parse(row))
     return out
 
 
-def write_records(path: Path, connections: Sequence[tickle.Connection]) -> None:
+def write_records(path: Path, connections: Sequence[Connection]) -> None:
     """Atomically and durably: the reader is the next master, after this one may have lost
     power."""
     durable.replace(path, json.dumps({"connections": [c.as_json() for c in connections]}).encode())
@@ -71,12 +96,15 @@ class NfsClientsStep:
         self,
         vips: Sequence[str],
         state_dir: Path,
+        tickler: Tickler[Any],
         log: proc.Log,
+        *,
         run: proc.Run = proc.run,
         timeout: float = 10.0,
     ) -> None:
         self.vips = tuple(vips)
         self.record = state_dir / RECORD_FILE
+        self.tickler = tickler
         self.log = log
         self.run = run
         self.start_timeout = self.stop_timeout = timeout
@@ -95,10 +123,10 @@ class NfsClientsStep:
 
     async def _tickle(self) -> None:
         try:
-            conns = [
-                c for c in await asyncio.to_thread(read_records, self.record) if c.vip in self.vips
-            ]
-            sent = await asyncio.to_thread(tickle.send, conns)
+            parse = self.tickler.parse
+            records = await asyncio.to_thread(read_records, self.record, parse)
+            conns = [c for c in records if c.vip in self.vips]
+            sent = await asyncio.to_thread(self.tickler.send, conns)
         except OSError as e:
             self.log.warning("nfs.tickle_failed", error=str(e))
             return
@@ -120,10 +148,11 @@ class NfsClientsStep:
             await task
 
     async def _record(self) -> None:
-        last: list[tickle.Connection] | None = None
+        last: Sequence[Connection] | None = None
         while True:
             try:
-                conns = await asyncio.to_thread(tickle.established, self.vips, nfs_ports())
+                established = self.tickler.established
+                conns = await asyncio.to_thread(established, self.vips, nfs_ports())
                 if conns != last:
                     await asyncio.to_thread(write_records, self.record, conns)
                     last = conns
