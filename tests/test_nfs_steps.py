@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,19 +97,26 @@ def test_check_config_says_what_is_not_installed() -> None:
 
 
 def test_status_shows_mount_nfsd_and_exports_as_the_chain_has_them() -> None:
+    """The steps the composition builds describe themselves; the runner is a fake that
+    holds them and says which are up."""
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from drbdha.daemon.storage import _nfs_status  # noqa: PLC0415
+    from drbdha.daemon.compose import storage_steps  # noqa: PLC0415
+    from drbdha.daemon.storage import steps_status  # noqa: PLC0415
+
+    def status(s: StorageConfig, up: set[str]) -> dict[str, Any]:
+        steps = storage_steps("lab", s, None, proc.Quiet(), "10.0.0.100")  # type: ignore[arg-type]
+        fake_runner = SimpleNamespace(steps=steps, step_up=lambda name: name in up)
+        return steps_status(fake_runner)  # type: ignore[arg-type]
 
     s = storage(mountpoint=Path("/srv/nfs"), nfs_state_dir=Path("/srv/nfs/s"), exports=(EXPORT,))
-    inst = SimpleNamespace(name="lab", storage=s)
-    got = _nfs_status(inst, {"drbd", "filesystem", "nfs_state", "nfsd"})  # type: ignore[arg-type]
+    got = status(s, {"drbd", "filesystem", "nfs_state", "nfsd"})
     assert got == {
         "mount": {"device": None, "mountpoint": "/srv/nfs", "fstype": "auto", "mounted": True},
         "nfsd": {"running": True, "threads": 8, "state_dir": "/srv/nfs/s", "scope": "drbdha-lab"},
         "exports": {"configured": 1, "exported": 0},
     }
-    assert _nfs_status(SimpleNamespace(name="x", storage=storage()), set()) == {}  # type: ignore[arg-type]
+    assert status(storage(), set()) == {}
 
 
 def test_the_clients_step_tickles_the_recorded_clients_of_its_vips_and_records_new_ones(

@@ -5,7 +5,7 @@ cancellable (subprocesses are killed on cancellation, see resources/proc.py)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class StepFailed(Exception):
@@ -30,3 +30,12 @@ class Step(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def held(self) -> bool: ...
+
+
+@runtime_checkable
+class Described(Protocol):
+    """A step that adds to `drbdha status`: {section: fields}, from what it was given and
+    whether the chain has it up (never by running a command: status must be instant).
+    Sections two steps share (nfsd: the state directory's step and nfsd's) are merged."""
+
+    def describe(self, up: bool) -> dict[str, dict[str, Any]]: ...

@@ -26,6 +26,7 @@ from typing import Any
 from drbdha import status
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
+from drbdha.chain.step import Described
 from drbdha.clock import Clock
 from drbdha.daemon import compose as steps
 from drbdha.daemon.health import CheckResult, Health
@@ -42,8 +43,6 @@ from drbdha.resources import drbd
 from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
 from drbdha.resources.drbd_events import Resource
-from drbdha.resources.filesystem import FilesystemStep
-from drbdha.resources.nfs import ExportsStep, NfsdStep
 from drbdha.vrrp.events import State
 
 IPAddress = IPv4Address | IPv6Address
@@ -493,8 +492,7 @@ def storage_status(
     if inst.storage is not None:
         storage["drbd"] = _drbd_status(inst.storage.drbd_resource, st.drbd)
         storage["fencing"] = st.fencing  # type: ignore[typeddict-item]
-        up = {name for name in runner.plan.names if runner.step_up(name)}
-        storage.update(_nfs_status(inst, up))  # type: ignore[typeddict-item]
+        storage.update(steps_status(runner))  # type: ignore[typeddict-item]
         storage["checks"] = st.health.status() if st.health else []
     latches = [
         {"kind": k, "reason": v.reason, "age_s": round(max(0.0, wall_now - v.since), 1)}
@@ -504,30 +502,14 @@ def storage_status(
     return storage, latches, alerts
 
 
-def _nfs_status(inst: Instance, up: set[str]) -> dict[str, Any]:
-    """mount, nfsd and exports as the chain has them (its steps' states: the status never
-    runs a command)."""
-    s = inst.storage
-    assert s is not None
-    out: dict[str, Any] = {}
-    if s.mountpoint is not None:
-        out["mount"] = {
-            "device": str(s.device) if s.device else None,  # None: the DRBD device
-            "mountpoint": str(s.mountpoint),
-            "fstype": s.fstype,
-            "mounted": FilesystemStep.name in up,
-        }
-    if s.nfs_state_dir is not None:
-        out["nfsd"] = {
-            "running": NfsdStep.name in up,
-            "threads": s.nfsd_threads,
-            "state_dir": str(s.nfs_state_dir),
-            "scope": s.nfs_server_scope or f"drbdha-{inst.name}",
-        }
-        out["exports"] = {
-            "configured": len(s.exports),
-            "exported": len(s.exports) if ExportsStep.name in up else 0,
-        }
+def steps_status(runner: Runner) -> dict[str, dict[str, Any]]:
+    """What the chain's steps say of themselves (chain/step.py `Described`: mount, nfsd,
+    exports), from their settings and whether the chain has them up: no command runs."""
+    out: dict[str, dict[str, Any]] = {}
+    for step in runner.steps:
+        if isinstance(step, Described):
+            for section, fields in step.describe(runner.step_up(step.name)).items():
+                out.setdefault(section, {}).update(fields)
     return out
 
 

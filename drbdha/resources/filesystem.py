@@ -28,6 +28,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from drbdha.chain.step import StepFailed
 from drbdha.clock import Clock, MonotonicClock
@@ -148,6 +149,7 @@ class FilesystemConfig:
     fsck: str = "auto"
     start_timeout: float = 60.0
     stop_timeout: float = 30.0
+    device: str | None = None  # configured; None: the DRBD resource's device
 
     @classmethod
     def of(cls, storage: StorageConfig) -> FilesystemConfig | None:
@@ -160,6 +162,7 @@ class FilesystemConfig:
             storage.fsck,
             storage.mount_timeout,
             storage.unmount_timeout,
+            str(storage.device) if storage.device else None,
         )
 
 
@@ -182,6 +185,11 @@ class FilesystemStep:
         self.clock = clock or MonotonicClock()
         self.start_timeout = cfg.start_timeout
         self.stop_timeout = cfg.stop_timeout
+
+    def describe(self, up: bool) -> dict[str, dict[str, Any]]:
+        cfg = self.cfg
+        mount = {"device": cfg.device, "mountpoint": cfg.mountpoint, "fstype": cfg.fstype}
+        return {"mount": {**mount, "mounted": up}}
 
     async def held(self) -> bool:
         device = Device.of(self.device(), missing_ok=True)

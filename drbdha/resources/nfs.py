@@ -39,6 +39,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from drbdha.chain.step import StepFailed
 from drbdha.config import ExportConfig
@@ -138,6 +139,9 @@ class NfsStateStep:
         self.run = run
         self.log = log or proc.Quiet()
 
+    def describe(self, up: bool) -> dict[str, dict[str, Any]]:  # noqa: ARG002 (nfsd says it)
+        return {"nfsd": {"state_dir": str(self.state_dir)}}
+
     async def held(self) -> bool:
         device = Device.of(self.device(), missing_ok=True)
         return bool(_bind_of(device)(await mounts(self.run)))
@@ -210,9 +214,13 @@ class NfsdStep:
         """listening(port): something listens on that TCP port (net.tickle's, passed in:
         resources/ does not import net/)."""
         self.dropins = dropins(scope, threads, lease, grace, vip)
+        self.scope, self.threads = scope, threads
         self.start_timeout, self.stop_timeout = timeouts
         self.listening = listening
         self.run = run
+
+    def describe(self, up: bool) -> dict[str, dict[str, Any]]:
+        return {"nfsd": {"running": up, "threads": self.threads, "scope": self.scope}}
 
     async def held(self) -> bool:
         r = await self.run(["systemctl", "is-active", "--quiet", UNIT])
@@ -318,6 +326,10 @@ class ExportsStep:
         self.text = exports_text(chain, exports)
         self.start_timeout = self.stop_timeout = timeout
         self.run = run
+
+    def describe(self, up: bool) -> dict[str, dict[str, Any]]:
+        n = len(self.exports)
+        return {"exports": {"configured": n, "exported": n if up else 0}}
 
     async def held(self) -> bool:
         return self.file.exists()
