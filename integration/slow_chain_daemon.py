@@ -5,6 +5,8 @@ switched on by an environment variable; test_chain_netns.py uses them.
   slow takeover never delays an advert.
 - DRBDHA_SLOW_HELD=S: SlowStep takes S seconds to answer held() (a slow reconcile: drbdadm,
   findmnt): a reload that adds the instance never delays another instance's adverts.
+- DRBDHA_SLOW_STOP=S: SlowStep takes S seconds to stop (a slow unmount or demote): the
+  loop goes on serving while a stop releases the chain.
 - DRBDHA_SLOW_ONLY=name,...: SlowStep only in these instances (default: all).
 - DRBDHA_FAILING_WATCHER=S: a DRBD watcher double for resource "fake" whose run() raises S
   seconds after each start (a bug in a background task).
@@ -26,11 +28,12 @@ from drbdha.resources import drbd_crosscheck
 class SlowStep:
     name = "slow"
 
-    def __init__(self, start_s: float, held_s: float) -> None:
+    def __init__(self, start_s: float, held_s: float, stop_s: float = 0.0) -> None:
         self.start_s = start_s
         self.held_s = held_s
+        self.stop_s = stop_s
         self.start_timeout = start_s + 30
-        self.stop_timeout = held_s + 5
+        self.stop_timeout = held_s + stop_s + 5
         self.up = False
 
     async def start(self) -> None:
@@ -38,6 +41,7 @@ class SlowStep:
         self.up = True
 
     async def stop(self) -> None:
+        await asyncio.sleep(self.stop_s)
         self.up = False
 
     async def held(self) -> bool:
@@ -80,10 +84,12 @@ def build(self: chains.Chains, inst: object, *args: object, **kw: object) -> Non
         drbd_crosscheck.CHECK_INTERVAL = 3600.0  # no drbdsetup to compare the double with
     only = os.environ.get("DRBDHA_SLOW_ONLY")
     start_s, held_s = _env("DRBDHA_SLOW_STEP"), _env("DRBDHA_SLOW_HELD")
-    if (start_s is None and held_s is None) or (only and inst.name not in only.split(",")):  # type: ignore[attr-defined]
+    stop_s = _env("DRBDHA_SLOW_STOP")
+    slow = (start_s, held_s, stop_s) != (None, None, None)
+    if not slow or (only and inst.name not in only.split(",")):  # type: ignore[attr-defined]
         return
     runner = inst.runner  # type: ignore[attr-defined]
-    steps = (SlowStep(start_s or 0.0, held_s or 0.0), *runner.steps)
+    steps = (SlowStep(start_s or 0.0, held_s or 0.0, stop_s or 0.0), *runner.steps)
     inst.runner = type(runner)(runner.instance, steps, self.put, self.clock)  # type: ignore[attr-defined]
 
 

@@ -6,6 +6,7 @@
 - A background task that raises is logged, counted and restarted, and the chain runners go
   on: a stop still releases the chain at once (issue 19 §3, supervised tasks).
 - A fatal error in the loop still releases the chain before the daemon ends.
+- A stop is a state of the one loop: while a slow step releases, `drbdha status` answers.
 - A reload that adds an instance whose reconcile is slow delays no other instance's advert:
   the runner reconciles in its own task and reports back (issue 19 §3).
 
@@ -14,6 +15,7 @@ The doubles are in integration/slow_chain_daemon.py, switched on by environment 
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import socket
 import struct
@@ -21,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 from netlab import SUBNET4, VIP4, DrbdhaNode, Host, Inst, Lab, addresses, node_config
@@ -140,6 +142,36 @@ def test_a_fatal_error_releases_the_chain_first(lab: Lab) -> None:
     assert len(a.events("vip.removed")) == 1, a.log_tail(30)
     assert not a.events("daemon.stopped_holding")
     assert "test double: the main loop raised" in a.proc.output()
+
+
+def test_status_answers_while_a_stop_releases_a_slow_chain(lab: Lab) -> None:
+    """SIGTERM to a master whose chain takes 4 s to stop: the loop turns on through the
+    release (not a second loop inside it), so status answers during it, showing the machine
+    shut down and the slow step stopping, the VIP already gone; then the daemon ends 0."""
+    from ops_common import cli  # noqa: PLC0415
+
+    env = {"DRBDHA_SLOW_STOP": "4"}
+    a = DoubleNode(lab, "a", [Inst(priority=200, advert_interval=0.1)], env=env).start()
+    a.wait_state("master", timeout=10)
+    wait_until("VIP", lambda: VIP4 in addresses(a.host.ns), 10, every=0.02)
+    assert a.proc is not None
+    a.proc.terminate()
+    stopping_at = time.monotonic()
+
+    def releasing() -> dict[str, Any] | None:
+        out = cli(a, "status", "--json")
+        assert out.returncode == 1, out.stderr  # answered, degraded: it is shutting down
+        (inst,) = json.loads(out.stdout)["instances"]
+        steps = {s["name"]: s["state"] for s in inst["storage"]["chain"]}
+        return inst if steps.get("slow") == "stopping" else None
+
+    inst = wait_until("status during the release", releasing, 3.5, every=0.1)
+    assert time.monotonic() - stopping_at < 4.0  # answered inside the 4 s stop
+    assert inst["state"] == "initialize", inst
+    assert VIP4 not in addresses(a.host.ns)
+    assert a.proc.wait(15) == 0, a.log_tail()
+    assert not a.events("daemon.stopped_holding"), a.log_tail(30)
+    assert a.events("step.stopped")[-1]["step"] == "slow"
 
 
 class AdvertTimes:
