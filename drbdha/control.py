@@ -48,7 +48,8 @@ MAX_DEPTH: Final = 64  # JSON nesting levels; a status document has fewer than t
 STATUS: Final = "status"
 FORCE_FAILOVER: Final = "force-failover"
 CLEAR_LATCH: Final = "clear-latch"
-COMMANDS: Final = (STATUS, FORCE_FAILOVER, CLEAR_LATCH)
+FENCE_PEER: Final = "fence-peer"  # DRBD's handler asks the daemon (fencing/watch.py)
+COMMANDS: Final = (STATUS, FORCE_FAILOVER, CLEAR_LATCH, FENCE_PEER)
 
 ERROR_CODES: Final = frozenset(
     {"permission", "malformed", "too_large", "unknown_command", "timeout", "refused", "internal"}

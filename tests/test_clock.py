@@ -114,8 +114,13 @@ async def test_the_fence_server_times_a_request_on_the_given_clock() -> None:
     assert server._server is not None
     port = server._server.sockets[0].getsockname()[1]
     try:
-        with socket.create_connection((LOOPBACK, port)):
-            pass  # closed at once: no request
+
+        def half_a_request() -> None:  # then gone (closed at once would be a probe)
+            with socket.create_connection((LOOPBACK, port)) as c, c.makefile("rb") as f:
+                f.readline()  # the challenge: closing with it unread resets the connection
+                c.sendall(b"{")
+
+        await asyncio.to_thread(half_a_request)
         await log.wait_requests()
     finally:
         await server.close()

@@ -34,6 +34,7 @@ from drbdha.daemon.storage import Chains
 from drbdha.daemon.supervise import Supervisor
 from drbdha.fencing.keeper import Keeper
 from drbdha.fencing.server import PeerServer
+from drbdha.fencing.watch import PeerWatch
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
@@ -72,8 +73,17 @@ class DaemonBase:
         self.sockets: dict[SocketKey, VrrpSocket] = {}
         self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
         self.latches = LatchStore(config.daemon.state_dir / "latches.json")
+        # With a [peer] section: the fence-peer handler DRBD runs during a takeover asks
+        # us, and finds the peer's silence measured since our DRBD step began.
+        self.peer_watch = PeerWatch(config.peer, self.clock) if config.peer else None
         self.chains = Chains(
-            self.apply, self.inbox.put, self.latches, self.metrics, self.log, self.clock
+            self.apply,
+            self.inbox.put,
+            self.latches,
+            self.metrics,
+            self.log,
+            self.clock,
+            self.peer_watch,
         )
         facts = lambda inst: self.chains.state(inst).drbd  # noqa: E731
         self.handover = Handover(self.apply, self.instances, facts, self.log)
@@ -102,6 +112,7 @@ class DaemonBase:
         self._heartbeat_due: float | None = None
         self._dumped = asyncio.Event()  # the fencing/heartbeat read of drbdadm dump is done
         self._keeper: Keeper | None = None  # with a [peer] section
+        self._peer_key: bytes | None = None  # its secret, read once at start
         self._keeping: dict[str, asyncio.Task[None]] = {}  # resource -> its keeper task
         self._metrics_server: Any = None
         self._stopping = False

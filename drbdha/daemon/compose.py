@@ -23,7 +23,7 @@ from drbdha.daemon.instance import Instance
 from drbdha.net import tickle
 from drbdha.net.addresses import Addresses
 from drbdha.net.vip import VipStep
-from drbdha.resources.drbd import DrbdStep, DrbdWatcher
+from drbdha.resources.drbd import DrbdStep, DrbdWatcher, PeerWatch
 from drbdha.resources.filesystem import FilesystemConfig, FilesystemStep, drbd_device
 from drbdha.resources.nfs import ExportsStep, NfsdStep, NfsStateStep
 from drbdha.resources.nfs_clients import NfsClientsStep, Tickler
@@ -35,15 +35,18 @@ def build(
     addresses: Addresses,
     watcher: DrbdWatcher | None,
     log: Any,
+    *,
     split_brain: Callable[[], bool],
+    peer_watch: PeerWatch | None = None,
 ) -> list[Step]:
     """`split_brain`: whether the storage room holds a split-brain latch (DRBD's step then
-    refuses to promote)."""
+    refuses to promote); `peer_watch`: with a [peer] section, asks the peer's fence channel
+    while DRBD's step runs (fencing/watch.py)."""
     storage = inst.storage
     steps: list[Step] = []
     vips = [str(v.ip) for v in inst.cfg.virtual_ipaddress]
     if storage is not None and watcher is not None:
-        steps.append(DrbdStep(storage, watcher.facts, split_brain))
+        steps.append(DrbdStep(storage, watcher.facts, split_brain, peer_watch=peer_watch))
         bound = log.bind(instance=inst.name)
         steps.extend(storage_steps(inst.name, storage, watcher, bound, vips[0]))
     vip_timeout = storage.vip_timeout if storage else 10.0

@@ -19,6 +19,7 @@ from drbdha.daemon.events import (
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.instances import InstanceRoom
 from drbdha.daemon.storage import storage_status
+from drbdha.fencing import handler, wire
 from drbdha.fencing import status as fencing_status
 from drbdha.fencing.keeper import Keeper, KeepFencing
 from drbdha.fencing.secret import read_secret
@@ -60,7 +61,7 @@ class ServingRoom(InstanceRoom):
         """The fence channel (a [peer] section), and each resource's fencing for status."""
         peer = self.config.peer
         if peer is not None:
-            key = read_secret(peer.secret_file)
+            key = self._peer_key = read_secret(peer.secret_file)
             self._keeper = Keeper(
                 peer,
                 key,
@@ -193,11 +194,55 @@ class ServingRoom(InstanceRoom):
                 self.handover.start(event, now)
             elif command == control.CLEAR_LATCH:
                 event.reply.set_result(self._clear_latch(event.request, now))
+            elif command == control.FENCE_PEER:
+                self._fence_for_handler(event)
             else:
                 raise control.CommandError(f"unknown command {command!r}", "unknown_command")
         except control.CommandError as e:
             if not event.reply.done():
                 event.reply.set_exception(e)
+
+    def _fence_for_handler(self, event: control.ControlRequest) -> None:
+        """DRBD's fence-peer handler asks us (cli.py `_fence_peer`): its own job, in a
+        thread beside the loop, with the key we hold and the silence our peer watch has
+        measured since the DRBD step began (fencing/watch.py). The answer is the handler's
+        (outcome, detail, the peer's reply); the exit code is the handler's to give."""
+        resource = event.request.get("resource")
+        if not isinstance(resource, str) or not resource:
+            raise control.CommandError("resource must be a non-empty string", "malformed")
+        why = handler.refusal(self.config, resource)
+        peer, key = self.config.peer, self._peer_key
+        if why is None and (peer is None or key is None):
+            why = "the peer channel is not set up yet"
+        watch = self.peer_watch
+        since = watch.silent_since() if watch is not None else None
+        t0 = self.clock.monotonic()
+
+        async def fence() -> None:
+            if why is not None:
+                answer = handler.Answer(wire.FAILED, why)
+            else:
+                assert peer is not None
+                assert key is not None
+                try:
+                    answer = await asyncio.to_thread(
+                        handler.fence_peer_with, peer, key, resource, since
+                    )
+                except Exception as e:  # answered all the same: the handler falls back
+                    answer = handler.Answer(wire.FAILED, f"{type(e).__name__}: {e}")
+            self.log.warning(
+                "fence.asked_by_handler",
+                resource=resource,
+                outcome=answer.outcome,
+                detail=answer.detail,
+                silent_for_ms=None if since is None else round((t0 - since) * 1000, 1),
+                took_ms=round((self.clock.monotonic() - t0) * 1000, 1),
+            )
+            if not event.reply.done():
+                reply = {"outcome": answer.outcome, "detail": answer.detail}
+                event.reply.set_result({**reply, "reply": answer.reply})
+
+        self._spawn(f"fence_peer:{resource}", fence())
 
     def _status_line(self) -> str:
         """systemd's STATUS= from the machines alone (no registry scrape: it is cheap)."""

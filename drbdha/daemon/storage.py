@@ -41,7 +41,7 @@ from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
 from drbdha.resources import drbd
 from drbdha.resources import drbd_guard as guard
-from drbdha.resources.drbd import DrbdChanged, DrbdWatcher
+from drbdha.resources.drbd import DrbdChanged, DrbdWatcher, PeerWatch
 from drbdha.resources.drbd_events import Resource
 from drbdha.vrrp.events import State
 
@@ -63,8 +63,10 @@ class Chains:
         metrics: Metrics,
         log: Any,
         clock: Clock,
+        peer_watch: PeerWatch | None = None,
     ) -> None:
         self.apply = apply
+        self.peer_watch = peer_watch
         self.put = put
         self.latches = latches
         self.metrics = metrics
@@ -95,7 +97,9 @@ class Chains:
                 reason = f"latch file unreadable: {self.latches.load_error}"
                 st.latches["disk"] = Latch("disk", reason, self.clock.wall())
         split_brain = lambda: "split-brain" in st.latches  # noqa: E731
-        chain = steps.build(inst, addresses, watcher, self.log, split_brain)
+        chain = steps.build(
+            inst, addresses, watcher, self.log, split_brain=split_brain, peer_watch=self.peer_watch
+        )
         inst.runner = Runner(inst.name, chain, self.put, self.clock)
         if inst.storage is not None:
             st.health = Health(inst.name, inst.storage)

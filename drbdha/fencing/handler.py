@@ -65,21 +65,42 @@ class Answer:
 
 
 def fence_peer(config: Config, resource: str) -> Answer:
-    if not any(s.drbd_resource == resource for s in config.storage.values()):
-        return Answer(wire.FAILED, f"no [storage] section has drbd_resource = {resource!r}")
-    if config.peer is None:
-        return Answer(wire.FAILED, "no [peer] section: drbdha cannot reach the peer")
+    """The whole job in this process: the daemon is not there to ask (see cli.py)."""
+    why = refusal(config, resource)
+    if why is not None:
+        return Answer(wire.FAILED, why)
+    assert config.peer is not None
     try:
         key = read_secret(config.peer.secret_file)
     except SecretError as e:
         return Answer(wire.FAILED, str(e))
+    return fence_peer_with(config.peer, key, resource)
+
+
+def refusal(config: Config, resource: str) -> str | None:
+    """Why `config` cannot fence `resource` at all, if it cannot."""
+    if not any(s.drbd_resource == resource for s in config.storage.values()):
+        return f"no [storage] section has drbd_resource = {resource!r}"
+    if config.peer is None:
+        return "no [peer] section: drbdha cannot reach the peer"
+    return None
+
+
+def fence_peer_with(
+    peer: PeerConfig, key: bytes, resource: str, silent_since: float | None = None
+) -> Answer:
+    """Ask until an answer is final or DEADLINE is over. `silent_since`: the daemon's
+    peer watch (fencing/watch.py) has asked the peer's port the same way, without any
+    answer, from that moment (time.monotonic) until now, so the first ask needs only what is
+    left of fence_timeout (nothing, if it has passed: the peer is dead now)."""
     # A reachable peer that failed to outdate may succeed a moment later (its DRBD noticed
     # the failed link itself meanwhile, its drbdha came back); until then DRBD holds our
     # I/O, so keep trying.
     deadline = time.monotonic() + DEADLINE
     alive = False
     while True:
-        answer = ask(config.peer, key, resource)
+        answer = ask(peer, key, resource, silent_since)
+        silent_since = None  # continuous silence is proven for the first ask only
         alive = alive or answer.alive
         if alive and answer.outcome == wire.UNREACHABLE:
             detail = f"the peer's host answered earlier, now silent: {answer.detail}"
@@ -91,8 +112,8 @@ def fence_peer(config: Config, resource: str) -> Answer:
         time.sleep(pause)
 
 
-def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
-    sock, refused = _connect(peer)
+def ask(peer: PeerConfig, key: bytes, resource: str, silent_since: float | None = None) -> Answer:
+    sock, refused = _connect(peer, silent_since)
     if sock is None and refused:
         return Answer(
             wire.FAILED,
@@ -137,11 +158,15 @@ def ask(peer: PeerConfig, key: bytes, resource: str) -> Answer:
     return Answer(str(outcome), str(reply.get("detail", "")), reply, retry=outcome == wire.FAILED)
 
 
-def _connect(peer: PeerConfig) -> tuple[socket.socket | None, bool]:
+def _connect(
+    peer: PeerConfig, silent_since: float | None = None
+) -> tuple[socket.socket | None, bool]:
     """(a connection within fence_timeout or None, whether any attempt was refused), in
     short attempts: one lost SYN must not make a live peer look dead, and the peer's drbdha
-    restarting refuses for a moment before it listens again."""
-    deadline = time.monotonic() + peer.fence_timeout
+    restarting refuses for a moment before it listens again. fence_timeout counts from
+    `silent_since` when the silence was watched before (fence_peer_with)."""
+    start = time.monotonic() if silent_since is None else silent_since
+    deadline = start + peer.fence_timeout
     refused = False
     while (left := deadline - time.monotonic()) > 0:
         started = time.monotonic()

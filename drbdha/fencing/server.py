@@ -108,16 +108,23 @@ class PeerServer:
             self.log.error("fence.refused", reason=e.reason, took_ms=self._ms(started), **fields)
             self._counted("refused", e.reason)
             writer.write(wire.refused(e.reason))
-        except (TimeoutError, asyncio.IncompleteReadError):
-            self.log.error(
-                "fence.refused", reason="no_request", took_ms=self._ms(started), **fields
-            )
-            self._counted("refused", "no_request")
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                self._no_request(started, fields)
+            else:  # closed without a byte: the peer's watch saw us alive (fencing/watch.py)
+                self.log.info("fence.probed", took_ms=self._ms(started), **fields)
+                self._counted("probe", "")
+        except TimeoutError:
+            self._no_request(started, fields)
         except (ConnectionError, OSError) as e:
             self.log.error("fence.refused", reason="connection_lost", error=str(e), **fields)
             self._counted("refused", "connection_lost")
         finally:
             await _close(writer)
+
+    def _no_request(self, started: float, fields: dict[str, Any]) -> None:
+        self.log.error("fence.refused", reason="no_request", took_ms=self._ms(started), **fields)
+        self._counted("refused", "no_request")
 
     def _ms(self, since: float) -> float:
         return round((self._clock.monotonic() - since) * 1000, 1)

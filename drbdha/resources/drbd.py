@@ -31,7 +31,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from drbdha.chain.step import StepFailed
 from drbdha.clock import Clock, MonotonicClock
@@ -109,6 +109,14 @@ async def probe_peer(resource: str, run: Run = proc.run) -> Probed:
     return Probed("refused", r.summary())
 
 
+class PeerWatch(Protocol):
+    """fencing/watch.py's, passed in by the composition: asks the peer's fence channel
+    while this step runs, so the fence-peer handler DRBD starts finds the silence measured."""
+
+    def begin(self) -> None: ...
+    def end(self) -> None: ...
+
+
 class DrbdStep:
     name = "drbd"
 
@@ -121,8 +129,10 @@ class DrbdStep:
         version: Callable[[], tuple[int, ...] | None] = kmod_version,
         *,
         clock: Clock | None = None,
+        peer_watch: PeerWatch | None = None,
     ) -> None:
         self.resource = storage.drbd_resource
+        self.peer_watch = peer_watch
         self.start_timeout = storage.promote_timeout
         self.stop_timeout = storage.demote_timeout
         self.facts = facts
@@ -132,6 +142,15 @@ class DrbdStep:
         self.clock = clock or MonotonicClock()
 
     async def start(self) -> None:
+        if self.peer_watch is None:
+            return await self._promote()
+        self.peer_watch.begin()
+        try:
+            return await self._promote()
+        finally:
+            self.peer_watch.end()
+
+    async def _promote(self) -> None:
         await self._wait_for_peer_to_demote()
         async with promote_lock(self.resource):  # after a peer probe still running
             res = self.facts()
