@@ -357,29 +357,58 @@ def _clear_latch(args: argparse.Namespace) -> int:
 
 def _fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's (fencing/handler.py); everything that goes wrong is 1, which
-    DRBD treats as "fencing failed": the safe side. No structlog here: DRBD's promotion (and
-    a frozen Primary's I/O) waits for this process, and importing it costs more than all of
-    the handler's work on a slow machine."""
+    DRBD treats as "fencing failed": the safe side. The running daemon is asked first: it
+    holds the configuration and the key, and its peer watch has measured the peer's silence
+    since the takeover's DRBD step began (fencing/watch.py). Without a daemon to answer
+    (stopped, an older one), the handler does the same job itself. No structlog here: DRBD's
+    promotion (and a frozen Primary's I/O) waits for this process, and importing it costs
+    more than all of the handler's work on a slow machine."""
     import os  # noqa: PLC0415
     import time  # noqa: PLC0415
 
+    from drbdha import control  # noqa: PLC0415
     from drbdha.fencing import handler, wire  # noqa: PLC0415
+
+    def ask_daemon(socket_path: Path) -> handler.Answer | None:
+        """The running daemon's answer, or None when none answers it (none listening, an
+        older daemon without the command, a broken reply): then the job is done here,
+        which is never less safe than asking."""
+        # The daemon's answer may take the handler's whole deadline and a peer's reply.
+        wait = handler.DEADLINE + handler.RESULT_TIMEOUT + 5.0
+        payload = {"command": control.FENCE_PEER, "resource": resource}
+        try:
+            r = control.request(socket_path, payload, timeout=wait)
+        except control.ControlError:
+            return None
+        outcome, detail, reply = r.get("outcome"), r.get("detail"), r.get("reply")
+        if not r.get("ok") or outcome not in (*wire.OUTCOMES, wire.UNREACHABLE):
+            return None
+        return handler.Answer(str(outcome), str(detail), reply if isinstance(reply, dict) else {})
 
     started = time.monotonic()
     resource = args.resource or os.environ.get("DRBD_RESOURCE")
     if not resource:
         print("drbdha fence-peer: no resource (--resource or DRBD_RESOURCE)", file=sys.stderr)
         return wire.EXIT_FAILED
-    config = _load_or_report(args.config)
-    if config is None:
-        handler.log("fence.peer", resource=resource, outcome="failed", detail="invalid config")
-        return wire.EXIT_FAILED
-    answer = handler.fence_peer(config, resource)
+    peer: str | None = None
+    answer = ask_daemon(DaemonConfig().control_socket)
+    via = "daemon"
+    if answer is None:
+        config = _load_or_report(args.config)
+        if config is None:
+            handler.log("fence.peer", resource=resource, outcome="failed", detail="invalid config")
+            return wire.EXIT_FAILED
+        peer = str(config.peer.address) if config.peer else None
+        if config.daemon.control_socket != DaemonConfig().control_socket:
+            answer = ask_daemon(config.daemon.control_socket)
+        if answer is None:
+            answer, via = handler.fence_peer(config, resource), "handler"
     code = answer.exit_code
     handler.log(
         "fence.peer",
         resource=resource,
-        peer=str(config.peer.address) if config.peer else None,
+        peer=peer,
+        via=via,
         outcome=answer.outcome,
         exit_code=code,
         detail=answer.detail,

@@ -131,7 +131,10 @@ def test_unknown_command(sock: Path) -> None:
     assert reply == {
         "ok": False,
         "code": "unknown_command",
-        "error": "unknown command 'self-destruct' (known: clear-latch, fence-peer, force-failover, status)",
+        "error": (
+            "unknown command 'self-destruct' "
+            "(known: clear-latch, fence-peer, force-failover, status)"
+        ),
     }
 
 
