@@ -129,15 +129,16 @@ def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
     DRBDHA_DRBDADM_CONFIG=FILE makes drbdadm read FILE instead of /etc/drbd.conf: for the
     tests, and for checking a DRBD configuration before installing it.
     """
+    inst = config.vrrp_instances[index]
+    storage = config.storage_of(inst)
+    if storage is None:
+        return 0  # nothing to check: the advice modules stay unloaded (a VRRP-only daemon)
+
     import os  # noqa: PLC0415  (only check-config with storage needs drbdadm)
 
     from drbdha.resources import drbd_advice, drbd_config, nfs_advice  # noqa: PLC0415
     from drbdha.vrrp.timers import master_down_interval  # noqa: PLC0415
 
-    inst = config.vrrp_instances[index]
-    storage = config.storage_of(inst)
-    if storage is None:
-        return 0
     out = sys.stderr if quiet else sys.stdout
     if not quiet:
         print(f"storage.{storage.name}: DRBD resource {storage.drbd_resource} (for {inst.name})")
@@ -375,7 +376,9 @@ def _fence_peer(args: argparse.Namespace) -> int:
         which is never less safe than asking."""
         # The daemon's answer may take the handler's whole deadline and a peer's reply.
         wait = handler.DEADLINE + handler.RESULT_TIMEOUT + 5.0
-        payload = {"command": control.FENCE_PEER, "resource": resource}
+        # The configuration we were given goes with the request: a daemon running from
+        # another one (another key, another peer) must not answer for it.
+        payload = {"command": control.FENCE_PEER, "resource": resource, "config": config_path}
         try:
             r = control.request(socket_path, payload, timeout=wait)
         except control.ControlError:
@@ -391,6 +394,7 @@ def _fence_peer(args: argparse.Namespace) -> int:
         print("drbdha fence-peer: no resource (--resource or DRBD_RESOURCE)", file=sys.stderr)
         return wire.EXIT_FAILED
     peer: str | None = None
+    config_path = os.path.realpath(args.config)
     answer = ask_daemon(DaemonConfig().control_socket)
     via = "daemon"
     if answer is None:

@@ -53,7 +53,7 @@ def test_the_daemons_answer_is_the_exit_code(
             return await asyncio.to_thread(fence_peer_cli, monkeypatch, tmp_path / "c.sock")
 
     assert asyncio.run(main()) == code  # no config read: NO_CONFIG does not exist
-    assert asked == [{"command": "fence-peer", "resource": "r0"}]
+    assert asked == [{"command": "fence-peer", "resource": "r0", "config": NO_CONFIG}]
 
 
 @pytest.mark.parametrize("daemon", ["none", "older", "garbled"])
@@ -78,6 +78,9 @@ def test_without_a_daemon_that_answers_the_handler_works_alone(
     assert NO_CONFIG in capsys.readouterr().err
 
 
+DAEMON_CONFIG = "/etc/drbdha/drbdha.toml"  # the file the stand-in daemon runs from
+
+
 def standin(port: int, fence_timeout: float, since: float | None) -> Any:
     peer = dataclasses.replace(peer_cfg(LOOPBACK, port), fence_timeout=fence_timeout)
     config = Config(
@@ -85,6 +88,7 @@ def standin(port: int, fence_timeout: float, since: float | None) -> Any:
         vrrp_instances=(),
         storage={"data": StorageConfig(name="data", drbd_resource="r0")},
         peer=peer,
+        source=Path(DAEMON_CONFIG),
     )
     spawned: list[Any] = []
     daemon = SimpleNamespace(
@@ -95,12 +99,16 @@ def standin(port: int, fence_timeout: float, since: float | None) -> Any:
         log=FakeLog(),
         _spawn=lambda _name, work: spawned.append(work),
     )
+    daemon._same_config = lambda asked: ServingRoom._same_config(daemon, asked)
     return daemon, spawned
 
 
-async def fence(daemon: Any, spawned: list[Any], resource: str = "r0") -> dict[str, Any]:
+async def fence(
+    daemon: Any, spawned: list[Any], resource: str = "r0", config: str = DAEMON_CONFIG
+) -> dict[str, Any]:
     reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-    event = control.ControlRequest({"command": "fence-peer", "resource": resource}, reply)
+    request = {"command": "fence-peer", "resource": resource, "config": config}
+    event = control.ControlRequest(request, reply)
     ServingRoom._fence_for_handler(daemon, event)
     for work in spawned:
         await work
@@ -133,3 +141,13 @@ async def test_the_daemon_refuses_what_the_handler_would() -> None:
     spawned.clear()
     got = await fence(daemon, spawned)
     assert got["detail"] == "the peer channel is not set up yet"
+
+
+@in_loop
+async def test_a_handler_given_another_configuration_is_not_answered() -> None:
+    """`drbdha -c OTHER fence-peer`: another key, another peer, perhaps a wrong secret on
+    purpose; the daemon must not answer with its own (the lab's wrong-secret check)."""
+    daemon, spawned = standin(1, 0.5, since=None)
+    with pytest.raises(control.CommandError, match=r"not from /root/wrong\.toml"):
+        await fence(daemon, spawned, config="/root/wrong.toml")
+    assert spawned == []

@@ -210,6 +210,7 @@ class ServingRoom(InstanceRoom):
         resource = event.request.get("resource")
         if not isinstance(resource, str) or not resource:
             raise control.CommandError("resource must be a non-empty string", "malformed")
+        self._same_config(event.request.get("config"))
         why = handler.refusal(self.config, resource)
         peer, key = self.config.peer, self._peer_key
         if why is None and (peer is None or key is None):
@@ -243,6 +244,16 @@ class ServingRoom(InstanceRoom):
                 event.reply.set_result({**reply, "reply": answer.reply})
 
         self._spawn(f"fence_peer:{resource}", fence())
+
+    def _same_config(self, asked: object) -> None:
+        """A handler given another configuration (`drbdha -c OTHER fence-peer`: another key,
+        another peer) is refused, and does its job from that file itself."""
+        source = self.config.source
+        ours = os.path.realpath(source) if source else None
+        if asked is not None and (not isinstance(asked, str) or asked != ours):
+            raise control.CommandError(
+                f"this daemon runs from {ours}, not from {asked}", "other_config"
+            )
 
     def _status_line(self) -> str:
         """systemd's STATUS= from the machines alone (no registry scrape: it is cheap)."""

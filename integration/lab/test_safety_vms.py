@@ -71,9 +71,7 @@ def node_time(lab: Lab, node: str) -> float:
     return float(lab.exec(node, "date +%s.%N").stdout)
 
 
-def test_secondary_drbdha_down_cut_then_power_off_loses_nothing(
-    fenced: Storage, lab: Lab
-) -> None:
+def test_secondary_drbdha_down_cut_then_power_off_loses_nothing(fenced: Storage, lab: Lab) -> None:
     w = serving_and_writing(lab, fenced)
     lab.exec("node2", "systemctl stop drbdha")
     cut_at = node_time(lab, "node1")
