@@ -64,12 +64,17 @@ def _journal_sender(stream: Any) -> Any:
     want = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if want != f"{st.st_dev}:{st.st_ino}":
+        return None  # not the journal: systemd.journal (0.8 MB) stays unloaded
+    try:
         # Optional dependency, by name: the repository's systemd/ directory (the unit file)
         # would shadow the package for static analysis.
         journal = importlib.import_module("systemd.journal")
-    except (OSError, ValueError, AttributeError, ImportError):
+    except ImportError:
         return None
-    return journal.send if want == f"{st.st_dev}:{st.st_ino}" else None
+    return journal.send
 
 
 class _JournalRenderer:

@@ -103,3 +103,43 @@ def test_a_late_get_reads_what_arrived_before_it_reports_the_deadline() -> None:
 
 def test_a_late_get_with_nothing_queued_still_reports_the_deadline() -> None:
     assert _get_with_a_deadline(-1.0) is None
+
+
+def test_the_timer_serves_deadline_after_deadline_without_disarming() -> None:
+    # The timerfd stays armed between waits (a one-shot that fired needs no disarm): every
+    # deadline in a row still ends its get(), never early.
+    async def main() -> list[bool]:
+        inbox = Inbox()
+        out = []
+        deadline = time.monotonic()
+        for _ in range(5):
+            deadline += 0.005
+            got = await inbox.get(deadline)
+            out.append(got is None and time.monotonic() >= deadline)
+        inbox.close()
+        return out
+
+    assert asyncio.run(main()) == [True] * 5
+
+
+def test_an_event_before_the_deadline_leaves_that_deadline_armed() -> None:
+    # Woken by an event, the next get() for the same deadline re-arms nothing and still
+    # reports the deadline; a get() without one is not ended by the timer armed before.
+    async def main() -> tuple[object, object, bool, object]:
+        loop = asyncio.get_running_loop()
+        inbox = Inbox()
+        deadline = time.monotonic() + 0.03
+        loop.call_later(0.005, inbox.put, "packet")
+        first = await inbox.get(deadline)
+        second = await inbox.get(deadline)
+        on_time = time.monotonic() >= deadline
+        loop.call_later(0.05, inbox.put, "later")
+        inbox_deadline = time.monotonic() + 0.01
+        third = await inbox.get(inbox_deadline)
+        fourth = await inbox.get(None)
+        inbox.close()
+        return first, second, on_time, (third, fourth)
+
+    first, second, on_time, rest = asyncio.run(main())
+    assert (first, second, on_time) == ("packet", None, True)
+    assert rest == (None, "later")

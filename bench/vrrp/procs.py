@@ -21,7 +21,9 @@ from polling import wait_until
 
 from vrrp import ROOT, log
 
-DRBDHA = ROOT / ".venv" / "bin" / "drbdha"
+# VRRP_BENCH_DRBDHA: another drbdha executable to measure (e.g. a wrapper running an older
+# checkout), for before/after figures from the same lab and load.
+DRBDHA = Path(os.environ.get("VRRP_BENCH_DRBDHA") or ROOT / ".venv" / "bin" / "drbdha")
 KEEPALIVED = "/usr/sbin/keepalived"
 TMP_PREFIX = "drbdha-bench-"
 IMPLS = ("drbdha", "keepalived")

@@ -177,5 +177,5 @@ class DaemonBase:
             if deadline != inst.scheduled:
                 continue
             inst.scheduled = None
-            self.metrics.loop_lateness.observe(now - deadline)
+            self.metrics.observe_lateness(now - deadline)
             self.apply(inst, inst.machine.handle_timer(now), now)

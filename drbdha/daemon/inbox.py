@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ctypes
 import os
 import time
@@ -35,34 +34,54 @@ class _Itimerspec(ctypes.Structure):  # struct itimerspec { it_interval; it_valu
     _fields_ = (("it_interval", _Timespec), ("it_value", _Timespec))
 
 
+_timerfd_settime = _libc.timerfd_settime
+_timerfd_settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_timerfd_settime.restype = ctypes.c_int
+
+
 class TimerFd:
-    """A one-shot timerfd(2) on CLOCK_MONOTONIC. (os.timerfd_* arrive only in Python 3.13.)"""
+    """A one-shot timerfd(2) on CLOCK_MONOTONIC. (os.timerfd_* arrive only in Python 3.13.)
+
+    Armed once per advert at 10 ms, so arming allocates nothing: one itimerspec is kept
+    and rewritten in place, and the C function's argument types are declared once."""
 
     def __init__(self) -> None:
         self.fd = _libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
         if self.fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_create: {os.strerror(err)}")
+        self._spec = _Itimerspec()  # it_interval stays 0: one-shot
+        self._value = self._spec.it_value
+        self._spec_p = ctypes.addressof(self._spec)
 
     def arm(self, at: float) -> None:
         """Fire at monotonic time `at` (seconds); at once if that has passed."""
         sec = int(at)
-        nsec = max(int((at - sec) * 1e9), 0 if sec > 0 else 1)  # all-zero would disarm
-        self._settime(_Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec)))
+        nsec = int((at - sec) * 1e9)
+        if nsec <= 0:
+            nsec = 0 if sec > 0 else 1  # all-zero would disarm
+        self._set(sec, nsec)
 
     def disarm(self) -> None:
-        self._settime(_Itimerspec(_Timespec(0, 0), _Timespec(0, 0)))
+        self._set(0, 0)
 
-    def clear(self) -> None:
-        """Consume the expiration count so the descriptor stops being readable."""
-        with contextlib.suppress(BlockingIOError):
+    def clear(self) -> bool:
+        """Consume the expiration count so the descriptor stops being readable; False if
+        it had not fired (nothing to read)."""
+        try:
             os.read(self.fd, 8)
+        except BlockingIOError:
+            return False
+        return True
 
     def close(self) -> None:
         os.close(self.fd)
 
-    def _settime(self, spec: _Itimerspec) -> None:
-        if _libc.timerfd_settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+    def _set(self, sec: int, nsec: int) -> None:
+        value = self._value
+        value.tv_sec = sec
+        value.tv_nsec = nsec
+        if _timerfd_settime(self.fd, TFD_TIMER_ABSTIME, self._spec_p, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
@@ -73,6 +92,7 @@ class Inbox:
         self._waiter: asyncio.Future[None] | None = None
         self._timer: TimerFd | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._armed: float | None = None  # the deadline the timerfd is armed for
 
     def put(self, event: Any) -> None:
         """Callable from any callback on the loop's thread (signal handlers included)."""
@@ -101,15 +121,24 @@ class Inbox:
 
     async def _wait(self, deadline: float | None) -> None:
         timer = self._timer_on_loop()
-        self._waiter = waiter = asyncio.get_running_loop().create_future()
-        if deadline is not None:
-            timer.arm(deadline)
+        self._waiter = waiter = self._loop_future()
+        # The timer stays armed between waits: a one-shot that fired needs no disarming,
+        # and a wait for the deadline already armed (woken by an event meanwhile) needs no
+        # re-arming. An early expiry for a deadline given up on only wakes get() to look.
+        if deadline != self._armed:
+            if deadline is None:
+                timer.disarm()
+            else:
+                timer.arm(deadline)
+            self._armed = deadline
         try:
             await waiter
         finally:
             self._waiter = None
-            if deadline is not None:
-                timer.disarm()
+
+    def _loop_future(self) -> asyncio.Future[None]:
+        assert self._loop is not None
+        return self._loop.create_future()
 
     def _timer_on_loop(self) -> TimerFd:
         if self._timer is None:
@@ -120,8 +149,9 @@ class Inbox:
 
     def _on_timer(self) -> None:
         assert self._timer is not None
-        self._timer.clear()
-        self._wake()
+        if self._timer.clear():
+            self._armed = None  # one-shot: it fired, nothing is armed now
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -29,6 +29,7 @@ from drbdha.vrrp.timers import master_down_interval, skew_time
 
 IPAddress = IPv4Address | IPv6Address
 HANDOVER_MARGIN = 0.05  # seconds of slack for a resignation's answer: delivery, scheduling
+_FOREVER = float("inf")  # an inhibition's expiry when only clearing it ends it
 
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {
@@ -46,6 +47,18 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.FAULT, State.INITIALIZE),
     }
 )
+
+
+# SendAdvert is frozen: one per priority serves every advert (a frozen dataclass's __init__
+# goes through object.__setattr__, a cost paid 100 times a second at 10 ms otherwise).
+_SEND_ADVERT: dict[int, SendAdvert] = {}
+
+
+def _send_advert(priority: int) -> SendAdvert:
+    effect = _SEND_ADVERT.get(priority)
+    if effect is None:
+        effect = _SEND_ADVERT[priority] = SendAdvert(priority)
+    return effect
 
 
 class IllegalTransition(RuntimeError):
@@ -166,16 +179,23 @@ class Machine:
 
     def get_timer(self) -> float | None:
         """The absolute time at which handle_timer() must next run, or None."""
-        timers = (
-            self._adver_timer,
+        # Called after every input (every advert sent or heard): plain comparisons, no
+        # tuple or generator to build.
+        first = self._adver_timer
+        for t in (
             self._master_down_timer,
             self._garp_delay_timer,
             self._garp_refresh_timer,
             self._override_until,
             self._take_back_at,
-            *(t for t in self.inhibitions.values() if t != float("inf")),
-        )
-        return min((t for t in timers if t is not None), default=None)
+        ):
+            if t is not None and (first is None or t < first):
+                first = t
+        if self.inhibitions:
+            for t in self.inhibitions.values():
+                if t != _FOREVER and (first is None or t < first):
+                    first = t
+        return first
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -241,7 +261,7 @@ class Machine:
         if self._override_until is not None and now >= self._override_until:
             # The force-failover priority ends with its hold-off; adverts carry ours again.
             self._priority_override = self._override_until = None
-        expired = [n for n, t in self.inhibitions.items() if now >= t]
+        expired = [n for n, t in self.inhibitions.items() if now >= t] if self.inhibitions else None
         if expired:
             for name in expired:
                 del self.inhibitions[name]
@@ -262,7 +282,7 @@ class Machine:
             return []
         effects: list[Effect] = []
         if self._adver_timer is not None and now >= self._adver_timer:
-            effects.append(SendAdvert(self.effective_priority))
+            effects.append(_send_advert(self.effective_priority))
             # Schedule from the deadline, not from `now`, so lateness does not accumulate
             # (keepalived reschedules from the send time and drifts ~2% slow at 10 ms).
             self._adver_timer += self.params.advert_interval

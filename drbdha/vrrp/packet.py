@@ -211,8 +211,23 @@ def split_ipv4(datagram: bytes) -> IPv4Datagram:
     if ihl < 20 or len(datagram) < ihl or total > len(datagram) or total < ihl:
         raise MalformedPacket("length", "bad IPv4 header")
     return IPv4Datagram(
-        src=IPv4Address(datagram[12:16]),
-        dst=IPv4Address(datagram[16:20]),
+        src=_ipv4(datagram[12:16]),
+        dst=_ipv4(datagram[16:20]),
         ttl=datagram[8],
         payload=datagram[ihl:total],
     )
+
+
+# The same few addresses arrive in every datagram (the master's, the group): IPv4Address is
+# immutable, so one object per address serves them all instead of one parse per packet.
+_V4_CACHE: dict[bytes, IPv4Address] = {}
+_V4_CACHE_MAX: Final = 1024  # spoofed sources must not grow it without bound
+
+
+def _ipv4(packed: bytes) -> IPv4Address:
+    address = _V4_CACHE.get(packed)
+    if address is None:
+        if len(_V4_CACHE) >= _V4_CACHE_MAX:
+            _V4_CACHE.clear()
+        address = _V4_CACHE[packed] = IPv4Address(packed)
+    return address
