@@ -122,11 +122,14 @@ def tour(lab: Lab) -> Iterator[Storage]:
             lab.exec("client", f"umount -f -l {CLIENT_MOUNT}*; true", check=False, timeout=60)
             # drbdha released first, so the drop-ins below never change under a serving nfsd.
             s.stop()
-            for n in [n for n in NODES if lab.running(n)]:
+
+            def restore(n: str) -> None:
                 lab.exec(n, f"rm -f {FLAG} /etc/systemd/system/{WEB}", check=False)
                 # The lab's own nfsd drop-ins again (this test's scope, threads, lease and
                 # grace are in /run), with the reload that also forgets the unit.
                 lab.nfs_dropins(n)
+
+            lab.parallel(restore, [n for n in NODES if lab.running(n)])
 
 
 def serves_as_configured(lab: Lab, s: Storage, node: str, since: str) -> None:
