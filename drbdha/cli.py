@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drbdha import __version__
-from drbdha.config import DEFAULT_PATH, Config, DaemonConfig, load
+from drbdha.defaults import CONFIG as DEFAULT_PATH
+from drbdha.defaults import CONTROL_SOCKET
 from drbdha.errors import ConfigError
+
+if TYPE_CHECKING:
+    from drbdha.config import Config
 from drbdha.latches import KINDS as LATCH_KINDS
 
 EXIT_OK = 0
@@ -92,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_or_report(path: Path) -> Config | None:
+    from drbdha.config import load  # noqa: PLC0415  (not on fence-peer's path to the daemon)
+
     try:
         return load(path)
     except ConfigError as e:
@@ -256,15 +261,19 @@ def _run(path: Path) -> int:
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
+    from drbdha.config import load  # noqa: PLC0415
+
     try:
         return load(args.config).daemon.control_socket
     except ConfigError:
         pass
     # An invalid file (say, mid-edit before a reload) must not send us to the wrong socket:
     # use its control_socket if that much can be read, and say so.
-    path = DaemonConfig().control_socket
+    path = CONTROL_SOCKET
     if not Path(args.config).exists():
         return path
+    import tomllib  # noqa: PLC0415
+
     try:
         with Path(args.config).open("rb") as f:
             raw = tomllib.load(f).get("daemon", {}).get("control_socket")
@@ -395,7 +404,7 @@ def _fence_peer(args: argparse.Namespace) -> int:
         return wire.EXIT_FAILED
     peer: str | None = None
     config_path = os.path.realpath(args.config)
-    answer = ask_daemon(DaemonConfig().control_socket)
+    answer = ask_daemon(CONTROL_SOCKET)
     via = "daemon"
     if answer is None:
         config = _load_or_report(args.config)
@@ -403,7 +412,7 @@ def _fence_peer(args: argparse.Namespace) -> int:
             handler.log("fence.peer", resource=resource, outcome="failed", detail="invalid config")
             return wire.EXIT_FAILED
         peer = str(config.peer.address) if config.peer else None
-        if config.daemon.control_socket != DaemonConfig().control_socket:
+        if config.daemon.control_socket != CONTROL_SOCKET:
             answer = ask_daemon(config.daemon.control_socket)
         if answer is None:
             answer, via = handler.fence_peer(config, resource), "handler"

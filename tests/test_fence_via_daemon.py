@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +34,7 @@ NO_CONFIG = "/nonexistent/drbdha.toml"  # read only when no daemon answers
 
 def fence_peer_cli(monkeypatch: pytest.MonkeyPatch, sock: Path) -> int:
     """The CLI, with the daemon's default control socket at `sock`."""
-    monkeypatch.setattr(cli, "DaemonConfig", lambda: DaemonConfig(control_socket=sock))
+    monkeypatch.setattr(cli, "CONTROL_SOCKET", sock)
     return cli.main(["-c", NO_CONFIG, "fence-peer", "--resource", "r0"])
 
 
@@ -54,6 +56,37 @@ def test_the_daemons_answer_is_the_exit_code(
 
     assert asyncio.run(main()) == code  # no config read: NO_CONFIG does not exist
     assert asked == [{"command": "fence-peer", "resource": "r0", "config": NO_CONFIG}]
+
+
+# The handler's way to a daemon that answers, in a fresh interpreter: which of drbdha's
+# modules it loaded. The configuration package (schema, validators, loader) is not among them.
+LOADED = """
+import sys
+from pathlib import Path
+from drbdha import cli
+cli.CONTROL_SOCKET = Path(sys.argv[1])
+code = cli.main(["-c", sys.argv[2], "fence-peer", "--resource", "r0"])
+print(code, " ".join(sorted(m for m in sys.modules if m.startswith("drbdha"))))
+"""
+
+
+def test_the_way_to_the_daemon_loads_no_configuration(tmp_path: Path) -> None:
+    async def fake_daemon(_req: dict[str, Any]) -> dict[str, Any]:
+        return {"outcome": "outdated", "detail": "from the daemon", "reply": {}}
+
+    async def main() -> str:
+        async with serving(tmp_path / "c.sock", fake_daemon):
+            argv = [sys.executable, "-c", LOADED, str(tmp_path / "c.sock"), NO_CONFIG]
+            done = await asyncio.to_thread(
+                subprocess.run, argv, capture_output=True, text=True, timeout=60
+            )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    code, loaded = asyncio.run(main()).split(" ", 1)
+    assert code == "4"
+    assert "drbdha.fencing.handler" in loaded.split()
+    assert [m for m in loaded.split() if m.startswith("drbdha.config")] == []
 
 
 @pytest.mark.parametrize("daemon", ["none", "older", "garbled"])

@@ -44,8 +44,9 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 ROOMS: dict[str, tuple[str, ...]] = {
     # The floor: small modules the edges stand on. The package's own __init__ (only
-    # __version__) counts as "errors": importing `drbdha` itself imports nothing.
-    "errors": ("drbdha", "drbdha.errors"),
+    # __version__) counts as "errors": importing `drbdha` itself imports nothing; so does
+    # `drbdha.defaults` (two paths, for the fence-peer handler's way to the daemon).
+    "errors": ("drbdha", "drbdha.errors", "drbdha.defaults"),
     "clock": ("drbdha.clock",),
     "durable": ("drbdha.durable",),
     "config": ("drbdha.config",),  # a module or a package: the same room

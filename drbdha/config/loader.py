@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+from drbdha import defaults
 from drbdha.config.model import (
     CheckConfig,
     Config,
@@ -47,7 +48,7 @@ from drbdha.config.schema import (
 from drbdha.config.validators import _Invalid, _name
 from drbdha.errors import ConfigError
 
-DEFAULT_PATH: Final = Path("/etc/drbdha/drbdha.toml")
+DEFAULT_PATH: Final = defaults.CONFIG
 
 
 def load(path: Path = DEFAULT_PATH) -> Config:

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
 
+from drbdha import defaults
+
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    control_socket: Path = Path("/run/drbdha/control.sock")
+    control_socket: Path = defaults.CONTROL_SOCKET
     """Unix socket for `drbdha status` and `force-failover`."""
     metrics_listen: str = "127.0.0.1:9943"  # 9942 is drbd-reactor's
     """host:port of the Prometheus endpoint; "" disables it."""

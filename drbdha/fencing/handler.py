@@ -30,11 +30,13 @@ import json
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drbdha.config import Config, PeerConfig
 from drbdha.fencing import wire
 from drbdha.fencing.secret import SecretError, read_secret
+
+if TYPE_CHECKING:  # not imported at run time: the handler's start-up holds a promotion
+    from drbdha.config import Config, PeerConfig
 
 RESULT_TIMEOUT = 15.0  # seconds for the peer's answer once it has challenged us (> ACTION)
 DEADLINE = 30.0  # seconds for retries of a reachable peer that failed to outdate
