@@ -178,9 +178,12 @@ def nfsd_step(run: proc.Run) -> nfs.NfsdStep:
 
 
 def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_change(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At the daemon's start, so that the first takeover does not pay for a daemon-reload."""
+    monkeypatch.setattr(nfs, "NFSD_FS", tmp_path / "nfsd")  # mounted: no mount asked
+    (tmp_path / "nfsd").mkdir()
+    (tmp_path / "nfsd" / "threads").write_text("0\n")
     import asyncio  # noqa: PLC0415
 
     from drbdha.chain.step import StepFailed  # noqa: PLC0415
@@ -205,6 +208,32 @@ def test_nfsd_prepare_writes_the_dropins_and_reloads_systemd_only_when_they_chan
     with pytest.raises(StepFailed) as failed:
         asyncio.run(step.prepare())
     assert failed.value.reason == "daemon_reload_failed"
+
+
+def test_nfsd_prepare_mounts_nfsds_filesystem_when_it_is_not_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module's load on the backup, before any takeover; the mount's failure is the
+    prepare's (the takeover then leaves it to nfs-server, which requires the same unit)."""
+    import asyncio  # noqa: PLC0415
+
+    from drbdha.chain.step import StepFailed  # noqa: PLC0415
+    from drbdha.resources.proc import Result  # noqa: PLC0415
+
+    monkeypatch.setattr(nfs, "NFSD_FS", tmp_path / "nfsd")  # not mounted
+    ran: list[list[str]] = []
+
+    async def run(argv: Sequence[str]) -> Result:
+        ran.append(list(argv))
+        failed = argv[1] == "start"
+        return Result(tuple(argv), int(failed), "", "no nfsd module" if failed else "")
+
+    step = nfsd_step(run)
+    step.dropins = {tmp_path / f"{p.parent.name}/{p.name}": t for p, t in step.dropins.items()}
+    with pytest.raises(StepFailed) as failed:
+        asyncio.run(step.prepare())
+    assert failed.value.reason == "nfsd_fs_mount_failed"
+    assert ran == [["systemctl", "daemon-reload"], ["systemctl", "start", "proc-fs-nfsd.mount"]]
 
 
 @pytest.mark.parametrize(
