@@ -10,6 +10,13 @@ Started in this order, stopped in reverse (chain/plan.py). Why this order:
   would send it into back-off or an error;
 - the tickles and sm-notify only from a VIP this node holds.
 On release the VIP goes first, so nothing nfsd sends while stopping reaches a client.
+
+No two steps run at once. Each step after drbd needs the one before it: only the
+filesystem needs no more than a Primary, and every later step needs the filesystem (the
+state directory, the exported paths), so an overlap would only start a step on a missing
+mount. What needs none of that is done before any takeover instead (Runner.prepare, at the
+daemon's start): nfsd's drop-ins with their daemon-reload, and nfsd's control filesystem
+mounted, which loads the module.
 """
 
 from __future__ import annotations
