@@ -262,3 +262,20 @@ def test_nfsd_stop_stops_the_optional_helpers_that_are_installed(
     asyncio.run(step.stop())
     assert ran[0] == ["systemctl", "show", "-p", "LoadState", "--value", "fsidd.service"]
     assert ran[1] == ["systemctl", "stop", nfs.UNIT, *nfs.HELPERS, *stopped]
+
+
+def test_written_files_are_readable_by_all_under_drbdhas_umask(tmp_path: Path) -> None:
+    """systemd warns at every reload about a drop-in that is not world-readable; an exports
+    file is 0644 like /etc/exports. A file already right in content gets its mode fixed."""
+    import os  # noqa: PLC0415
+
+    path = tmp_path / "nfs-server.service.d" / "50-drbdha.conf"
+    old = os.umask(0o077)
+    try:
+        assert nfs.write_if_changed(path, "[Service]\n")
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o600)  # written by an older drbdha
+        assert not nfs.write_if_changed(path, "[Service]\n")
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

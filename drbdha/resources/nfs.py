@@ -277,18 +277,23 @@ class NfsdStep:
             raise StepFailed(reason, r.summary())
 
 
-def write_if_changed(path: Path, text: str) -> bool:
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     """Atomically; True if the file changed. Compared as bytes: whatever is there (not UTF-8,
-    CRLF line ends) is replaced, never a reason to fail."""
+    CRLF line ends) is replaced, never a reason to fail. Readable by all (`mode`), as unit
+    drop-ins and exports files are: drbdha's umask (0077) would make them root-only, which
+    systemd warns about at every reload."""
     data = text.encode()
     try:
         if path.read_bytes() == data:
+            if path.stat().st_mode & 0o7777 != mode:
+                path.chmod(mode)
             return False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
+    tmp.chmod(mode)
     tmp.replace(path)
     return True
 
