@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from drbdha import __version__
 from drbdha.defaults import CONFIG as DEFAULT_PATH
-from drbdha.defaults import CONTROL_SOCKET
+from drbdha.defaults import CONTROL_SOCKET, LATCH_KINDS
 from drbdha.errors import ConfigError
 
 if TYPE_CHECKING:
     from drbdha.config import Config
-from drbdha.latches import KINDS as LATCH_KINDS
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -28,7 +28,6 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -75,15 +74,20 @@ class CommandError(ControlError):
     """Raised by a handler to answer {"ok": false, "error": str(e), "code": e.code}."""
 
 
-@dataclass(frozen=True, slots=True)
 class ControlRequest:
     """Inbox event: a validated request from a root caller. The main loop answers it with
     `reply.set_result({...})` (merged into {"ok": true, ...}) or
     `reply.set_exception(CommandError(...))`, now or on a later turn (force-failover --wait).
-    Check `reply.done()` first: the client may have gone and the server cancelled it."""
+    Check `reply.done()` first: the client may have gone and the server cancelled it.
 
-    request: dict[str, Any]
-    reply: asyncio.Future[dict[str, Any]]
+    A plain class, not a dataclass: `dataclasses` (and the `inspect` it loads) would be most
+    of what the fence-peer handler imports on its way to the daemon (cli.py)."""
+
+    __slots__ = ("reply", "request")
+
+    def __init__(self, request: dict[str, Any], reply: asyncio.Future[dict[str, Any]]) -> None:
+        self.request = request
+        self.reply = reply
 
 
 def inbox_handler(put: Callable[[Any], None]) -> Handler:

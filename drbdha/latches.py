@@ -28,9 +28,10 @@ from typing import Any
 
 from drbdha import durable
 from drbdha.clock import Clock, MonotonicClock
+from drbdha.defaults import LATCH_KINDS
 from drbdha.errors import LatchError
 
-KINDS = ("disk", "split-brain")
+KINDS = LATCH_KINDS  # the names live where the command line finds them cheaply
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,7 @@ client with the wrong secret why nothing happened; it carries no outcome.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 from typing import Any, Final
 
 VERSION: Final = 1
@@ -49,6 +46,8 @@ class Refused(Exception):
 
 
 def nonce() -> str:
+    import secrets  # noqa: PLC0415  (see _mac)
+
     return secrets.token_hex(16)
 
 
@@ -113,6 +112,8 @@ def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[st
     """`msg` if it is a `kind` message with a valid MAC and the expected fields (the nonces
     of this exchange); Refused otherwise. The MAC is checked before anything it covers is
     trusted, in constant time."""
+    import hmac  # noqa: PLC0415  (see _mac)
+
     mac = msg.get("mac")
     body = {k: v for k, v in msg.items() if k != "mac"}
     # Bytes: compare_digest refuses str with non-ASCII characters (TypeError). A MAC is hex:
@@ -133,5 +134,11 @@ def verify(key: bytes, msg: dict[str, Any], kind: str, **expect: str) -> dict[st
 
 
 def _mac(key: bytes, body: dict[str, Any]) -> str:
+    # hashlib, hmac and secrets are imported where used (here, verify, nonce): the
+    # fence-peer handler that only asks the local daemon (cli.py) needs this module's
+    # outcome names and exit codes, not OpenSSL's start-up.
+    import hashlib  # noqa: PLC0415
+    import hmac  # noqa: PLC0415
+
     data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return hmac.new(key, data, hashlib.sha256).hexdigest()
