@@ -98,7 +98,9 @@ class Instance:
     def receive(self, rx: Received, now: float) -> list[Effect]:
         # A master sends the same bytes every interval: decode() is a pure function of what
         # it is given, so the last good result is reused for an identical datagram (and a
-        # backup at 10 ms parses its master once instead of 100 times a second).
+        # backup at 10 ms parses its master once instead of 100 times a second). Only
+        # while nothing in a datagram is checked against state: with signed adverts and
+        # anti-replay (keepalived's auth_hmac), an identical datagram is a replay.
         key = (rx.payload, rx.src, rx.dst, rx.hop_limit, self.cfg.version)
         if key == self._last_key and self._last_advert is not None:
             advert = self._last_advert
