@@ -45,7 +45,8 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 ROOMS: dict[str, tuple[str, ...]] = {
     # The floor: small modules the edges stand on. The package's own __init__ (only
     # __version__) counts as "errors": importing `drbdha` itself imports nothing; so does
-    # `drbdha.defaults` (two paths, for the fence-peer handler's way to the daemon).
+    # `drbdha.defaults` (default paths and latch kinds: the fence-peer handler's light way
+    # to the daemon).
     "errors": ("drbdha", "drbdha.errors", "drbdha.defaults"),
     "clock": ("drbdha.clock",),
     "durable": ("drbdha.durable",),
