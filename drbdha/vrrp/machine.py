@@ -8,6 +8,7 @@ emits a Transition effect; the daemon logs and counts from that, so this module 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
@@ -49,16 +50,10 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
 )
 
 
-# SendAdvert is frozen: one per priority serves every advert (a frozen dataclass's __init__
-# goes through object.__setattr__, a cost paid 100 times a second at 10 ms otherwise).
-_SEND_ADVERT: dict[int, SendAdvert] = {}
-
-
-def _send_advert(priority: int) -> SendAdvert:
-    effect = _SEND_ADVERT.get(priority)
-    if effect is None:
-        effect = _SEND_ADVERT[priority] = SendAdvert(priority)
-    return effect
+# SendAdvert is frozen: one per priority (at most 256) serves every advert (a frozen
+# dataclass's __init__ goes through object.__setattr__, a cost paid 100 times a second at
+# 10 ms otherwise).
+_send_advert = functools.cache(SendAdvert)
 
 
 class IllegalTransition(RuntimeError):

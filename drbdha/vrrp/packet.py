@@ -10,6 +10,7 @@ Intervals are in wire units: whole seconds for v2, centiseconds for v3.
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 from dataclasses import dataclass
@@ -220,14 +221,5 @@ def split_ipv4(datagram: bytes) -> IPv4Datagram:
 
 # The same few addresses arrive in every datagram (the master's, the group): IPv4Address is
 # immutable, so one object per address serves them all instead of one parse per packet.
-_V4_CACHE: dict[bytes, IPv4Address] = {}
-_V4_CACHE_MAX: Final = 1024  # spoofed sources must not grow it without bound
-
-
-def _ipv4(packed: bytes) -> IPv4Address:
-    address = _V4_CACHE.get(packed)
-    if address is None:
-        if len(_V4_CACHE) >= _V4_CACHE_MAX:
-            _V4_CACHE.clear()
-        address = _V4_CACHE[packed] = IPv4Address(packed)
-    return address
+# Bounded: spoofed sources must not grow it without bound.
+_ipv4 = functools.lru_cache(maxsize=1024)(IPv4Address)
