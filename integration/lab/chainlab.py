@@ -185,6 +185,14 @@ class Storage:
         assert mode == "600", f"the README's command made {SECRET_FILE} mode {mode}"
         self.lab.put("node2", SECRET_FILE, key, 0o600)
         self.lab.parallel(lambda n: self.lab.put(n, CONFIG, config(n, **kw), 0o600), NODES)
+        self._configured = (key, kw)
+
+    def configure_again(self, node: str) -> None:
+        """What configure() wrote, on `node` again (a node resumed from its checkpoint has
+        the files the checkpoint had)."""
+        key, kw = self._configured
+        self.lab.put(node, SECRET_FILE, key, 0o600)
+        self.lab.put(node, CONFIG, config(node, **kw), 0o600)
 
     def start(self, *nodes: str) -> None:
         for node in nodes or NODES:  # in order: the first started is the first master
@@ -254,12 +262,13 @@ class Storage:
 
 
 @contextlib.contextmanager
-def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
+def fresh_cluster(lab: Lab, sample: bool = True, **drbd: str) -> Iterator[Storage]:
     """Both nodes running, links healed, drbdha stopped, DRBD r0 Connected UpToDate with the
     given sections (drbd_up's net/disk/handlers), both Secondary, no drbdha state; a Sampler
-    for the whole block. Afterwards: drbdha stopped, no VIP left behind, never two Primaries,
-    the config and state removed, and a node the block powered off on again (from the
-    checkpoint `up` made: DRBD down there until the next drbd_up)."""
+    for the whole block (unless `sample` is False: the caller samples itself). Afterwards:
+    drbdha stopped, no VIP left behind, never two Primaries, the config and state removed,
+    and a node the block powered off on again (from the checkpoint `up` made: DRBD down
+    there until the next drbd_up)."""
     s = Storage(lab)
     s.stop()
     for node in NODES:
@@ -286,13 +295,14 @@ def fresh_cluster(lab: Lab, **drbd: str) -> Iterator[Storage]:
         NODES,
     )
     sampler = Sampler(lab)
-    sampler.start()
+    if sample:
+        sampler.start()
     try:
         yield s
         sampler.stop()
         s.stop()
         assert not sampler.both_primary, f"two Primaries at {sampler.both_primary}"
-        assert sampler.samples > 0
+        assert sampler.samples > 0 or not sample
         for node in [n for n in NODES if lab.running(n)]:
             assert not s.holds_vip(node), f"{node} kept the VIP after systemctl stop"
     finally:

@@ -61,17 +61,22 @@ class Faults:
         r = self.exec(vm, f"dmsetup table {DISK_NAME}", check=False, timeout=15)
         return r.stdout.split()[2] if r.returncode == 0 and len(r.stdout.split()) > 2 else None
 
-    def fail_disk(self, vm: str, mode: str = "error", up: int = 0, down: int = 3600) -> None:
-        """Switch a node's DRBD backing disk to dm-error (every I/O fails) or dm-flakey
-        (`up` seconds healthy, then `down` seconds in which all I/O fails, repeating)."""
+    def fail_disk(
+        self, vm: str, mode: str = "error", up: int = 0, down: int = 3600, delay_ms: int = 0
+    ) -> None:
+        """Switch a node's DRBD backing disk to dm-error (every I/O fails), dm-flakey (`up`
+        seconds healthy, then `down` seconds in which all I/O fails, repeating) or dm-delay
+        (every I/O `delay_ms` late: a slow disk)."""
         if not VMS[vm].disk:
             raise LabError(f"{vm} has no backing disk")
         if mode == "error":
             table = "0 $S error"
         elif mode == "flakey":
             table = f"0 $S flakey /dev/vdb 0 {up} {down}"
+        elif mode == "delay":
+            table = f"0 $S delay /dev/vdb 0 {delay_ms}"
         else:
-            raise LabError(f"unknown disk failure mode {mode!r} (error | flakey)")
+            raise LabError(f"unknown disk failure mode {mode!r} (error | flakey | delay)")
         self._load_table(vm, table)
         self.log(f"{vm}: disk {DISK_NAME} -> {mode}")
 

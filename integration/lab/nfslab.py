@@ -24,12 +24,15 @@ MOUNT_OPTIONS = {"3": "vers=3,proto=tcp,hard", "4.2": "vers=4.2,hard"}
 
 
 @contextlib.contextmanager
-def nfs_cluster(lab: Lab, net: str = TUNED, advert: float = 0.1) -> Iterator[Storage]:
+def nfs_cluster(
+    lab: Lab, net: str = TUNED, advert: float = 0.1, fenced: bool = True, sample: bool = True
+) -> Iterator[Storage]:
     """fresh_cluster with fencing and the README's timers (`net`: DRBD's net options, ""
-    for its defaults; `advert`: drbdha's advert interval), a new ext4 on r0 with the export's
-    directory, and drbdha's NFS config on both nodes (not started). Afterwards the client's
-    mounts are gone."""
-    with fresh_cluster(lab, net=net, **FENCING) as s:
+    for its defaults; `advert`: drbdha's advert interval; `fenced` False: no fence-peer
+    handler and no [peer], DRBD's fencing off; `sample`: fresh_cluster's), a new ext4 on r0
+    with the export's directory, and drbdha's NFS config on both nodes (not started).
+    Afterwards the client's mounts are gone."""
+    with fresh_cluster(lab, sample, net=net, **(FENCING if fenced else {})) as s:
         # As the README says: drbdha starts nfsd on the master, nothing else may.
         # (disable costs a daemon-reload: only if the image had it enabled)
         lab.parallel(
@@ -47,7 +50,7 @@ def nfs_cluster(lab: Lab, net: str = TUNED, advert: float = 0.1) -> Iterator[Sto
             f"drbdadm secondary {RESOURCE}",
             timeout=120,
         )
-        s.configure(nfs=True, advert=advert)
+        s.configure(nfs=True, advert=advert, peer=fenced)
         try:
             yield s
         finally:

@@ -1,0 +1,359 @@
+"""A seeded fault campaign on the lab (issue 22): drbdha on both nodes under systemd as the
+README configures it (fenced by default), the client writing fsync'd checksummed records
+over NFSv3 and NFSv4.2 mounts of the VIP, and faults drawn at random (campaign_faults.py),
+one to three before each heal. After each fault and its heal:
+
+- every record the client had acknowledged is present and intact in the file on the node
+  that serves, and read back through the VIP by the client (its caches dropped first);
+- the sampler (invariants.py) found no two Primaries, no two VIP holders and no VIP on a
+  node whose chain is not up;
+- the service came back within BOUND seconds of the heal, or the cluster stood in a refusal
+  drbdha reports (a latch, an inhibition, an alert: read from `drbdha status --json`); the
+  campaign then repairs DRBD and the latches as an admin would (the README's commands), and
+  the next fault starts from a healthy, resynced cluster.
+
+One JSON line per fault goes to the output file; a campaign started again with the same seed
+and file skips the faults already there (resumable), and each fault's sequence depends only
+on (seed, index), so any line is reproduced by `--seed S --only INDEX`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import records
+from campaign_faults import OTHER, Strike, draw
+from chainlab import FENCING, TUNED, Storage
+from cluster import BOOTED, NODES, RESOURCE, VIP
+from drbd_setup import HURRY, RESYNCING
+from invariants import Sampler, view
+from nfslab import CLIENT_MOUNT, EXPORT, MOUNT_OPTIONS, lost_on, nfs_cluster
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from cluster import Lab
+
+# Seconds from the heal until a node must serve again (both writers acknowledging): a
+# takeover under emulation takes 5-10 s, a drbdha start in a loaded one-CPU VM up to 25 s
+# (Type=notify), a node powered on resumes in ~5 s and resyncs the 96 MiB disk in ~20 s;
+# 90 s covers the sum with room, and anything slower is a finding.
+BOUND = 90.0
+RECORDS_BEFORE = 20  # each writer's acknowledged records before the first fault strikes
+DISCARD = (
+    "systemctl stop drbdha; drbdadm secondary {r}; drbdadm disconnect {r}; "
+    "drbdadm connect --discard-my-data {r}; systemctl start drbdha"
+)
+
+
+def done_indexes(out: Path, seed: int) -> set[int]:
+    if not out.exists():
+        return set()
+    done = set()
+    for line in out.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            row = json.loads(line)
+            if row["seed"] == seed:
+                done.add(row["index"])
+    return done
+
+
+class Campaign:
+    def __init__(
+        self, lab: Lab, seed: int, out: Path, fenced: bool = True, versions: tuple = ("3", "4.2")
+    ) -> None:
+        self.lab = lab
+        self.seed = seed
+        self.out = out
+        self.fenced = fenced
+        self.versions = versions
+        self.drbd = {"net": TUNED, **(FENCING if fenced else {})}
+        self.storage: Storage | None = None
+        self.sampler = Sampler(lab)
+        self.strike: Strike | None = None
+        self.last_server = "node1"
+
+    # ---- the cluster ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def cluster(self) -> Iterator[None]:
+        """The lab as the README sets it up, serving from node1, the client's mounts made."""
+        lab = self.lab
+        with nfs_cluster(lab, fenced=self.fenced, sample=False) as s:
+            self.storage = s
+            s.start("node1", "node2")
+            s.wait_serving("node1", timeout=120)
+            for version in self.versions:
+                mnt = f"{CLIENT_MOUNT}{version}"
+                lab.exec(
+                    "client",
+                    f"mkdir -p {mnt} && mount -t nfs -o {MOUNT_OPTIONS[version]} "
+                    f"{VIP}:{EXPORT} {mnt}",
+                    timeout=120,
+                )
+            self.strike = Strike(lab, lab.build_deb(), self.powered_on)
+            self.sampler.start()
+            try:
+                yield
+            finally:
+                self.sampler.stop()
+                Strike.netem_cleanup()
+
+    def powered_on(self, node: str) -> None:
+        """A node powered on again: as a reboot leaves it (its configuration, DRBD up, drbdha
+        started; nfs-server disabled as the README says)."""
+        assert self.storage is not None
+        lab = self.lab
+        lab.start(node, checkpoint=BOOTED)
+        lab.put(node, f"/etc/drbd.d/{RESOURCE}.res", lab.drbd_config(**self.drbd))
+        self.storage.configure_again(node)
+        lab.exec(
+            node,
+            "if systemctl -q is-enabled nfs-server; then systemctl disable --now nfs-server; fi; "
+            f"modprobe drbd && drbdadm up {RESOURCE} && systemctl reset-failed drbdha; "
+            "systemctl start drbdha",
+            timeout=180,
+        )
+
+    # ---- what the cluster shows -----------------------------------------------------------
+
+    def server(self) -> str | None:
+        """The node holding the VIP with its chain up, if exactly one does."""
+        views = {n: view(self.lab, n) for n in NODES}
+        serving = [n for n, v in views.items() if v is not None and v.vip and v.chain_up]
+        return serving[0] if len(serving) == 1 else None
+
+    def master(self) -> str:
+        """Whom a fault aimed at "master" strikes: the node serving; in the middle of a
+        takeover, a running Primary; else the last node that served."""
+        if node := self.server():
+            return node
+        for node in NODES:
+            v = view(self.lab, node)
+            if v is not None and v.primary:
+                return node
+        return self.last_server
+
+    def status(self, node: str) -> dict[str, Any] | None:
+        if not self.lab.running(node):
+            return None
+        r = self.lab.exec(node, "drbdha status --json", check=False, timeout=90)
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            return json.loads(r.stdout)["instances"][0]
+        return None
+
+    def refusals(self) -> dict[str, list[str]]:
+        """What drbdha reports as standing in the way, per node: latches, inhibitions and
+        alerts (status --json)."""
+        out = {}
+        for node in NODES:
+            doc = self.status(node)
+            if doc is None:
+                out[node] = ["status unreadable"]
+                continue
+            out[node] = (
+                [f"latch:{latch['kind']}" for latch in doc.get("latches", [])]
+                + [f"inhibition:{i}" for i in doc.get("inhibitions", [])]
+                + [f"alert:{a['kind']}" for a in doc.get("alerts", [])]
+                + [f"state:{doc.get('state')}"]
+            )
+        return out
+
+    def writing(self, writers: dict[str, records.Writer], since: dict[str, int]) -> bool:
+        return all(w.acks.acknowledged >= since[v] + 3 for v, w in writers.items())
+
+    def wait_served(self, writers: dict[str, records.Writer], timeout: float) -> str | None:
+        """The node that serves with both writers acknowledging again, or None at timeout."""
+        since = {v: w.acks.acknowledged for v, w in writers.items()}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            node = self.server()
+            if node and self.writing(writers, since):
+                return node
+            time.sleep(1.0)
+        return None
+
+    # ---- the admin's repair ---------------------------------------------------------------
+
+    def split_brain(self) -> bool:
+        r = self.lab.parallel(
+            lambda n: self.lab.exec(n, "dmesg | grep -c 'Split-Brain detected'", check=False),
+            NODES,
+        )
+        return any(x.stdout.strip() not in ("", "0") for x in r)
+
+    def repair_drbd(self, timeout: float = 240.0) -> list[str]:
+        """DRBD back to Connected UpToDate/UpToDate as the README's admin does it: a detached
+        disk re-attached (`drbdadm adjust`), a split brain resolved in favour of the node
+        that serves (the other discards its changes), a StandAlone node reconnected; then
+        the latches cleared (`drbdha clear-latch`)."""
+        lab, done, hurried = self.lab, [], False
+        deadline = time.monotonic() + timeout
+        stuck_since = time.monotonic()
+        while True:
+            states = dict(zip(NODES, lab.parallel(lab._proc_drbd, NODES), strict=True))
+            if all(
+                s["cstate"] == "Connected" and s["dstate"] == "UpToDate/UpToDate"
+                for s in states.values()
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"DRBD not repaired in {timeout:.0f} s: {states}")
+            cstates = {s["cstate"] for s in states.values()}
+            if cstates & set(RESYNCING):
+                if not hurried:
+                    lab.parallel(lambda n: lab.exec(n, HURRY, check=False), NODES)
+                    hurried = True
+                stuck_since = time.monotonic()
+            for node, s in states.items():
+                local = (s["dstate"] or "").split("/")[0]
+                if local in ("Diskless", "Failed"):
+                    lab.exec(node, f"drbdadm adjust {RESOURCE}", check=False, timeout=60)
+                    done.append(f"{node}: disk re-attached (drbdadm adjust)")
+            if "StandAlone" in cstates:
+                if self.split_brain():
+                    survivor = self.server() or self.last_server
+                    victim = OTHER[survivor]
+                    lab.exec(victim, DISCARD.format(r=RESOURCE), check=False, timeout=180)
+                    lab.exec(survivor, f"drbdadm connect {RESOURCE}", check=False)
+                    lab.parallel(lambda n: lab.exec(n, "dmesg -C", check=False), NODES)
+                    done.append(f"split brain: {victim} discarded its changes for {survivor}")
+                else:
+                    for node, s in states.items():
+                        if s["cstate"] == "StandAlone":
+                            lab.exec(node, f"drbdadm connect {RESOURCE}", check=False)
+                            done.append(f"{node}: StandAlone, drbdadm connect")
+            elif time.monotonic() - stuck_since > 30:
+                lab.parallel(
+                    lambda n: lab.exec(n, f"drbdadm adjust {RESOURCE}", check=False), NODES
+                )
+                done.append(f"not connected for 30 s ({states}): drbdadm adjust on both")
+                stuck_since = time.monotonic()
+            time.sleep(1.0)
+        if hurried:
+            lab.parallel(lambda n: lab.exec(n, f"drbdadm adjust {RESOURCE}", check=False), NODES)
+        for node in NODES:
+            doc = self.status(node) or {}
+            if doc.get("latches"):
+                lab.exec(node, "drbdha clear-latch", check=False, timeout=90)
+                done.append(f"{node}: drbdha clear-latch ({[x['kind'] for x in doc['latches']]})")
+        return done
+
+    # ---- one fault -----------------------------------------------------------------------
+
+    def writers(self, index: int) -> dict[str, records.Writer]:
+        out = {}
+        for i, version in enumerate(self.versions):
+            w = records.Writer(self.lab, port=records.PORT + i)
+            w.start("client", f"{CLIENT_MOUNT}{version}/c{index}-v{version}")
+            out[version] = w
+        for w in out.values():
+            w.wait_for(RECORDS_BEFORE, timeout=120)
+        return out
+
+    def check(self, node: str, writers: dict[str, records.Writer]) -> dict[str, Any]:
+        """Acknowledged records missing on `node`'s filesystem and through the VIP."""
+        self.lab.exec("client", "sync; echo 3 > /proc/sys/vm/drop_caches", timeout=60)
+        out = {}
+        for v, w in writers.items():
+            via_vip = records.check(self.lab, "client", w, w.target)
+            out[v] = {
+                "acknowledged": w.acks.acknowledged,
+                "lost_on_server": lost_on(self.lab, node, w),
+                "lost_via_vip": len(via_vip["missing"]),
+                "stall_s": round(w.acks.longest_write(), 2),
+            }
+        return out
+
+    def one(self, index: int) -> dict[str, Any]:
+        assert self.strike is not None
+        lab, seq = self.lab, draw(self.seed, index)
+        self.lab.log(f"campaign: fault {index}: {seq}")
+        t0 = time.monotonic()
+        lab.parallel(lambda n: lab.exec(n, "dmesg -C", check=False), NODES)
+        writers = self.writers(index)
+        self.sampler.fault = index
+        violations_before = len(self.sampler.tally.violations)
+        struck = []
+        for fault in seq.faults:
+            time.sleep(fault.gap)
+            master = self.master()
+            node = master if fault.target == "master" else OTHER[master]
+            struck.append({"kind": fault.kind, "node": node, "at": round(time.monotonic() - t0, 1)})
+            try:
+                self.strike.apply(fault.kind, node, fault.arg)
+            except Exception as e:  # a fault that could not strike is recorded, not fatal
+                struck[-1]["error"] = str(e)[:300]
+        time.sleep(seq.hold)
+        isolated = self.strike.undo.isolated()
+        t_heal = time.monotonic()
+        healed = self.strike.heal()
+        served_by = self.wait_served(writers, BOUND)
+        row: dict[str, Any] = {
+            "seed": self.seed,
+            "index": index,
+            "sequence": seq.as_json(),
+            "hold": seq.hold,
+            "struck": struck,
+            "healed": healed,
+            "isolated": isolated,
+        }
+        if served_by:
+            row["outcome"] = "served"
+            row["served_after_heal_s"] = round(time.monotonic() - t_heal, 1)
+        else:
+            row["outcome"] = "refused"
+            row["refusals"] = self.refusals()
+        row["repairs"] = self.repair_drbd()
+        final = self.wait_served(writers, BOUND)
+        if final is None:
+            row["outcome"] = "stuck"
+            row["refusals_after_repair"] = self.refusals()
+            row["repairs"] += self._restart_both(writers)
+            final = self.server() or "node1"
+        self.last_server = final
+        row["server"] = final
+        for w in writers.values():
+            w.stop()
+        row["records"] = self.check(final, writers)
+        lab.exec("client", f"rm -f {CLIENT_MOUNT}*/c{index}-v*", check=False, timeout=60)
+        self.sampler.fault = -1
+        row["violations"] = [
+            {"kind": v.kind, "detail": v.detail}
+            for v in self.sampler.tally.violations[violations_before:]
+        ]
+        row["samples"] = self.sampler.tally.samples
+        row["took_s"] = round(time.monotonic() - t0, 1)
+        return row
+
+    def _restart_both(self, writers: dict[str, records.Writer]) -> list[str]:
+        """The last resort of an admin whose cluster serves nowhere after the repair."""
+        self.lab.parallel(
+            lambda n: self.lab.exec(n, "systemctl restart drbdha", check=False, timeout=180), NODES
+        )
+        served = self.wait_served(writers, BOUND)
+        return [f"systemctl restart drbdha on both: {'served by ' + served if served else 'no'}"]
+
+    def run(self, faults: int, budget_s: float, only: int | None = None) -> int:
+        """Faults 0..faults-1 not yet in the output (or only `only`), until the budget is
+        spent; the number run."""
+        done = done_indexes(self.out, self.seed)
+        todo = [only] if only is not None else [i for i in range(faults) if i not in done]
+        if not todo:
+            return 0
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        start, ran = time.monotonic(), 0
+        with self.cluster():
+            for index in todo:
+                if time.monotonic() - start > budget_s:
+                    break
+                row = self.one(index)
+                with self.out.open("a") as f:
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+                ran += 1
+                self.lab.log(f"campaign: {json.dumps(row, sort_keys=True)}")
+        return ran

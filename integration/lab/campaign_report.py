@@ -1,0 +1,85 @@
+"""The campaign's results (campaign.py's JSON lines) summed up: outcomes by fault kind, lost
+records, invariant violations, stalls. Stdlib only."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from typing import Any
+
+# Where two Primaries or two VIP holders are what the README says a two-node cluster does:
+# a node cut off from both networks cannot be told from a dead one.
+DOCUMENTED = "isolated node (README: Two nodes: what cannot be told apart)"
+
+
+def lost(row: dict[str, Any]) -> int:
+    return sum(r["lost_on_server"] + r["lost_via_vip"] for r in row["records"].values())
+
+
+def undocumented(row: dict[str, Any]) -> list[dict[str, Any]]:
+    if row.get("isolated"):
+        return [v for v in row["violations"] if v["kind"] == "vip_without_chain"]
+    return row["violations"]
+
+
+def failures(rows: list[dict[str, Any]]) -> list[str]:
+    """Each fault that lost a record, broke an invariant outside the documented case, or
+    left the cluster serving nowhere: "seed S index I: what"."""
+    out = []
+    for r in rows:
+        where = f"seed {r['seed']} index {r['index']}"
+        if lost(r):
+            out.append(f"{where}: lost {lost(r)} acknowledged records")
+        out += [f"{where}: {v['kind']}" for v in undocumented(r)]
+        if r["outcome"] == "stuck":
+            out.append(f"{where}: served nowhere after the repair")
+    return out
+
+
+def _quantiles(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    xs = sorted(xs)
+    p90 = xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
+    return f"median {statistics.median(xs):.1f} s, p90 {p90:.1f} s, max {xs[-1]:.1f} s"
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    stalls: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        first = r["sequence"][0]["kind"]
+        by_kind[first][r["outcome"]] += 1
+        for version, rec in r["records"].items():
+            stalls[version].append(rec["stall_s"])
+    lengths = Counter(len(r["sequence"]) for r in rows)
+    outcomes = Counter(r["outcome"] for r in rows)
+    documented = sum(len(r["violations"]) - len(undocumented(r)) for r in rows)
+    acked = sum(rec["acknowledged"] for r in rows for rec in r["records"].values())
+    refusals = Counter(
+        x
+        for r in rows
+        for node_list in (r.get("refusals") or {}).values()
+        for x in node_list
+        if not x.startswith("state:")
+    )
+    stall_text = "; ".join(f"NFSv{v} {_quantiles(xs)}" for v, xs in sorted(stalls.items()))
+    counts = f"{lengths[1]}, {lengths[2]}, {lengths[3]}"
+    lines = [f"faults: {len(rows)} (sequences of 1, 2, 3 faults: {counts})"]
+    lines.append(f"acknowledged records: {acked}, lost: {sum(lost(r) for r in rows)}")
+    lines.append("outcomes: " + ", ".join(f"{k} {n}" for k, n in outcomes.items()))
+    lines.append(
+        f"invariant violations: {sum(len(undocumented(r)) for r in rows)} "
+        f"(and {documented} in the documented case: {DOCUMENTED})"
+    )
+    lines.append("refusals: " + ", ".join(f"{k} {n}" for k, n in refusals.most_common()))
+    lines.append(f"longest stall per fault: {stall_text}")
+    lines.append("by the sequence's first fault (outcomes):")
+    lines += [
+        f"  {kind:36} " + ", ".join(f"{o} {n}" for o, n in sorted(by_kind[kind].items()))
+        for kind in sorted(by_kind)
+    ]
+    bad = failures(rows)
+    lines.append(f"failures: {len(bad)}")
+    lines += [f"  {b}" for b in bad]
+    return "\n".join(lines)

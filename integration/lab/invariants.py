@@ -1,0 +1,163 @@
+"""The campaign's sampler (campaign.py): both nodes, about twice a second, read through the
+guest agent's file calls (no process in the VMs), against three invariants:
+
+- never two DRBD Primaries;
+- never two nodes holding the VIP;
+- never the VIP on a node whose chain is not up (DRBD Primary, the filesystem mounted, nfsd
+  running).
+
+A node's reads are one after the other, never one instant: a sample that breaks an
+invariant is confirmed by reading again (for two nodes: node1, node2, node1, so that node1
+held the role both before and after node2 was seen holding it; for the VIP without the
+chain: the VIP still there after the chain was seen down). Only confirmed samples count; the
+unconfirmed ones are counted beside them, so a sampler that never confirms would show.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cluster import NODES, VIP, LabError
+from qga import AgentError
+
+if TYPE_CHECKING:
+    from cluster import Lab
+
+MOUNTPOINT = "/srv/nfs"
+READ_TIMEOUT = 2.0  # a node that takes longer is loaded or dying: that sample is skipped
+EVERY = 0.5
+
+
+@dataclass(frozen=True)
+class NodeView:
+    primary: bool
+    vip: bool
+    mounted: bool
+    nfsd: bool
+
+    @property
+    def chain_up(self) -> bool:
+        return self.primary and self.mounted and self.nfsd
+
+
+@dataclass
+class Violation:
+    kind: str  # two_primaries | two_vip_holders | vip_without_chain
+    at: float  # host clock (time.time())
+    fault: int  # the campaign's fault index at that moment (-1: between faults)
+    detail: str
+
+
+@dataclass
+class Tally:
+    samples: int = 0
+    unconfirmed: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+
+def _read(lab: Lab, node: str, path: str) -> str | None:
+    try:
+        return lab.agent(node).read_file(path, READ_TIMEOUT).decode(errors="replace")
+    except (AgentError, LabError, OSError, TimeoutError, subprocess.TimeoutExpired):
+        return None
+
+
+def local_addresses(fib_trie: str) -> set[str]:
+    """The addresses /proc/net/fib_trie lists as this host's own (`/32 host LOCAL`)."""
+    out, last = set(), ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|--"):
+            last = text[3:].strip()
+        elif text.startswith("/32 host LOCAL") and last:
+            out.add(last)
+    return out
+
+
+def drbd_primary(proc_drbd: str) -> bool:
+    for line in proc_drbd.splitlines():
+        fields = line.split()
+        if fields[:1] == ["0:"]:
+            return any(f.startswith("ro:Primary/") for f in fields)
+    return False
+
+
+def view(lab: Lab, node: str) -> NodeView | None:
+    """The node as it is now, the VIP read first (a release drops the VIP first and a
+    takeover adds it last, so reading it first can only miss a violation, never invent
+    one); None when the node cannot be read (powered off, frozen, overloaded)."""
+    if not lab.running(node) or lab.frozen(node):
+        return None
+    trie = _read(lab, node, "/proc/net/fib_trie")
+    drbd = _read(lab, node, "/proc/drbd")
+    mounts = _read(lab, node, "/proc/mounts")
+    if trie is None or drbd is None or mounts is None:
+        return None
+    threads = _read(lab, node, "/proc/fs/nfsd/threads")
+    return NodeView(
+        primary=drbd_primary(drbd),
+        vip=VIP in local_addresses(trie),
+        mounted=any(line.split()[1:2] == [MOUNTPOINT] for line in mounts.splitlines()),
+        nfsd=bool(threads and threads.strip() not in ("", "0")),
+    )
+
+
+class Sampler(threading.Thread):
+    """Samples until stop(); `fault` is set by the campaign so that each violation names the
+    fault it happened in."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(daemon=True)
+        self.lab = lab
+        self.fault = -1
+        self.tally = Tally()
+        self._halt = threading.Event()
+
+    def _confirm_pair(self, attr: str) -> bool:
+        first = view(self.lab, NODES[0])
+        second = view(self.lab, NODES[1])
+        again = view(self.lab, NODES[0])
+        return all(v is not None and getattr(v, attr) for v in (first, second, again))
+
+    def _confirm_vip_without_chain(self, node: str) -> bool:
+        v = view(self.lab, node)
+        if v is None or not v.vip or v.chain_up:
+            return False
+        again = view(self.lab, node)
+        return again is not None and again.vip
+
+    def _flag(self, kind: str, detail: str) -> None:
+        self.tally.violations.append(Violation(kind, time.time(), self.fault, detail))
+        self.lab.log(f"campaign: VIOLATION {kind} during fault {self.fault}: {detail}")
+
+    def sample(self) -> None:
+        views = dict(zip(NODES, self.lab.parallel(lambda n: view(self.lab, n), NODES), strict=True))
+        self.tally.samples += 1
+        seen = {n: v for n, v in views.items() if v is not None}
+        for attr, kind in (("primary", "two_primaries"), ("vip", "two_vip_holders")):
+            if len(seen) == 2 and all(getattr(v, attr) for v in seen.values()):
+                if self._confirm_pair(attr):
+                    self._flag(kind, repr(views))
+                else:
+                    self.tally.unconfirmed += 1
+        for node, v in seen.items():
+            if v.vip and not v.chain_up:
+                if self._confirm_vip_without_chain(node):
+                    self._flag("vip_without_chain", f"{node}: {v!r}")
+                else:
+                    self.tally.unconfirmed += 1
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t0 = time.monotonic()
+            self.sample()
+            self._halt.wait(max(0.0, EVERY - (time.monotonic() - t0)))
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(30)
