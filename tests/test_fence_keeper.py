@@ -31,6 +31,7 @@ SILENT = handler.Answer(wire.UNREACHABLE, "no answer")
 OUTDATED = handler.Answer(wire.OUTDATED, "outdated", {"disk": "Outdated"})
 INCONSISTENT = handler.Answer(wire.INCONSISTENT, "inconsistent")
 PRIMARY = handler.Answer(wire.PRIMARY, "this node is Primary")
+NEWER = handler.Answer(wire.NEWER, "this copy was Primary alone since the copies last met")
 RESUME = ("drbdadm", "resume-io", "r0")
 
 
@@ -56,12 +57,19 @@ class FakeResumeIo:
         return Result(tuple(argv), rc, "", "" if rc == 0 else "failed")
 
 
-def keeper(peer: ScriptedPeer, run: FakeResumeIo, log: FakeLog, counted: list[Any]) -> Keeper:
+def keeper(
+    peer: ScriptedPeer,
+    run: FakeResumeIo,
+    log: FakeLog,
+    counted: list[Any],
+    serves: list[Any] | None = None,
+) -> Keeper:
     return Keeper(
         PEER,
         b"k",
         log,
         count=lambda i, o: counted.append((i, o)),
+        peer_serves=lambda ev, a: (serves if serves is not None else []).append((ev, a)),
         ask=peer,
         run=run,
         grace=0.0,
@@ -91,16 +99,22 @@ def test_a_refusing_peer_keeps_the_io_frozen_until_its_drbdha_outdates() -> None
     assert log.names().count("fence.io_frozen") == 1  # the same answer is logged once
 
 
-@pytest.mark.parametrize("never", [SILENT, PRIMARY], ids=["silent", "primary"])
-def test_silence_or_a_primary_peer_never_resumes(never: handler.Answer) -> None:
+@pytest.mark.parametrize("never", [SILENT, PRIMARY, NEWER], ids=["silent", "primary", "newer"])
+def test_silence_or_a_serving_peer_never_resumes(never: handler.Answer) -> None:
     peer = ScriptedPeer(REFUSED, never)
     run = FakeResumeIo()
     flips = iter([True] * 6 + [False])  # the admin resumes after a while
-    result, log, counted = run_keeper(peer, run, frozen=lambda: next(flips))
+    log, counted, serves = FakeLog(), [], []
+    k = keeper(peer, run, log, counted, serves)
+    result = asyncio.run(k.keep(EV, lambda: next(flips)))
     assert result == "resolved"
-    assert run.calls == []
+    assert run.calls == []  # the keeper never resumes for these: daemon/stale.py may
     assert counted == [("lab", "resolved")]
-    if never is PRIMARY:
+    if never is SILENT:
+        assert serves == []
+    else:  # the peer serves: told to the daemon at each answer (it acts once)
+        assert serves
+        assert all(s == (EV, never) for s in serves)
         assert any(lvl == "critical" and e == "fence.io_frozen" for lvl, e, _ in log.events)
 
 

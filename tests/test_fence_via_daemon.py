@@ -28,6 +28,7 @@ from drbdha import cli, control
 from drbdha.clock import MonotonicClock
 from drbdha.config import Config, DaemonConfig, StorageConfig
 from drbdha.daemon.serving import ServingRoom
+from drbdha.fencing import handler
 
 NO_CONFIG = "/nonexistent/drbdha.toml"  # read only when no daemon answers
 
@@ -119,7 +120,11 @@ def test_without_a_daemon_that_answers_the_handler_works_alone(
 DAEMON_CONFIG = "/etc/drbdha/drbdha.toml"  # the file the stand-in daemon runs from
 
 
-def standin(port: int, fence_timeout: float, since: float | None) -> Any:
+def standin(
+    port: int, fence_timeout: float, since: float | None, stalled: float | None = None
+) -> Any:
+    """ServingRoom's fence path with fakes around it; `stalled`: what the storage room says
+    of a recent stall of this node (daemon/stall.py)."""
     peer = dataclasses.replace(peer_cfg(LOOPBACK, port), fence_timeout=fence_timeout)
     config = Config(
         daemon=DaemonConfig(),
@@ -136,6 +141,8 @@ def standin(port: int, fence_timeout: float, since: float | None) -> Any:
         clock=MonotonicClock(),
         log=FakeLog(),
         _spawn=lambda _name, work: spawned.append(work),
+        chains=SimpleNamespace(distrusts_silence=lambda _resource, _now: stalled),
+        inbox=SimpleNamespace(put=spawned.append),
     )
     daemon._same_config = lambda asked: ServingRoom._same_config(daemon, asked)
     return daemon, spawned
@@ -148,7 +155,7 @@ async def fence(
     request = {"command": "fence-peer", "resource": resource, "config": config}
     event = control.ControlRequest(request, reply)
     ServingRoom._fence_for_handler(daemon, event)
-    for work in spawned:
+    for work in [w for w in spawned if asyncio.iscoroutine(w)]:
         await work
     return reply.result()
 
@@ -165,6 +172,22 @@ async def test_the_daemon_answers_at_once_for_a_peer_its_watch_found_silent() ->
     _, event, fields = daemon.log.events[-1]
     assert (event, fields["outcome"]) == ("fence.asked_by_handler", "unreachable")
     assert fields["silent_for_ms"] >= 3000
+
+
+@in_loop
+async def test_after_a_stall_a_silent_peer_is_not_dead() -> None:
+    # daemon/stall.py: this node was frozen 4 s; its peer may have fenced it as dead and
+    # served. Its silence now must keep DRBD's freeze (exit 1), not end it (exit 5).
+    with silent() as port:
+        daemon, spawned = standin(port, 0.2, since=time.monotonic() - 1.0, stalled=4.0)
+        got = await fence(daemon, spawned)
+    assert got["outcome"] == "failed"
+    assert "stalled 4.0 s" in got["detail"]
+    assert cli_exit(got) == 1
+
+
+def cli_exit(reply: dict[str, Any]) -> int:
+    return handler.Answer(reply["outcome"], reply["detail"]).exit_code
 
 
 @in_loop

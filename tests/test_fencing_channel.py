@@ -122,6 +122,7 @@ async def serving(
     managed: frozenset[str] = frozenset({"r0"}),
     host: str = LOOPBACK,
     count: Callable[[str, str], None] | None = None,
+    wrote_alone: bool = False,
 ) -> AsyncIterator[Served]:
     """A PeerServer on `host` that serves `peer`; port 0 lets the kernel pick one. `count`
     is told each request's result and reason, as the daemon's metric is."""
@@ -133,6 +134,7 @@ async def serving(
         lambda: managed,
         lambda r: facts if r == "r0" else None,
         log,
+        wrote_alone=lambda r: wrote_alone and r == "r0",
         run=cmds,
         count=count,
     )
@@ -197,6 +199,20 @@ async def test_outdate_outcomes(
     level, event, fields = one_request(s.log)
     assert (level, event) == ("warning", "fence.request")
     assert (fields["resource"], fields["outcome"], fields["source"]) == ("r0", outcome, LOOPBACK)
+
+
+@in_loop
+async def test_a_copy_that_wrote_alone_is_never_outdated() -> None:
+    # The Secondary took over while the asker was frozen, served, then stepped down: its
+    # copy holds writes the asker lacks, and `drbdadm outdate` would go through.
+    async with serving(DISCONNECTED, FakeDrbdadm({DSTATE: OUTDATED}), wrote_alone=True) as s:
+        answer = await s.ask()
+        await s.log.wait_requests()
+    assert (answer.outcome, answer.exit_code) == ("newer", 6)
+    assert s.cmds.calls == []  # nothing run: the copy stays UpToDate
+    assert "writes yours lacks" in answer.detail
+    _, _, fields = one_request(s.log)
+    assert fields["outcome"] == "newer"
 
 
 @in_loop

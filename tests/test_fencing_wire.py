@@ -185,9 +185,15 @@ def test_challenge_and_refused_are_plain_messages() -> None:
 
 
 def test_exit_codes_are_drbds() -> None:
-    assert wire.EXIT_CODES == {"inconsistent": 3, "outdated": 4, "unreachable": 5, "primary": 6}
+    assert wire.EXIT_CODES == {
+        "inconsistent": 3,
+        "outdated": 4,
+        "unreachable": 5,
+        "primary": 6,
+        "newer": 6,
+    }
     assert wire.EXIT_FAILED == 1
-    assert set(wire.OUTCOMES) == {"outdated", "inconsistent", "primary", "failed"}
+    assert set(wire.OUTCOMES) == {"outdated", "inconsistent", "primary", "newer", "failed"}
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "drbdha.logs",
         "drbdha.systemd",
         "drbdha.latches",
+        "drbdha.alone",
     ),
 }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drbdha import control, logs
+from drbdha.alone import AloneStore
 from drbdha.clock import Clock, MonotonicClock
 from drbdha.config import Config
 from drbdha.daemon.events import (
@@ -73,6 +74,7 @@ class DaemonBase:
         self.sockets: dict[SocketKey, VrrpSocket] = {}
         self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
         self.latches = LatchStore(config.daemon.state_dir / "latches.json")
+        self.alone = AloneStore(config.daemon.state_dir / "wrote-alone.json")
         # With a [peer] section: the fence-peer handler DRBD runs during a takeover asks
         # us, and finds the peer's silence measured since our DRBD step began.
         self.peer_watch = PeerWatch(config.peer, self.clock) if config.peer else None
@@ -84,6 +86,7 @@ class DaemonBase:
             self.log,
             self.clock,
             self.peer_watch,
+            self.alone,
         )
         facts = lambda inst: self.chains.state(inst).drbd  # noqa: E731
         self.handover = Handover(self.apply, self.instances, facts, self.log)

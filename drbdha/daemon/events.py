@@ -11,6 +11,8 @@ from drbdha.control import ControlRequest
 from drbdha.daemon.health import CheckResult
 from drbdha.daemon.power import PowerAction
 from drbdha.daemon.probe import PeerProbed, ProbePeer
+from drbdha.daemon.stale import HoldApart, PeerServes, ResumeToRelease
+from drbdha.daemon.stall import Stalled
 from drbdha.daemon.storage import OutdateSelf
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.net.heartbeat import HeartbeatSocket
@@ -61,6 +63,10 @@ InboxEvent = (
     | OutdateSelf
     | PowerAction
     | KeepFencing
+    | PeerServes
+    | ResumeToRelease
+    | HoldApart
+    | Stalled
     | ProbePeer
     | PeerProbed
 )

@@ -21,6 +21,7 @@ from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import VrrpSocket
 from drbdha.resources.drbd import DrbdStep
 from drbdha.resources.drbd_crosscheck import CrossCheck
+from drbdha.vrrp.events import State
 
 RELEASE_POLL = 0.1  # seconds: a release is looked at this often, reports or not
 
@@ -142,6 +143,14 @@ class InstanceRoom(DaemonBase):
     def _start_machine(self, inst: Instance, now: float, *, resume: bool) -> None:
         self.chains.initial_verdict(inst, now)
         self.apply(inst, inst.machine.start(now, resume=resume), now)
+        if resume and inst.machine.state is not State.MASTER:
+            # Found serving, but not to be master (an inhibition: a latch, a Primary peer,
+            # a fault): what the previous run left up goes, the VIP first. The machine
+            # starting as backup asks for nothing, and a chain with no wish stays as found.
+            self.log.warning(
+                "chain.released_at_start", instance=inst.name, state=inst.machine.state.value
+            )
+            inst.runner.want(False)
 
     async def _reconciled(self, ev: ChainReconciled, now: float) -> None:
         """A runner added by a reload found what a previous run left: its machine starts.

@@ -29,6 +29,14 @@ from drbdha.daemon.instances import _release_budget
 from drbdha.daemon.power import PowerAction, power_action
 from drbdha.daemon.probe import PeerProbed, ProbePeer
 from drbdha.daemon.reload import ReloadRoom
+from drbdha.daemon.stale import (
+    HoldApart,
+    PeerServes,
+    ResumeToRelease,
+    hold_apart,
+    resume_to_release,
+)
+from drbdha.daemon.stall import Stalled, StallWatch
 from drbdha.daemon.storage import OutdateSelf
 from drbdha.errors import DrbdhaError, MalformedPacket
 from drbdha.fencing.keeper import KeepFencing
@@ -93,6 +101,9 @@ class Daemon(ReloadRoom):
         self.latches.load()
         if self.latches.load_error:
             self.log.error("latch.unreadable", error=self.latches.load_error)
+        self.alone.load()
+        if self.alone.error:
+            self.log.error("drbd.wrote_alone_unreadable", error=self.alone.error)
         now = self.clock.monotonic()
         for cfg in self.config.vrrp_instances:
             self._add_instance(cfg)
@@ -120,6 +131,9 @@ class Daemon(ReloadRoom):
         # Everything allocated so far lives for the whole run; freezing it keeps the
         # collector from re-scanning it (full collections cost 13-30 ms otherwise).
         gc.freeze()
+        if self._tasks is not None:
+            watch = StallWatch(self.inbox.put, self.clock)
+            self.supervisor.keep(self._tasks, "stall_watch", watch.run)
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
         self._status_due = now + STATUS_INTERVAL
@@ -194,6 +208,16 @@ class Daemon(ReloadRoom):
                 self._read_heartbeats(sock, now)
             case KeepFencing():
                 self._keep_fencing(event)
+            case PeerServes():
+                self.chains.stale_copy(event, now)
+            case Stalled():
+                self.chains.stalled(event, now)
+            case HoldApart():
+                self._spawn(f"hold_apart:{event.resource}", hold_apart(event, self.log))
+            case ResumeToRelease():
+                self._spawn(
+                    f"resume_to_release:{event.resource}", resume_to_release(event, self.log)
+                )
             case ProbePeer():
                 self._spawn(f"peer_probe:{event.instance}", self.probe.run(event))
             case PeerProbed(instance=name) if name in self.instances:

@@ -18,6 +18,8 @@ from drbdha.daemon.events import (
 )
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.instances import InstanceRoom
+from drbdha.daemon.stale import PeerServes
+from drbdha.daemon.stall import WINDOW as STALL_WINDOW
 from drbdha.daemon.storage import storage_status
 from drbdha.fencing import handler, wire
 from drbdha.fencing import status as fencing_status
@@ -67,6 +69,9 @@ class ServingRoom(InstanceRoom):
                 key,
                 self.log,
                 count=lambda inst, outcome: self.metrics.fence_keeper.labels(inst, outcome).inc(),
+                peer_serves=lambda ev, a: self.inbox.put(
+                    PeerServes(ev.resource, a.outcome, a.detail)
+                ),
             )
             self._peer_server = PeerServer(
                 peer,
@@ -74,6 +79,7 @@ class ServingRoom(InstanceRoom):
                 lambda: frozenset(self.chains.watchers),
                 lambda res: w.facts() if (w := self.chains.watchers.get(res)) else None,
                 self.log,
+                wrote_alone=self._wrote_alone,
                 count=lambda result, reason: self.metrics.fence_requests.labels(
                     result, reason
                 ).inc(),
@@ -155,6 +161,11 @@ class ServingRoom(InstanceRoom):
                 self.chains.repl_tick(inst, now)
                 intervals.append(watch.interval)
         self._heartbeat_due = now + min(intervals) if intervals else None
+
+    def _wrote_alone(self, resource: str) -> bool:
+        inst = self.chains.by_resource.get(resource)
+        st = self.chains.states.get(inst.name) if inst is not None else None
+        return st is not None and st.wrote_alone
 
     def _keep_fencing(self, ev: KeepFencing) -> None:
         """One keeper task per frozen resource (fencing/keeper.py)."""
@@ -239,6 +250,16 @@ class ServingRoom(InstanceRoom):
                 silent_for_ms=None if since is None else round((t0 - since) * 1000, 1),
                 took_ms=round((self.clock.monotonic() - t0) * 1000, 1),
             )
+            stalled = self.chains.distrusts_silence(resource, self.clock.monotonic())
+            if answer.outcome == wire.UNREACHABLE and stalled is not None:
+                # daemon/stall.py: we were stopped; the peer may have served meanwhile.
+                answer = handler.Answer(
+                    wire.FAILED,
+                    f"the peer is silent, but this node was stalled {stalled:.1f} s within "
+                    f"the last {STALL_WINDOW:g} s: it may have served meanwhile",
+                )
+            if answer.outcome in wire.PEER_SERVES:
+                self.inbox.put(PeerServes(resource, answer.outcome, answer.detail))
             if not event.reply.done():
                 reply = {"outcome": answer.outcome, "detail": answer.detail}
                 event.reply.set_result({**reply, "reply": answer.reply})

@@ -24,6 +24,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from drbdha import status
+from drbdha.alone import AloneStore
 from drbdha.chain.plan import Action
 from drbdha.chain.runner import ChainSettled, Runner, StepReport
 from drbdha.chain.step import Described
@@ -33,12 +34,14 @@ from drbdha.daemon.health import CheckResult, Health
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.power import SYSRQ, PowerAction
 from drbdha.daemon.storage_state import StorageState
+from drbdha.daemon.suspicion import Suspicion
 from drbdha.errors import LatchError
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
 from drbdha.net.addresses import Addresses
+from drbdha.net.vip import VipStep
 from drbdha.resources import drbd
 from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd import DrbdChanged, DrbdWatcher, PeerWatch
@@ -54,7 +57,7 @@ IO_FROZEN = (
 OUTDATE_TIMEOUT = 20.0  # seconds for outdating our own copy (a few drbdadm runs)
 
 
-class Chains:
+class Chains(Suspicion):
     def __init__(  # noqa: PLR0917 (the daemon's collaborators, passed once)
         self,
         apply: Apply,
@@ -64,8 +67,10 @@ class Chains:
         log: Any,
         clock: Clock,
         peer_watch: PeerWatch | None = None,
+        alone: AloneStore | None = None,
     ) -> None:
         self.apply = apply
+        self.alone = alone or AloneStore(None)
         self.peer_watch = peer_watch
         self.put = put
         self.latches = latches
@@ -90,6 +95,7 @@ class Chains:
             watcher = self.watchers.get(res) or DrbdWatcher(res, self.put, self.log)
             self.watchers[res] = watcher
             self.by_resource[res] = inst
+            st.wrote_alone = res in self.alone.held
             st.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
@@ -169,6 +175,8 @@ class Chains:
     # ---- runner reports ------------------------------------------------------------------
 
     def on_step(self, r: StepReport) -> None:
+        if r.step == VipStep.name and r.action is Action.STOP and r.ok:
+            self.resume_if_stale(r.instance)
         labels = (r.instance, r.step, r.action.value)
         self.metrics.step_duration.labels(*labels).observe(r.took)
         up = (r.action is Action.START) == r.ok
@@ -231,9 +239,15 @@ class Chains:
         inst = self.by_resource.get(ev.resource)
         if inst is None:
             return
-        self.states[inst.name].drbd = ev.new
+        st = self.states[inst.name]
+        st.drbd = ev.new
+        alone = guard.wrote_alone(st.wrote_alone, ev.new, stale=st.stale)
+        if alone != st.wrote_alone:
+            self.note_alone(inst, alone)
         self._note_frozen(inst, ev.new)
         self._judge(inst, ev.old, ev.new, now)
+        self.after_stall(inst, now)
+        self.hold_apart(inst)
         self._export_drbd(inst)
         self._note_link(inst, ev.old, ev.new, now)
 
@@ -379,6 +393,8 @@ class Chains:
         verdict = guard.assess(
             old, new, on_disk_loss=inst.storage.on_disk_loss, latched=frozenset(st.latches)
         )
+        if st.stale:  # the disk lost is the one we detached (stale.py): latched already
+            verdict = guard.Verdict(verdict.inhibitions)
         for kind, reason in verdict.latch:
             st.latches[kind] = self.latches.set(inst.name, kind, reason)
             self.log.error("latch.set", instance=inst.name, kind=kind, reason=reason)
@@ -432,6 +448,8 @@ class Chains:
         # Held in memory even when the file no longer had it (an unreadable file latches
         # every instance; the first clear-latch rewrites it): the operator asked, it goes.
         if st.latches.pop(kind, None) is not None:
+            if kind == "disk":
+                st.stale = False
             if kind == "split-brain" and inst.storage is not None:
                 # The tracker remembers the helper call; forget it with the latch.
                 watcher = self.watchers[inst.storage.drbd_resource]

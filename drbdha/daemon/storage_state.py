@@ -29,3 +29,14 @@ class StorageState:
     known_master: IPAddress | None = None  # without those: the master heard while healthy
     repl: ReplicationWatch | None = None  # the replication heartbeat, once set up
     repl_peers: tuple[str, ...] = ()  # the peer's DRBD replication addresses
+    # This copy holds writes the peer's lacks (drbd_guard.wrote_alone): the peer channel
+    # refuses to outdate it (fencing/server.py, wire.NEWER).
+    wrote_alone: bool = False
+    # Found stale (daemon/stale.py): latched, and DRBD's frozen I/O is resumed once the VIP
+    # is gone so that the release can finish.
+    stale: bool = False
+    # This node was stopped for `stalled_for` seconds; until `stalled_until` (monotonic) a
+    # lost link outdates our copy once, and a silent peer is not dead (daemon/stall.py).
+    stalled_until: float | None = None
+    stalled_for: float = 0.0
+    outdated_after_stall: bool = False

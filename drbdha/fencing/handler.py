@@ -190,9 +190,8 @@ def log(event: str, **fields: Any) -> None:
     """One journal entry with every field (as the daemon's structlog events have), or one
     JSON line on stderr without journald."""
     # A dead peer (unreachable) and a Primary peer are expected answers; a failure is not.
-    level = {wire.OUTDATED: 6, wire.INCONSISTENT: 6, wire.UNREACHABLE: 4, wire.PRIMARY: 4}.get(
-        fields.get("outcome", ""), 3
-    )
+    expected = {wire.OUTDATED: 6, wire.INCONSISTENT: 6, wire.UNREACHABLE: 4, wire.PRIMARY: 4}
+    level = {**expected, wire.NEWER: 4}.get(fields.get("outcome", ""), 3)
     try:
         journal = importlib.import_module("systemd.journal")
         text = " ".join(f"{k}={v}" for k, v in fields.items())

@@ -52,6 +52,8 @@ class Keeper:
     key: bytes
     log: Any
     count: Callable[[str, str], None]  # (instance, outcome): the daemon's counter
+    # An answer that the peer serves (wire.PEER_SERVES): our copy is stale (daemon/stale.py)
+    peer_serves: Callable[[KeepFencing, handler.Answer], None] = lambda _ev, _answer: None
     ask: Ask = handler.ask
     run: Run = proc.run
     grace: float = GRACE
@@ -70,6 +72,8 @@ class Keeper:
                 ev, answer, asked
             ):
                 return "resumed"
+            if answer.outcome in wire.PEER_SERVES:
+                self.peer_serves(ev, answer)
             if answer.outcome != last or asked % LOG_EVERY == 0:
                 self._still_frozen(ev, answer, asked)
                 last = answer.outcome
@@ -100,7 +104,7 @@ class Keeper:
         return ok
 
     def _still_frozen(self, ev: KeepFencing, answer: handler.Answer, asked: int) -> None:
-        level = "critical" if answer.outcome == wire.PRIMARY else "error"
+        level = "critical" if answer.outcome in wire.PEER_SERVES else "error"
         getattr(self.log, level)(
             "fence.io_frozen",
             instance=ev.instance,
@@ -109,6 +113,6 @@ class Keeper:
             detail=answer.detail,
             asks=asked,
             action="I/O stays frozen; asking the peer again"
-            if answer.outcome != wire.PRIMARY
-            else "I/O stays frozen: the peer is Primary too; choose the copy to keep",
+            if answer.outcome not in wire.PEER_SERVES
+            else "I/O stays frozen: the peer serves; this copy is stale and is released",
         )

@@ -32,6 +32,7 @@ CLOSE_TIMEOUT = 1.0  # seconds to hand the last bytes over and close, then the c
 # The peer's handler asks one request at a time per resource; a few resources, a retry
 # overlapping a request that timed out on its side: 8 is far above what a peer needs.
 MAX_CONNECTIONS = 8
+NEWER_DETAIL = "this copy was Primary alone since the copies last met: it has writes yours lacks"
 
 Facts = Callable[[str], Resource | None]
 
@@ -45,6 +46,7 @@ class PeerServer:
         facts: Facts,
         log: Any,
         *,
+        wrote_alone: Callable[[str], bool] = lambda _resource: False,
         run: drbd.Run | None = None,
         count: Callable[[str, str], None] | None = None,
         clock: Clock | None = None,
@@ -53,6 +55,7 @@ class PeerServer:
         self.key = key
         self.resources = resources
         self.facts = facts
+        self.wrote_alone = wrote_alone  # storage_state.StorageState.wrote_alone
         self.log = log
         self._run = run or proc.run
         self._count = count  # (result, reason) per request: the daemon's Prometheus counter
@@ -189,6 +192,11 @@ class PeerServer:
         if facts is not None and facts.role == "Primary":
             # DRBD would refuse too (exit 17); not even asking keeps it plain in the log.
             return drbd.Outdated(wire.PRIMARY, facts.worst_disk, "this node is Primary")
+        if self.wrote_alone(resource):
+            # `drbdadm outdate` would go through: DRBD compares data generations only when
+            # the two connect. The asker was cut off (or frozen) while we served.
+            disk = facts.worst_disk if facts else None
+            return drbd.Outdated(wire.NEWER, disk, NEWER_DETAIL)
         lock = self._locks.setdefault(resource, asyncio.Lock())
         async with lock:
             try:

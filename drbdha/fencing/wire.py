@@ -27,10 +27,18 @@ MAX_LINE: Final = 4096  # bytes; every message is far shorter
 OUTDATED: Final = "outdated"
 INCONSISTENT: Final = "inconsistent"
 PRIMARY: Final = "primary"
+# The peer is Secondary but wrote alone, as Primary, since the two copies last met (it took
+# over while the asker was cut off or frozen): outdating it would throw away writes the
+# asker lacks. To DRBD it is the answer for a Primary: the asker outdates itself (a
+# Secondary) or keeps its I/O frozen (a Primary).
+NEWER: Final = "newer"
 FAILED: Final = "failed"
 UNREACHABLE: Final = "unreachable"
-OUTCOMES: Final = (OUTDATED, INCONSISTENT, PRIMARY, FAILED)
-EXIT_CODES: Final = {INCONSISTENT: 3, OUTDATED: 4, UNREACHABLE: 5, PRIMARY: 6}
+OUTCOMES: Final = (OUTDATED, INCONSISTENT, PRIMARY, NEWER, FAILED)
+EXIT_CODES: Final = {INCONSISTENT: 3, OUTDATED: 4, UNREACHABLE: 5, PRIMARY: 6, NEWER: 6}
+# The answers that say the peer has served since the asker was cut off: a Primary asking
+# holds the stale copy (fencing/keeper.py, daemon/storage.py `stale_copy`).
+PEER_SERVES: Final = frozenset({PRIMARY, NEWER})
 # Any other code is "fence-peer helper broken" to DRBD: a Primary's I/O stays frozen
 # (resource-and-stonith) and a promotion is refused. That is the answer when the peer is
 # reachable but its copy could not be outdated: it may still be promoted later.

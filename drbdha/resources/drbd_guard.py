@@ -75,3 +75,20 @@ def assess(
         if gate is not None and gate != "split_brain":
             inhibit.add(gate)
     return Verdict(frozenset(inhibit), tuple(latch), tuple(alerts))
+
+
+def wrote_alone(before: bool, new: Resource | None, *, stale: bool) -> bool:
+    """Does this copy hold writes the peer's lacks? Yes from the moment DRBD lets a Primary
+    write with no peer connected (the handler fenced the peer or found it dead; not while
+    the I/O is frozen), and it stays so when we become Secondary, until the copies are
+    connected and both UpToDate again (a resync made them equal). Never for a copy known to
+    be `stale` (latched: its I/O was resumed only to release it)."""
+    if stale:
+        return False
+    if new is None:
+        return before
+    if new.role == "Primary" and not new.connected and not new.suspended:
+        return True
+    if new.local_uptodate and new.connected_uptodate_peer:
+        return False
+    return before

@@ -1,0 +1,57 @@
+"""Was this node stopped for a while (a frozen VM, a host that stalled, SIGSTOP)?
+
+A node that is frozen is silent: no adverts, no DRBD pings, no answer on the peer channel
+(a SYN to a frozen VM goes unanswered). Its peer cannot tell that from a power-off, fences
+it as dead (the handler's exit 5) and goes on without it: a Primary peer writes alone, a
+Secondary peer promotes. When this node runs again, its own view is from before the freeze:
+a Secondary still believes its copy UpToDate although its peer wrote without it; a Primary's
+handler may now find the peer dead (it was powered off meanwhile) and resume on a copy that
+lacks what the peer wrote. Two nodes and no power switch cannot exclude this; what drbdha can
+do is know that it was stopped. A task sleeps TICK at a time and measures how late it wakes
+up; a wake-up THRESHOLD late or more is a stall, and for WINDOW seconds after it:
+
+- a Secondary whose DRBD link is lost outdates its own copy (daemon/storage.py, reason
+  `stalled_past_fencing`): it resyncs when the link is back, and is never promoted on what
+  the peer may have written past it;
+- a Primary's fence-peer handler is not told that a silent peer is dead (daemon/serving.py):
+  DRBD keeps the I/O frozen (exit 1) until the peer answers (the keeper goes on asking) or
+  the admin decides.
+
+A stall of the daemon alone (a loaded loop, SIGSTOP of drbdha) reads the same; the rules then
+only act if DRBD's link is lost in the window, and what they do is the cautious choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drbdha.clock import Clock
+
+TICK = 0.1
+# Seconds late. A peer needs at least DRBD's ping-timeout (0.5 s, the minimum the README's
+# timers use) and then fence_timeout (0.5 s) of silence to take us for dead.
+THRESHOLD = 0.5
+WINDOW = 30.0  # seconds after a stall in which a lost DRBD link is blamed on it
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """Inbox event: the daemon woke up `seconds` late."""
+
+    seconds: float
+
+
+class StallWatch:
+    def __init__(self, put: Callable[[Stalled], None], clock: Clock) -> None:
+        self.put = put
+        self.clock = clock
+
+    async def run(self) -> None:
+        while True:
+            t0 = self.clock.monotonic()
+            await asyncio.sleep(TICK)
+            late = self.clock.monotonic() - t0 - TICK
+            if late >= THRESHOLD:
+                self.put(Stalled(late))

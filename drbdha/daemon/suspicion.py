@@ -1,0 +1,141 @@
+"""The storage room's rules for a copy that may be stale: found out by the peer's answer
+(daemon/stale.py) or suspected after this node was stopped for a while (daemon/stall.py).
+A part of storage.Chains; only the main loop calls in here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from drbdha.daemon import stale, stall
+
+if TYPE_CHECKING:
+    from drbdha.alone import AloneStore
+    from drbdha.daemon.instance import Instance
+    from drbdha.daemon.storage_state import StorageState
+    from drbdha.latches import LatchStore
+
+
+class Suspicion:
+    by_resource: dict[str, Instance]
+    states: dict[str, StorageState]
+    latches: LatchStore
+    log: Any
+    apply: Callable[[Instance, list[Any], float], None]
+    put: Callable[[Any], None]
+
+    def _judge(self, inst: Instance, old: Any, new: Any, now: float) -> None: ...
+    def _outdate_self(
+        self, inst: Instance, reason: str, primary: Any, after: float, *, drop: bool = False
+    ) -> None: ...
+
+    alone: AloneStore
+
+    # ---- this copy holds writes the peer's lacks (alone.py) -------------------------------
+
+    def note_alone(self, inst: Instance, alone: bool) -> None:
+        st = self.states[inst.name]
+        st.wrote_alone = alone
+        if inst.storage is None:
+            return
+        self.alone.set(inst.storage.drbd_resource, alone)
+        self.log.info(
+            "drbd.wrote_alone" if alone else "drbd.caught_up",
+            instance=inst.name,
+            resource=inst.storage.drbd_resource,
+        )
+        if self.alone.error:
+            self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
+
+    def hold_apart(self, inst: Instance) -> None:
+        """Our copy has writes the peer's lacks, and its disk is detached: connected, DRBD
+        would let the peer be promoted on its older copy (a diskless Secondary shows DRBD
+        no data generation to compare). Disconnected, a promotion runs the fence-peer
+        handler, and we answer that our copy is newer. `drbdadm adjust` (the admin's, once
+        the disk is fixed) attaches it and connects, and DRBD compares the generations."""
+        st = self.states[inst.name]
+        res = st.drbd
+        if not st.wrote_alone or res is None or inst.storage is None:
+            return
+        detached = any(d.disk == "Diskless" and not d.client for d in res.devices)
+        if res.role == "Secondary" and detached and res.connected:
+            self.log.error(
+                "drbd.holding_apart",
+                instance=inst.name,
+                resource=inst.storage.drbd_resource,
+                reason="the newest copy's disk is detached",
+            )
+            self.put(stale.HoldApart(inst.name, inst.storage.drbd_resource))
+
+    # ---- the peer served while we were away (stale.py) -----------------------------------
+
+    def stale_copy(self, ev: stale.PeerServes, now: float) -> None:
+        """The peer answered that it serves (Primary, or wrote alone since) while our I/O is
+        frozen for fencing: latch, resign, and resume the I/O once the VIP is gone."""
+        inst = self.by_resource.get(ev.resource)
+        st = self.states.get(inst.name) if inst is not None else None
+        if inst is None or st is None or st.stale:
+            return
+        if st.drbd is None or not st.drbd.frozen_for_fencing:
+            return  # a Secondary's promotion just fails: DRBD outdates it (exit 6)
+        st.stale = True
+        self.note_alone(inst, False)
+        reason = stale.REASON.format(detail=ev.detail)
+        st.latches["disk"] = self.latches.set(inst.name, "disk", reason)
+        self.log.critical(
+            "stale.copy",
+            instance=inst.name,
+            resource=ev.resource,
+            peer=ev.outcome,
+            detail=ev.detail,
+            action="disk latch set; resigning; disk detached and I/O resumed once the VIP is gone",
+        )
+        self._judge(inst, st.drbd, st.drbd, now)
+        self.apply(inst, inst.machine.resign(now, hold_off=0.0), now)
+        self.resume_if_stale(inst.name)
+
+    def resume_if_stale(self, name: str) -> None:
+        """Once the stale Primary's VIP is gone (called again when the VIP step stops)."""
+        inst = next((i for i in self.by_resource.values() if i.name == name), None)
+        st = self.states.get(name)
+        if inst is None or st is None or not st.stale or inst.vip_up or inst.storage is None:
+            return
+        if st.drbd is not None and st.drbd.frozen_for_fencing:
+            self.put(stale.ResumeToRelease(name, inst.storage.drbd_resource))
+
+    # ---- this node was stopped (stall.py) -------------------------------------------------
+
+    def stalled(self, ev: stall.Stalled, now: float) -> None:
+        self.log.warning(
+            "daemon.stalled",
+            seconds=round(ev.seconds, 2),
+            action=f"for {stall.WINDOW:g} s a lost DRBD link outdates a Secondary's copy, "
+            "and a silent peer is not taken for dead",
+        )
+        for inst in self.by_resource.values():
+            st = self.states[inst.name]
+            st.stalled_until = now + stall.WINDOW
+            st.stalled_for = ev.seconds
+            st.outdated_after_stall = False
+            self.after_stall(inst, now)
+
+    def distrusts_silence(self, resource: str, now: float) -> float | None:
+        """Seconds this node was stalled, if that was within stall.WINDOW: the fence-peer
+        handler must not take the peer's silence for death (it may have served meanwhile)."""
+        inst = self.by_resource.get(resource)
+        st = self.states.get(inst.name) if inst is not None else None
+        if st is None or st.stalled_until is None or now > st.stalled_until:
+            return None
+        return st.stalled_for
+
+    def after_stall(self, inst: Instance, now: float) -> None:
+        """A Secondary whose link is lost within the window after a stall: its peer may have
+        taken it for dead and written alone; its copy is outdated (it resyncs later)."""
+        st = self.states[inst.name]
+        res = st.drbd
+        if st.stalled_until is None or now > st.stalled_until or st.outdated_after_stall:
+            return
+        if res is None or res.role != "Secondary" or res.connected or not res.local_uptodate:
+            return
+        st.outdated_after_stall = True
+        self._outdate_self(inst, "stalled_past_fencing", None, st.stalled_for)

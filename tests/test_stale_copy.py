@@ -1,0 +1,224 @@
+"""The stale Primary (daemon/stale.py; found by the fault campaign, issue 22): the master's VM
+froze past the peer's takeover and came back Primary. Its copy lacks what the peer wrote
+since; the peer channel must never let it outdate the peer's copy (wire.NEWER), and the
+stale node must latch, resign and finish its release without writing to its copy. And a node
+that was stopped for a while distrusts its copy and its peer's silence (daemon/stall.py).
+
+Real: Chains, LatchStore, Metrics, the VRRP Machine, drbd_guard. Fakes: `put` (the inbox),
+the applier (effects recorded, Activate/Deactivate not carried out), a SimpleNamespace
+instance with the fields Chains reads, and `FakeRun` for drbdadm (DRBD cannot run here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fakes import params
+from test_drbd_step import res
+from test_fencing_rule import FakeLog
+
+from drbdha.chain.plan import Action
+from drbdha.chain.runner import StepReport
+from drbdha.clock import MonotonicClock
+from drbdha.config import StorageConfig
+from drbdha.daemon.stale import PeerServes, ResumeToRelease, resume_to_release
+from drbdha.daemon.stall import THRESHOLD, WINDOW, Stalled, StallWatch
+from drbdha.daemon.storage import Chains, OutdateSelf
+from drbdha.daemon.storage_state import StorageState
+from drbdha.latches import LatchStore
+from drbdha.metrics import Metrics
+from drbdha.resources.drbd_guard import wrote_alone
+from drbdha.resources.proc import Result
+from drbdha.vrrp.events import Deactivate, State
+from drbdha.vrrp.machine import Machine
+
+ALONE = res(role="Primary", connection="Connecting", peer_role="Unknown", peer_disk="Outdated")
+FROZEN = dataclasses.replace(ALONE, suspended=True, suspended_by=frozenset({"fencing"}))
+SECONDARY_ALONE = dataclasses.replace(ALONE, role="Secondary")
+RESYNCED = res()  # Connected, UpToDate/UpToDate
+SYNCING = res(peer_disk="Inconsistent")
+
+
+# ---- does this copy hold writes the peer lacks? -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "new", "stale", "expected"),
+    [
+        (False, ALONE, False, True),  # writing with no peer: the generation moves on
+        (False, FROZEN, False, False),  # frozen: DRBD lets nothing through
+        (True, SECONDARY_ALONE, False, True),  # stepped down: the copy still holds them
+        (True, SYNCING, False, True),  # the peer has not caught up yet
+        (True, RESYNCED, False, False),  # equal copies again
+        (True, None, False, True),  # no facts: nothing learnt
+        (True, ALONE, True, False),  # a stale copy never counts, resumed or not
+    ],
+    ids=["alone", "frozen", "stepped-down", "syncing", "resynced", "no-facts", "stale"],
+)
+def test_wrote_alone(before: bool, new: Any, stale: bool, expected: bool) -> None:
+    assert wrote_alone(before, new, stale=stale) is expected
+
+
+# ---- Chains: latch, resign, resume once the VIP is gone ----------------------------------
+
+
+def setup(tmp_path: Path, state: State = State.MASTER, vip_up: bool = True) -> Any:
+    applied: list[Any] = []
+    put: list[object] = []
+    log = FakeLog()
+    latches = LatchStore(tmp_path / "latches.json")
+    chains = Chains(
+        lambda _inst, effects, _now: applied.extend(effects),
+        put.append,
+        latches,
+        Metrics(),
+        log,
+        MonotonicClock(),
+    )
+    machine = Machine(params(version=3, advert_interval=0.1))
+    machine.start(0.0)
+    if state is State.MASTER:
+        machine.take_over(0.0, 254, 0.0)
+    inst = SimpleNamespace(
+        name="lab",
+        storage=StorageConfig(name="nfs", drbd_resource="r0"),
+        machine=machine,
+        vip_up=vip_up,
+    )
+    chains.states["lab"] = StorageState(drbd=FROZEN)
+    chains.by_resource["r0"] = inst
+    return SimpleNamespace(
+        chains=chains, inst=inst, applied=applied, put=put, log=log, latches=latches
+    )
+
+
+def test_a_frozen_primary_told_the_peer_serves_latches_and_resigns(tmp_path: Path) -> None:
+    t = setup(tmp_path)
+    assert t.inst.machine.state is State.MASTER
+    t.chains.stale_copy(PeerServes("r0", "primary", "this node is Primary"), 1.0)
+    st = t.chains.states["lab"]
+    assert "disk" in st.latches
+    assert "stale copy" in st.latches["disk"].reason
+    on_disk = LatchStore(tmp_path / "latches.json")
+    on_disk.load()
+    assert "disk" in on_disk.of("lab")  # kept across a restart
+    assert t.inst.machine.state is State.BACKUP
+    assert any(isinstance(e, Deactivate) for e in t.applied)
+    assert "disk_latched" in t.inst.machine.inhibitions
+    assert t.put == []  # the VIP is still up: DRBD's I/O stays frozen
+    assert ("critical", "stale.copy") in [(lvl, e) for lvl, e, _ in t.log.events]
+
+    t.inst.vip_up = False
+    t.chains.on_step(StepReport("lab", "vip", Action.STOP, ok=True, took=0.01))
+    assert t.put == [ResumeToRelease("lab", "r0")]
+    t.chains.stale_copy(PeerServes("r0", "newer", "again"), 2.0)  # asked again: once only
+    assert t.put == [ResumeToRelease("lab", "r0")]
+
+
+def test_a_stale_primary_whose_vip_is_gone_resumes_at_once(tmp_path: Path) -> None:
+    t = setup(tmp_path, state=State.FAULT, vip_up=False)  # a failed check released it
+    t.chains.stale_copy(PeerServes("r0", "newer", "wrote alone"), 1.0)
+    assert t.put == [ResumeToRelease("lab", "r0")]
+
+
+def test_only_a_frozen_primary_is_a_stale_copy(tmp_path: Path) -> None:
+    t = setup(tmp_path)
+    t.chains.states["lab"].drbd = SECONDARY_ALONE  # a Secondary's promote just fails
+    t.chains.stale_copy(PeerServes("r0", "primary", "this node is Primary"), 1.0)
+    assert t.chains.states["lab"].latches == {}
+    assert t.inst.machine.state is State.MASTER
+    assert t.put == []
+
+
+def test_its_own_detach_raises_no_second_latch_or_alert(tmp_path: Path) -> None:
+    t = setup(tmp_path)
+    t.chains.stale_copy(PeerServes("r0", "primary", "this node is Primary"), 1.0)
+    reason = t.chains.states["lab"].latches["disk"].reason
+    detached = dataclasses.replace(
+        ALONE, devices=(dataclasses.replace(ALONE.devices[0], disk="Diskless"),)
+    )
+    t.chains._judge(t.inst, FROZEN, detached, 2.0)
+    assert t.chains.states["lab"].latches["disk"].reason == reason
+    assert "no_uptodate_copy" not in t.chains.states["lab"].alerts
+
+
+class FakeRun:
+    def __init__(self, rc: int) -> None:
+        self.rc = rc
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, argv: list[str]) -> Result:
+        self.calls.append(argv)
+        return Result(tuple(argv), self.rc, "", "" if self.rc == 0 else "no")
+
+
+DETACH = ["drbdadm", "detach", "--force", "r0"]
+RESUME = ["drbdadm", "resume-io", "r0"]
+
+
+@pytest.mark.parametrize(
+    ("rc", "calls", "event"),
+    [(0, [DETACH, RESUME], "stale.detached_and_resumed"), (10, [DETACH], "stale.release_blocked")],
+    ids=["detached-then-resumed", "no-resume-without-the-detach"],
+)
+def test_the_release_detaches_before_it_resumes(rc: int, calls: list[Any], event: str) -> None:
+    run, log = FakeRun(rc), FakeLog()
+    asyncio.run(resume_to_release(ResumeToRelease("lab", "r0"), log, run))
+    assert run.calls == calls
+    assert log.names() == [event]
+
+
+# ---- this node was stopped (daemon/stall.py) -----------------------------------------------
+
+LOST_LINK = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnknown")
+
+
+def test_a_secondary_that_stalled_outdates_itself_when_its_link_is_lost(tmp_path: Path) -> None:
+    t = setup(tmp_path, state=State.BACKUP, vip_up=False)
+    st = t.chains.states["lab"]
+    st.drbd = res()  # connected, UpToDate: the stall alone proves nothing
+    t.chains.stalled(Stalled(4.2), 100.0)
+    assert t.put == []
+    assert t.chains.distrusts_silence("r0", 100.0 + WINDOW - 1) == 4.2
+    st.drbd = LOST_LINK  # DRBD finds the link gone: the peer may have fenced us as dead
+    t.chains.after_stall(t.inst, 101.0)
+    t.chains.after_stall(t.inst, 101.5)
+    assert t.put == [OutdateSelf("lab", "r0")]  # once
+    assert t.chains.distrusts_silence("r0", 100.0 + WINDOW + 1) is None
+
+
+def test_a_link_lost_after_the_window_is_not_blamed_on_the_stall(tmp_path: Path) -> None:
+    t = setup(tmp_path, state=State.BACKUP, vip_up=False)
+    t.chains.states["lab"].drbd = res()
+    t.chains.stalled(Stalled(1.0), 100.0)
+    t.chains.states["lab"].drbd = LOST_LINK
+    t.chains.after_stall(t.inst, 100.0 + WINDOW + 0.1)
+    assert t.put == []
+
+
+def test_the_stall_watch_reports_a_late_wake_up() -> None:
+    class JumpingClock(MonotonicClock):
+        """A FAKE clock that jumps 3 s between the watch's two reads, as a frozen VM's."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def monotonic(self) -> float:
+            self.reads += 1
+            return 1000.0 + (3.0 if self.reads % 2 == 0 else 0.0) * (self.reads // 2)
+
+    got: list[Stalled] = []
+
+    async def main() -> None:
+        task = asyncio.create_task(StallWatch(got.append, JumpingClock()).run())
+        await asyncio.sleep(0.25)
+        task.cancel()
+
+    asyncio.run(main())
+    assert got
+    assert all(s.seconds >= THRESHOLD for s in got)
