@@ -364,6 +364,22 @@ def _clear_latch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _distrust_after_crash(answer: Any, run_dir: Path) -> Any:
+    """No daemon answered, and the last one ended uncleanly within STALL_WINDOW (its mark is
+    left behind): this node may have been frozen with it (systemd's watchdog kills a daemon
+    frozen 10 s), so a silent peer may have served meanwhile; not dead, then (see
+    daemon/stall.py). A daemon gone for longer (a crash loop) no longer counts."""
+    from drbdha.clock import AliveMark  # noqa: PLC0415
+    from drbdha.defaults import ALIVE_NAME, STALL_WINDOW  # noqa: PLC0415
+    from drbdha.fencing import handler, wire  # noqa: PLC0415
+
+    left = AliveMark(run_dir / ALIVE_NAME).left_behind()
+    if answer.outcome != wire.UNREACHABLE or left is None or left > STALL_WINDOW:
+        return answer
+    detail = f"the peer is silent, but drbdha here ended uncleanly {left:.0f} s ago"
+    return handler.Answer(wire.FAILED, detail)
+
+
 def _fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's (fencing/handler.py); everything that goes wrong is 1, which
     DRBD treats as "fencing failed": the safe side. The running daemon is asked first: it
@@ -415,6 +431,7 @@ def _fence_peer(args: argparse.Namespace) -> int:
             answer = ask_daemon(config.daemon.control_socket)
         if answer is None:
             answer, via = handler.fence_peer(config, resource), "handler"
+            answer = _distrust_after_crash(answer, config.daemon.control_socket.parent)
     code = answer.exit_code
     handler.log(
         "fence.peer",

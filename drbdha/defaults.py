@@ -16,3 +16,7 @@ from typing import Final
 CONFIG: Final = Path("/etc/drbdha/drbdha.toml")
 CONTROL_SOCKET: Final = Path("/run/drbdha/control.sock")
 LATCH_KINDS: Final = ("disk", "split-brain")  # latches.py: what each one means
+# Beside the control socket: when a daemon last ran, left by one that did not stop cleanly
+# (clock.AliveMark, daemon/stall.py).
+ALIVE_NAME: Final = "alive"
+STALL_WINDOW: Final = 30.0  # seconds after a stall in which a silent peer is not dead

@@ -99,6 +99,7 @@ LAZY_ARROWS: dict[str, frozenset[str]] = {
     "drbdha.cli:_check_storage": frozenset({"resources"}),  # check-config's DRBD/NFS advice
     "drbdha.cli:_check_peer": frozenset({"resources", "fence_handler"}),  # and the secret
     "drbdha.cli:_fence_peer": frozenset({"fence_handler"}),  # `drbdha fence-peer`
+    "drbdha.cli:_distrust_after_crash": frozenset({"fence_handler"}),  # and its fallback
 }
 
 # Modules only these rooms may import (besides the module's own room).

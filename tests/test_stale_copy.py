@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,14 +23,17 @@ from fakes import params
 from test_drbd_step import res
 from test_fencing_rule import FakeLog
 
+from drbdha import cli
 from drbdha.chain.plan import Action
-from drbdha.chain.runner import StepReport
-from drbdha.clock import MonotonicClock
+from drbdha.chain.runner import Runner, StepReport
+from drbdha.clock import AliveMark, MonotonicClock
 from drbdha.config import StorageConfig
 from drbdha.daemon.stale import PeerServes, ResumeToRelease, resume_to_release
 from drbdha.daemon.stall import THRESHOLD, WINDOW, Stalled, StallWatch
 from drbdha.daemon.storage import Chains, OutdateSelf
 from drbdha.daemon.storage_state import StorageState
+from drbdha.defaults import ALIVE_NAME, STALL_WINDOW
+from drbdha.fencing import handler, wire
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
 from drbdha.resources.drbd_guard import wrote_alone
@@ -89,6 +93,7 @@ def setup(tmp_path: Path, state: State = State.MASTER, vip_up: bool = True) -> A
         storage=StorageConfig(name="nfs", drbd_resource="r0"),
         machine=machine,
         vip_up=vip_up,
+        runner=Runner("lab", [], lambda _report: None, MonotonicClock()),
     )
     chains.states["lab"] = StorageState(drbd=FROZEN)
     chains.by_resource["r0"] = inst
@@ -222,3 +227,38 @@ def test_the_stall_watch_reports_a_late_wake_up() -> None:
     asyncio.run(main())
     assert got
     assert all(s.seconds >= THRESHOLD for s in got)
+
+
+# ---- a daemon that did not stop cleanly (clock.AliveMark) ----------------------------------
+
+
+def test_the_alive_mark_tells_how_long_ago_a_daemon_last_ran(tmp_path: Path) -> None:
+    mark = AliveMark(tmp_path / "alive")
+    assert mark.left_behind() is None  # a clean stop, or never ran
+    mark.mark()
+    left = mark.left_behind()
+    assert left is not None
+    assert 0.0 <= left < 5.0
+    mark.clear()
+    assert mark.left_behind() is None
+
+
+@pytest.mark.parametrize(
+    ("ago", "outcome", "expected"),
+    [
+        (None, wire.UNREACHABLE, wire.UNREACHABLE),  # stopped cleanly: silence is death
+        (2.0, wire.UNREACHABLE, wire.FAILED),  # just crashed, or frozen and killed
+        (2.0, wire.OUTDATED, wire.OUTDATED),  # an answer is an answer
+        (STALL_WINDOW + 5, wire.UNREACHABLE, wire.UNREACHABLE),  # gone too long: a crash loop
+    ],
+    ids=["no-mark", "fresh-mark", "answered", "old-mark"],
+)
+def test_the_handler_alone_distrusts_silence_after_an_unclean_end(
+    tmp_path: Path, ago: float | None, outcome: str, expected: str
+) -> None:
+    if ago is not None:
+        then = time.clock_gettime(time.CLOCK_BOOTTIME) - ago
+        (tmp_path / ALIVE_NAME).write_text(f"{then:.3f}\n")
+    got = cli._distrust_after_crash(handler.Answer(outcome, "asked"), tmp_path)
+    assert got.outcome == expected
+    assert got.exit_code == (1 if expected == wire.FAILED else wire.EXIT_CODES[expected])

@@ -67,6 +67,7 @@ class Runner:
         self.steps = tuple(steps)
         self.plan = Plan(tuple(s.name for s in self.steps))
         self.last: dict[str, StepReport] = {}
+        self._abandoned: frozenset[str] = frozenset()  # abandon()
         self._report = report
         self._clock = clock
         self._wake = asyncio.Event()
@@ -123,6 +124,13 @@ class Runner:
         self.found = ChainReconciled(self.instance, self.serial, held, tuple(failed))
         self._found.set()
         self._report(self.found)
+
+    def abandon(self, names: frozenset[str]) -> None:
+        """The storage under these steps is being given up on purpose (a stale copy whose
+        disk was detached: daemon/stale.py): a failed stop of one of them is reported as
+        failed but does not stop the release. The steps below them (the unmount, the
+        demote) must still succeed, so a stop that matters is never swallowed."""
+        self._abandoned = names
 
     def want(self, up: bool) -> None:
         if self.plan.want(up):
@@ -201,7 +209,8 @@ class Runner:
         except Exception as e:  # a bug in a step is a failed step, never a dead runner
             error = f"error: {e!r}"
         took = self._clock.monotonic() - t0
-        self.plan.done(error is None, error, backoff)
+        given_up = not start and step.name in self._abandoned
+        self.plan.done(error is None or given_up, error, backoff)
         report = StepReport(self.instance, step.name, nxt.action, error is None, took, error)
         self.last[step.name] = report
         self._report(report)

@@ -20,7 +20,7 @@ from typing import Any
 
 from drbdha import control, logs
 from drbdha.alone import AloneStore
-from drbdha.clock import Clock, MonotonicClock
+from drbdha.clock import AliveMark, Clock, MonotonicClock
 from drbdha.config import Config
 from drbdha.daemon.events import (
     InboxEvent,
@@ -33,6 +33,7 @@ from drbdha.daemon.instance import Instance
 from drbdha.daemon.probe import PeerProbe
 from drbdha.daemon.storage import Chains
 from drbdha.daemon.supervise import Supervisor
+from drbdha.defaults import ALIVE_NAME
 from drbdha.fencing.keeper import Keeper
 from drbdha.fencing.server import PeerServer
 from drbdha.fencing.watch import PeerWatch
@@ -75,6 +76,7 @@ class DaemonBase:
         self.by_vrid: dict[SocketKey, dict[int, Instance]] = {}
         self.latches = LatchStore(config.daemon.state_dir / "latches.json")
         self.alone = AloneStore(config.daemon.state_dir / "wrote-alone.json")
+        self.alive = AliveMark(config.daemon.control_socket.parent / ALIVE_NAME)
         # With a [peer] section: the fence-peer handler DRBD runs during a takeover asks
         # us, and finds the peer's silence measured since our DRBD step began.
         self.peer_watch = PeerWatch(config.peer, self.clock) if config.peer else None

@@ -36,7 +36,7 @@ from drbdha.daemon.stale import (
     hold_apart,
     resume_to_release,
 )
-from drbdha.daemon.stall import Stalled, StallWatch
+from drbdha.daemon.stall import THRESHOLD, Stalled, StallWatch
 from drbdha.daemon.storage import OutdateSelf
 from drbdha.errors import DrbdhaError, MalformedPacket
 from drbdha.fencing.keeper import KeepFencing
@@ -107,6 +107,11 @@ class Daemon(ReloadRoom):
         now = self.clock.monotonic()
         for cfg in self.config.vrrp_instances:
             self._add_instance(cfg)
+        left = self.alive.left_behind()
+        if left is not None and left >= THRESHOLD:
+            # The daemon before us did not stop cleanly (a crash, the watchdog after a
+            # freeze): the time since it last ran may have been a freeze of the node.
+            self.chains.stalled(Stalled(left), now)
         self._install_callbacks(loop)
         for inst in self.instances.values():
             await inst.runner.wait_found()  # every runner reconciles in its own task
@@ -126,13 +131,14 @@ class Daemon(ReloadRoom):
         self._serve_metrics()
         await self._serve_control()
         now = self.clock.monotonic()
+        await self._stale_at_start(resume, now)
         for inst in self.instances.values():
             self._start_machine(inst, now, resume=inst.name in resume)
         # Everything allocated so far lives for the whole run; freezing it keeps the
         # collector from re-scanning it (full collections cost 13-30 ms otherwise).
         gc.freeze()
         if self._tasks is not None:
-            watch = StallWatch(self.inbox.put, self.clock)
+            watch = StallWatch(self.inbox.put, self.clock, self.alive)
             self.supervisor.keep(self._tasks, "stall_watch", watch.run)
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
@@ -321,6 +327,7 @@ class Daemon(ReloadRoom):
         self.inbox.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        self.alive.clear()  # a clean stop: the next daemon counts no stall
         self.log.info("daemon.stopped")
 
 

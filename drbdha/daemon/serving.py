@@ -31,6 +31,8 @@ from drbdha.net.heartbeat import HeartbeatSocket
 from drbdha.net.links import LinkWatcher
 from drbdha.resources.repl_watch import ReplicationWatch
 
+STALE_ASK_TIMEOUT = 5.0  # seconds for asking the peer at start (the handler's own ask)
+
 
 class ServingRoom(InstanceRoom):
     def _install_callbacks(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -161,6 +163,32 @@ class ServingRoom(InstanceRoom):
                 self.chains.repl_tick(inst, now)
                 intervals.append(watch.interval)
         self._heartbeat_due = now + min(intervals) if intervals else None
+
+    async def _stale_at_start(self, resume: set[str], now: float) -> None:
+        """A chain found serving with DRBD's I/O frozen for fencing (a restart after a
+        freeze: the watchdog killed the daemon before it): ask the peer once before resuming
+        as master. A peer that serves means this copy is stale (daemon/stale.py): no
+        resuming, the chain goes, and taking the role would only make the peer hand over."""
+        peer, key = self.config.peer, self._peer_key
+        for name in sorted(resume):
+            inst = self.instances[name]
+            res = inst.storage.drbd_resource if inst.storage is not None else None
+            watcher = self.chains.watchers.get(res) if res is not None else None
+            facts = watcher.facts() if watcher is not None else None
+            if res is None or facts is None or not facts.frozen_for_fencing:
+                continue
+            if peer is None or key is None:
+                continue
+            try:
+                async with asyncio.timeout(STALE_ASK_TIMEOUT):
+                    answer = await asyncio.to_thread(handler.ask, peer, key, res)
+            except TimeoutError:
+                continue  # as before: resumed, and the keeper asks again
+            if answer.outcome in wire.PEER_SERVES:
+                resume.discard(name)
+                inst.runner.want(False)
+                self.chains.state(inst).drbd = facts
+                self.chains.stale_copy(PeerServes(res, answer.outcome, answer.detail), now)
 
     def _wrote_alone(self, resource: str) -> bool:
         inst = self.chains.by_resource.get(resource)

@@ -12,9 +12,12 @@ Primary, or, if it has stepped down meanwhile, that its copy holds writes ours l
   master resigns so the peer keeps serving;
 - once the VIP is gone, the disk is detached by force and DRBD's I/O resumed: what waited
   fails with an I/O error instead of landing on the stale copy, so the release (nfsd's
-  threads, the exports' table, the unmount) can finish and the node demotes. The copy keeps
-  the data generation it had when it froze: re-attached (`drbdadm adjust`), it resyncs
-  from the peer (no split brain), and `drbdha clear-latch` ends the latch.
+  threads, the exports' table, the unmount) can finish and the node demotes; the NFS steps'
+  own writes fail too, and their stops are let through (chain/runner.py `abandon`), the
+  VIP's, the unmount's and the demote's never. The copy keeps the data generation it had
+  when it froze: re-attached (`drbdadm adjust`), it resyncs from the peer (no split brain;
+  DRBD 8.4 cannot invalidate a disconnected copy, and a copy that took the release's writes
+  would split from the peer's), and `drbdha clear-latch` ends the latch.
 
 What two nodes cannot avoid is the moment of two Primaries before the old one has demoted;
 it never acknowledges a write: its I/O is frozen while it holds the VIP.

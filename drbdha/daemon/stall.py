@@ -19,6 +19,12 @@ up; a wake-up THRESHOLD late or more is a stall, and for WINDOW seconds after it
 
 A stall of the daemon alone (a loaded loop, SIGSTOP of drbdha) reads the same; the rules then
 only act if DRBD's link is lost in the window, and what they do is the cautious choice.
+
+A freeze long enough for systemd's watchdog (10 s) kills the daemon, and the next one would
+not know: the watch marks the time it last ran in ALIVE (CLOCK_BOOTTIME, every second, on
+tmpfs), a clean stop removes the mark, and a daemon that finds a mark left behind counts the
+time since as a stall. So does the fence-peer handler when no daemon answers it
+(fencing/handler.py): a silent peer is then not dead to it either.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drbdha.clock import Clock
+from drbdha.clock import AliveMark, Clock
+from drbdha.defaults import STALL_WINDOW
 
 TICK = 0.1
 # Seconds late. A peer needs at least DRBD's ping-timeout (0.5 s, the minimum the README's
 # timers use) and then fence_timeout (0.5 s) of silence to take us for dead.
 THRESHOLD = 0.5
-WINDOW = 30.0  # seconds after a stall in which a lost DRBD link is blamed on it
+WINDOW = STALL_WINDOW  # seconds after a stall in which a lost DRBD link is blamed on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +50,24 @@ class Stalled:
     seconds: float
 
 
+MARK_EVERY = 1.0  # seconds between two writes of the mark
+
+
 class StallWatch:
-    def __init__(self, put: Callable[[Stalled], None], clock: Clock) -> None:
+    def __init__(
+        self, put: Callable[[Stalled], None], clock: Clock, alive: AliveMark | None = None
+    ) -> None:
         self.put = put
         self.clock = clock
+        self.alive = alive
 
     async def run(self) -> None:
+        marked = float("-inf")
         while True:
             t0 = self.clock.monotonic()
+            if self.alive is not None and t0 - marked >= MARK_EVERY:
+                self.alive.mark()
+                marked = t0
             await asyncio.sleep(TICK)
             late = self.clock.monotonic() - t0 - TICK
             if late >= THRESHOLD:

@@ -448,8 +448,9 @@ class Chains(Suspicion):
         # Held in memory even when the file no longer had it (an unreadable file latches
         # every instance; the first clear-latch rewrites it): the operator asked, it goes.
         if st.latches.pop(kind, None) is not None:
-            if kind == "disk":
+            if kind == "disk" and st.stale:
                 st.stale = False
+                inst.runner.abandon(frozenset())
             if kind == "split-brain" and inst.storage is not None:
                 # The tracker remembers the helper call; forget it with the latch.
                 watcher = self.watchers[inst.storage.drbd_resource]

@@ -91,6 +91,11 @@ class Suspicion:
             action="disk latch set; resigning; disk detached and I/O resumed once the VIP is gone",
         )
         self._judge(inst, st.drbd, st.drbd, now)
+        # With the disk detached the filesystem answers with I/O errors: what the NFS steps
+        # write there on their way down (the export table, nfsd's records) fails, and
+        # nothing of it matters any more. The VIP, the unmount and the demote still must.
+        kept = {"vip", "filesystem", "drbd"}
+        inst.runner.abandon(frozenset(n for n in inst.runner.plan.names if n not in kept))
         self.apply(inst, inst.machine.resign(now, hold_off=0.0), now)
         self.resume_if_stale(inst.name)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import records
 from campaign_faults import OTHER, Strike, draw
 from chainlab import FENCING, TUNED, Storage
-from cluster import BOOTED, NODES, RESOURCE, VIP
+from cluster import NODES, RESOURCE, VIP
 from drbd_setup import HURRY, RESYNCING
 from invariants import Sampler, view
 from nfslab import CLIENT_MOUNT, EXPORT, MOUNT_OPTIONS, lost_on, nfs_cluster
@@ -104,20 +104,8 @@ class Campaign:
                 Strike.netem_cleanup()
 
     def powered_on(self, node: str) -> None:
-        """A node powered on again: as a reboot leaves it (its configuration, DRBD up, drbdha
-        started; nfs-server disabled as the README says)."""
         assert self.storage is not None
-        lab = self.lab
-        lab.start(node, checkpoint=BOOTED)
-        lab.put(node, f"/etc/drbd.d/{RESOURCE}.res", lab.drbd_config(**self.drbd))
-        self.storage.configure_again(node)
-        lab.exec(
-            node,
-            "if systemctl -q is-enabled nfs-server; then systemctl disable --now nfs-server; fi; "
-            f"modprobe drbd && drbdadm up {RESOURCE} && systemctl reset-failed drbdha; "
-            "systemctl start drbdha",
-            timeout=180,
-        )
+        self.storage.power_on(node, **self.drbd)
 
     # ---- what the cluster shows -----------------------------------------------------------
 

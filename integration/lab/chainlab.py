@@ -194,6 +194,22 @@ class Storage:
         self.lab.put(node, SECRET_FILE, key, 0o600)
         self.lab.put(node, CONFIG, config(node, **kw), 0o600)
 
+    def power_on(self, node: str, **drbd: str) -> None:
+        """`node`, powered off by a test, on again as a reboot leaves it: its configuration
+        (r0 with `drbd`'s sections, drbdha.toml, the peer key), DRBD up, drbdha started,
+        nfs-server disabled as the README says. (It resumes from the checkpoint `up` made,
+        whose files are older.)"""
+        self.lab.start(node, checkpoint=BOOTED)
+        self.lab.put(node, f"/etc/drbd.d/{RESOURCE}.res", self.lab.drbd_config(**drbd))
+        self.configure_again(node)
+        self.lab.exec(
+            node,
+            "if systemctl -q is-enabled nfs-server; then systemctl disable --now nfs-server; fi; "
+            f"modprobe drbd && drbdadm up {RESOURCE} && systemctl reset-failed drbdha; "
+            "systemctl start drbdha",
+            timeout=180,
+        )
+
     def start(self, *nodes: str) -> None:
         for node in nodes or NODES:  # in order: the first started is the first master
             self.lab.exec(

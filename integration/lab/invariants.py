@@ -38,6 +38,13 @@ class NodeView:
     vip: bool
     mounted: bool
     nfsd: bool
+    suspended: bool = False  # DRBD holds its I/O (/proc/drbd's "s" flag)
+
+    @property
+    def frozen(self) -> bool:
+        """A Primary whose I/O DRBD holds: it acknowledges no write (a node back from a
+        freeze past its peer's takeover, on its way out: daemon/stale.py)."""
+        return self.primary and self.suspended
 
     @property
     def chain_up(self) -> bool:
@@ -78,12 +85,16 @@ def local_addresses(fib_trie: str) -> set[str]:
     return out
 
 
-def drbd_primary(proc_drbd: str) -> bool:
+def drbd_primary(proc_drbd: str) -> tuple[bool, bool]:
+    """(Primary, I/O suspended) from /proc/drbd (8.4): `ro:Primary/...` and the flags
+    field after the protocol letter, `r-----` running or `s-----` suspended."""
     for line in proc_drbd.splitlines():
         fields = line.split()
         if fields[:1] == ["0:"]:
-            return any(f.startswith("ro:Primary/") for f in fields)
-    return False
+            primary = any(f.startswith("ro:Primary/") for f in fields)
+            flags = next((f for f in fields if len(f) == 6 and f[0] in "rs" and "-" in f), "")
+            return primary, flags.startswith("s")
+    return False, False
 
 
 def view(lab: Lab, node: str) -> NodeView | None:
@@ -98,8 +109,10 @@ def view(lab: Lab, node: str) -> NodeView | None:
     if trie is None or drbd is None or mounts is None:
         return None
     threads = _read(lab, node, "/proc/fs/nfsd/threads")
+    primary, suspended = drbd_primary(drbd)
     return NodeView(
-        primary=drbd_primary(drbd),
+        primary=primary,
+        suspended=suspended,
         vip=VIP in local_addresses(trie),
         mounted=any(line.split()[1:2] == [MOUNTPOINT] for line in mounts.splitlines()),
         nfsd=bool(threads and threads.strip() not in ("", "0")),
@@ -141,7 +154,8 @@ class Sampler(threading.Thread):
         for attr, kind in (("primary", "two_primaries"), ("vip", "two_vip_holders")):
             if len(seen) == 2 and all(getattr(v, attr) for v in seen.values()):
                 if self._confirm_pair(attr):
-                    self._flag(kind, repr(views))
+                    frozen = any(v.frozen for v in seen.values())
+                    self._flag(f"{kind}_one_frozen" if frozen else kind, repr(views))
                 else:
                     self.tally.unconfirmed += 1
         for node, v in seen.items():
