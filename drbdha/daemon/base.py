@@ -102,6 +102,7 @@ class DaemonBase:
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
         self._crosscheck_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stall_task: asyncio.Task[None] | None = None  # stall.StallWatch
         # Instances whose machine starts when their runner reports what it found: the
         # serial of that runner (a report from a replaced one is stale).
         self._awaiting: dict[str, int] = {}

@@ -94,6 +94,8 @@ class Daemon(ReloadRoom):
                     for kind in (self._check_tasks, self._watch_tasks, self._crosscheck_tasks):
                         for task in kind.values():
                             task.cancel()
+                    if self._stall_task is not None:  # the task group waits for it otherwise
+                        self._stall_task.cancel()
         finally:
             self._tasks = None
 
@@ -139,7 +141,7 @@ class Daemon(ReloadRoom):
         gc.freeze()
         if self._tasks is not None:
             watch = StallWatch(self.inbox.put, self.clock, self.alive)
-            self.supervisor.keep(self._tasks, "stall_watch", watch.run)
+            self._stall_task = self.supervisor.keep(self._tasks, "stall_watch", watch.run)
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
         self._status_due = now + STATUS_INTERVAL
