@@ -161,6 +161,43 @@ def test_split_brain_helper_latches_until_cleared() -> None:
     assert not cleared.split_brain
 
 
+INITIAL = "call helper name:r0 peer-node-id:0 conn-name:peer volume:0 helper:initial-split-brain"
+PEER_DEVICE = "change peer-device name:r0 peer-node-id:0 conn-name:peer volume:0 replication:"
+
+
+@pytest.mark.parametrize(
+    ("after", "latched"),
+    [
+        # Resolved in our favour (the peer ran --discard-my-data): our copy is kept.
+        (
+            PEER_DEVICE + "WFBitMapS",
+            False,
+        ),
+        (
+            PEER_DEVICE + "SyncSource",
+            False,
+        ),
+        # Our changes are thrown away: latched (an after-sb policy may have done it unasked).
+        (
+            PEER_DEVICE + "SyncTarget",
+            True,
+        ),
+        # Not resolved: the link is dropped (the split-brain helper usually comes first).
+        ("change connection name:r0 peer-node-id:0 conn-name:peer connection:StandAlone", True),
+    ],
+    ids=["wfbitmaps", "sync-source", "sync-target", "standalone"],
+)
+def test_an_initial_split_brain_latches_only_the_copy_it_discards(
+    after: str, latched: bool
+) -> None:
+    tracker, changes = tracked(INITIAL)
+    assert changes == []  # nothing is known yet
+    feed_all(tracker, [after])
+    res = tracker.resource("r0")
+    assert res is not None
+    assert res.split_brain is latched
+
+
 def test_rename_moves_the_resource() -> None:
     tracker, changes = tracked("rename resource name:r0 new_name:r1")
     assert [(o and o.name, n and n.name) for o, n in changes] == [("r0", None), (None, "r1")]

@@ -61,7 +61,10 @@ DISK_STATES: Final = (
     "Consistent",
     "UpToDate",
 )
-SPLIT_BRAIN_HELPERS: Final = frozenset({"split-brain", "initial-split-brain"})
+INITIAL_SPLIT_BRAIN: Final = "initial-split-brain"
+SPLIT_BRAIN_HELPERS: Final = frozenset({"split-brain", INITIAL_SPLIT_BRAIN})
+_SYNC_TARGET: Final = frozenset({"WFBitMapT", "WFSyncUUID", "SyncTarget", "PausedSyncT"})
+_SYNC_SOURCE: Final = frozenset({"WFBitMapS", "SyncSource", "PausedSyncS"})
 
 _K = TypeVar("_K")
 _T = TypeVar("_T")
@@ -250,12 +253,20 @@ class Tracker:
     A split brain seen here stays latched across reset() and destroy (an events2 restart or
     a `drbdadm down/up` does not mend diverged data, semantics B7.4); only
     clear_split_brain(), the operator's path, lifts it.
+
+    DRBD calls `initial-split-brain` when it finds one, before it knows whether it can
+    resolve it; `split-brain` when it could not (both nodes drop the link). Resolved (by
+    `--discard-my-data` on the other node, or by an after-sb policy), it syncs: the node
+    whose changes are thrown away becomes SyncTarget and is latched; the node whose copy
+    is kept (SyncSource) is not, so a node that serves goes on serving while an admin
+    resolves the split brain in its favour. Until one of those is seen, nothing is latched.
     """
 
     def __init__(self) -> None:
         self._raw: dict[str, _Raw] = {}
         self._snap: dict[str, Resource] = {}
         self._split_brain: set[str] = set()
+        self._resolving: set[str] = set()  # initial-split-brain seen, the outcome not yet
         self._synced = False
 
     @property
@@ -284,7 +295,11 @@ class Tracker:
             return []
         name = event.fields["name"]
         if event.obj == "helper":
-            if event.action == "call" and event.fields["helper"] in SPLIT_BRAIN_HELPERS:
+            helper = event.fields["helper"]
+            if event.action == "call" and helper == INITIAL_SPLIT_BRAIN:
+                self._resolving.add(name)
+            elif event.action == "call" and helper in SPLIT_BRAIN_HELPERS:
+                self._resolving.discard(name)
                 self._split_brain.add(name)
                 return self._rebuild(name)
             return []
@@ -297,7 +312,20 @@ class Tracker:
             old = self._snap.pop(name, None)
             return [] if old is None else [(old, None)]
         _apply(self._raw.setdefault(name, _Raw()), event)
+        if name in self._resolving:
+            self._resolve(name)
         return self._rebuild(name)
+
+    def _resolve(self, name: str) -> None:
+        """After initial-split-brain: a sync decides (see the class's docstring)."""
+        raw = self._raw[name]
+        replication = {p.get("replication", "Off") for p in raw.peers.values()}
+        connections = {c.get("connection", "Unknown") for c in raw.conns.values()}
+        if replication & _SYNC_TARGET or "StandAlone" in connections:
+            self._resolving.discard(name)
+            self._split_brain.add(name)
+        elif replication & _SYNC_SOURCE:
+            self._resolving.discard(name)
 
     def _rename(self, name: str, new_name: str) -> list[Change]:
         raw, old = self._raw.pop(name, None), self._snap.pop(name, None)

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 # 90 s covers the sum with room, and anything slower is a finding.
 BOUND = 90.0
 RECORDS_BEFORE = 20  # each writer's acknowledged records before the first fault strikes
+DISCARDING = (
+    "drbdadm attach {r}; drbdadm disconnect {r} 2>/dev/null; drbdadm connect --discard-my-data {r}"
+)
 DISCARD = (
     "systemctl stop drbdha; drbdadm secondary {r}; drbdadm disconnect {r}; "
     "drbdadm connect --discard-my-data {r}; systemctl start drbdha"
@@ -197,9 +200,15 @@ class Campaign:
                     lab.parallel(lambda n: lab.exec(n, HURRY, check=False), NODES)
                     hurried = True
                 stuck_since = time.monotonic()
+            server = self.server()
             for node, s in states.items():
                 local = (s["dstate"] or "").split("/")[0]
-                if local in ("Diskless", "Failed"):
+                if local in ("Diskless", "Failed") and node != server:
+                    # The README's way: attach, and let the node that serves win (a stale
+                    # copy's release wrote to it; a failed disk is not trusted either).
+                    lab.exec(node, DISCARDING.format(r=RESOURCE), check=False, timeout=60)
+                    done.append(f"{node}: disk re-attached, its changes discarded")
+                elif local in ("Diskless", "Failed"):
                     lab.exec(node, f"drbdadm adjust {RESOURCE}", check=False, timeout=60)
                     done.append(f"{node}: disk re-attached (drbdadm adjust)")
             if "StandAlone" in cstates:

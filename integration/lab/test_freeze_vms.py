@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from chainlab import FENCING, TUNED, Storage
+from invariants import Sampler
 from nfslab import events, lost_on, mount_and_write, nfs_cluster
 from polling import wait_until
 from test_fencing_vms import disk
@@ -38,12 +39,26 @@ DRBD = {"net": TUNED, **FENCING}
 FROZEN = 6.0  # seconds: past the peer's takeover (about 3-5 s under emulation)
 
 
+REATTACH_DISCARDING = "drbdadm attach r0 && drbdadm connect --discard-my-data r0"
+
+
 @pytest.fixture
 def nfs(lab: Lab) -> Iterator[Storage]:
-    with nfs_cluster(lab) as s:
+    """The NFS cluster, sampled by the campaign's sampler: two Primaries or two VIP holders
+    are allowed only while one of them has its I/O frozen (the frozen node back, on its way
+    out: README, "A node that is frozen"); anything else fails the test."""
+    sampler = Sampler(lab)
+    with nfs_cluster(lab, sample=False) as s:
         s.start("node1", "node2")
         s.wait_serving("node1", timeout=120)
-        yield s
+        sampler.start()
+        try:
+            yield s
+        finally:
+            sampler.stop()
+    bad = [v for v in sampler.tally.violations if not v.kind.endswith("_one_frozen")]
+    assert not bad, bad
+    assert sampler.tally.samples > 0
 
 
 def names(lab: Lab, node: str, since: str) -> list[str]:
@@ -80,14 +95,16 @@ def test_a_master_frozen_past_the_takeover_leaves_and_never_serves_stale(
     time.sleep(20)
     assert nfs.role("node1") != "Primary"
     assert not nfs.holds_vip("node1")
-    # As an admin would: node2 on again, node1's disk re-attached; node1 resyncs from
-    # node2, which serves again with every record.
+    # As the README's admin would: node2 on again, node1's disk re-attached discarding its
+    # changes (the release wrote there); node1 resyncs from node2, which serves again with
+    # every record, and is not latched (its copy was kept).
     nfs.power_on("node2", **DRBD)
-    lab.exec("node1", "drbdadm adjust r0", timeout=60)
+    lab.exec("node1", REATTACH_DISCARDING, timeout=60)
     nfs.wait_serving("node2", timeout=240)
     w.wait_for(w.acks.acknowledged + 10, timeout=120)
     w.stop()
     assert lost_on(lab, "node2", w) == 0
+    assert "split-brain" not in latches(nfs, "node2")
     print(
         f"{w.acks.acknowledged} records, all on node2; longest write {w.acks.longest_write():.1f} s"
     )
