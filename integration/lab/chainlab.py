@@ -298,7 +298,14 @@ def fresh_cluster(lab: Lab, sample: bool = True, **drbd: str) -> Iterator[Storag
         if not lab.has_checkpoint(node, BOOTED):
             lab.exec(node, f"pkill -f '/root/[w]riter.py'; drbdadm down {RESOURCE}", check=False)
             lab.checkpoint(node, BOOTED)
-    lab.drbd_up(**drbd)
+    try:
+        lab.drbd_up(**drbd)
+    except LabError as e:
+        # What a failed test (or a fault campaign) left: a split brain, a detached disk.
+        # Every user of this block starts from new data anyway.
+        lab.log(f"drbd: {e}; starting r0 from scratch")
+        lab.drbd_reset()
+        lab.drbd_up(**drbd)
     lab.parallel(
         lambda n: lab.exec(
             n,

@@ -159,5 +159,9 @@ class Lab(Vms, Checkpoints, Packages, DrbdSetup, Faults):
             for vm in fresh:
                 self.checkpoint(vm, BOOTED)
         if drbd:
-            self.drbd_up()
+            try:
+                self.drbd_up()
+            except LabError as e:  # a split brain or a detached disk an earlier run left
+                self.log(f"drbd: {e}; starting r0 from scratch")
+                self.drbd_reset()
         self.log(f"up in {time.monotonic() - t0:.1f} s")
