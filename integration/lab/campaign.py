@@ -112,11 +112,18 @@ class Campaign:
 
     # ---- what the cluster shows -----------------------------------------------------------
 
-    def server(self) -> str | None:
-        """The node holding the VIP with its chain up, if exactly one does."""
-        views = {n: view(self.lab, n) for n in NODES}
-        serving = [n for n, v in views.items() if v is not None and v.vip and v.chain_up]
-        return serving[0] if len(serving) == 1 else None
+    def server(self, tries: int = 3) -> str | None:
+        """The node holding the VIP with its chain up, if exactly one does (looked at again
+        when a node does not answer: a read under load times out)."""
+        for _ in range(tries):
+            views = {n: view(self.lab, n) for n in NODES}
+            serving = [n for n, v in views.items() if v is not None and v.vip and v.chain_up]
+            if len(serving) == 1:
+                return serving[0]
+            if all(v is not None for v in views.values()):
+                return None
+            time.sleep(1.0)
+        return None
 
     def master(self) -> str:
         """Whom a fault aimed at "master" strikes: the node serving; in the middle of a
@@ -128,6 +135,15 @@ class Campaign:
             if v is not None and v.primary:
                 return node
         return self.last_server
+
+    def unlatched(self) -> str | None:
+        """The one node without a disk latch, if exactly one has none."""
+        free = [
+            n
+            for n in NODES
+            if not any(x["kind"] == "disk" for x in (self.status(n) or {}).get("latches", []))
+        ]
+        return free[0] if len(free) == 1 else None
 
     def status(self, node: str) -> dict[str, Any] | None:
         if not self.lab.running(node):
@@ -177,12 +193,13 @@ class Campaign:
         )
         return any(x.stdout.strip() not in ("", "0") for x in r)
 
-    def repair_drbd(self, timeout: float = 240.0) -> list[str]:
+    def repair_drbd(self, timeout: float = 240.0) -> list[str]:  # noqa: PLR0915 (one admin's walk through the cases)
         """DRBD back to Connected UpToDate/UpToDate as the README's admin does it: a detached
         disk re-attached (`drbdadm adjust`), a split brain resolved in favour of the node
         that serves (the other discards its changes), a StandAlone node reconnected; then
         the latches cleared (`drbdha clear-latch`)."""
         lab, done, hurried = self.lab, [], False
+        reattached: set[str] = set()
         deadline = time.monotonic() + timeout
         stuck_since = time.monotonic()
         while True:
@@ -202,7 +219,13 @@ class Campaign:
                 stuck_since = time.monotonic()
             server = self.server()
             for node, s in states.items():
-                local = (s["dstate"] or "").split("/")[0]
+                # 8.4 shows a Diskless StandAlone minor as Unconfigured (no dstate at all).
+                unconfigured = "Unconfigured" in s.get("error", "")
+                local = "Diskless" if unconfigured else (s["dstate"] or "").split("/")[0]
+                if local in ("Diskless", "Failed") and node in reattached:
+                    continue  # once; the resync, or the next look, follows
+                if local in ("Diskless", "Failed"):
+                    reattached.add(node)
                 if local in ("Diskless", "Failed") and node != server:
                     # The README's way: attach, and let the node that serves win (a stale
                     # copy's release wrote to it; a failed disk is not trusted either).
@@ -213,7 +236,9 @@ class Campaign:
                     done.append(f"{node}: disk re-attached (drbdadm adjust)")
             if "StandAlone" in cstates:
                 if self.split_brain():
-                    survivor = self.server() or self.last_server
+                    # As an admin would: keep the copy of the node that serves. Nobody
+                    # serving: the copy drbdha did not latch as stale or failed.
+                    survivor = self.server() or self.unlatched() or self.last_server
                     victim = OTHER[survivor]
                     lab.exec(victim, DISCARD.format(r=RESOURCE), check=False, timeout=180)
                     lab.exec(survivor, f"drbdadm connect {RESOURCE}", check=False)
@@ -243,13 +268,18 @@ class Campaign:
     # ---- one fault -----------------------------------------------------------------------
 
     def writers(self, index: int) -> dict[str, records.Writer]:
-        out = {}
-        for i, version in enumerate(self.versions):
-            w = records.Writer(self.lab, port=records.PORT + i)
-            w.start("client", f"{CLIENT_MOUNT}{version}/c{index}-v{version}")
-            out[version] = w
-        for w in out.values():
-            w.wait_for(RECORDS_BEFORE, timeout=120)
+        out: dict[str, records.Writer] = {}
+        try:
+            for i, version in enumerate(self.versions):
+                w = records.Writer(self.lab, port=records.PORT + i)
+                out[version] = w
+                w.start("client", f"{CLIENT_MOUNT}{version}/c{index}-v{version}")
+            for w in out.values():
+                w.wait_for(RECORDS_BEFORE, timeout=120)
+        except BaseException:
+            for w in out.values():  # no collector left behind on the host
+                w.stop()
+            raise
         return out
 
     def check(self, node: str, writers: dict[str, records.Writer]) -> dict[str, Any]:

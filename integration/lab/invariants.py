@@ -39,12 +39,14 @@ class NodeView:
     mounted: bool
     nfsd: bool
     suspended: bool = False  # DRBD holds its I/O (/proc/drbd's "s" flag)
+    diskless: bool = False
 
     @property
     def frozen(self) -> bool:
-        """A Primary whose I/O DRBD holds: it acknowledges no write (a node back from a
-        freeze past its peer's takeover, on its way out: daemon/stale.py)."""
-        return self.primary and self.suspended
+        """A Primary whose I/O DRBD holds, or that has no disk (two Primaries are never
+        connected, so none to write through): it acknowledges no write. A node back from a
+        freeze past its peer's takeover, on its way out (daemon/stale.py)."""
+        return self.primary and (self.suspended or self.diskless)
 
     @property
     def chain_up(self) -> bool:
@@ -113,6 +115,7 @@ def view(lab: Lab, node: str) -> NodeView | None:
     return NodeView(
         primary=primary,
         suspended=suspended,
+        diskless="ds:Diskless/" in drbd,
         vip=VIP in local_addresses(trie),
         mounted=any(line.split()[1:2] == [MOUNTPOINT] for line in mounts.splitlines()),
         nfsd=bool(threads and threads.strip() not in ("", "0")),
