@@ -120,6 +120,7 @@ class Node:
     kernel: set[str] = field(default_factory=set)  # the steps' effects in place
     latches: set[str] = field(default_factory=set)  # /var/lib/drbdha/latches.json
     wrote_alone: bool = False  # /var/lib/drbdha/wrote-alone.json (drbdha/alone.py)
+    alive_mark: float | None = None  # /run/drbdha/alive after an unclean end (clock.AliveMark)
 
     @property
     def address(self) -> IPv4Address:
@@ -207,6 +208,9 @@ class Cluster:
             dm = asker.daemon
             if dm is not None and self.now <= dm.stalled_until:
                 return "refused"  # daemon/stall.py: we were stopped; silence is not death
+            left = self.now - asker.alive_mark if asker.alive_mark is not None else None
+            if dm is None and left is not None and left <= stall.WINDOW:
+                return "refused"  # cli._distrust_after_crash: the handler alone
             if peer.running(self.now):
                 # A live, running peer cut off on both networks: the README's "Two nodes:
                 # what cannot be told apart". What follows is documented, not a violation.
@@ -404,11 +408,19 @@ class Cluster:
             n.address,
         )
         n.daemon = Daemon(machine, plan, last_turn=self.now)
+        if n.alive_mark is not None and self.now - n.alive_mark >= stall.THRESHOLD:
+            n.daemon.stalled_until = self.now + stall.WINDOW  # loop.py: a mark left behind
+        n.alive_mark = None
         n.restart_at = None
         resume = n.drbd.role == "Primary"
+        stale = resume and n.drbd.frozen_io and self.fence(n) in ("primary", "newer")
+        if stale:  # serving.py _stale_at_start: asked before resuming
+            resume = False
         if not resume and any(held):
             plan.want(False)
         self.judge(n)
+        if stale:
+            self.stale_copy(n)
         self.apply(n, machine.start(self.now, resume=resume))
         if resume and machine.state is not State.MASTER:
             plan.want(False)  # daemon/instances.py _start_machine
@@ -590,6 +602,7 @@ class Cluster:
 
     def power_off(self, n: Node) -> None:
         n.alive, n.daemon, n.restart_at, n.kernel = False, None, None, set()
+        n.alive_mark = None  # /run is gone with the power
         peer = self.peer(n).drbd
         if peer.conn == "Connected" and peer.lost_at is None:
             peer.lost_at = self.now  # its connection died with this node
@@ -611,6 +624,7 @@ class Cluster:
 
     def kill_drbdha(self, n: Node) -> None:
         if n.alive and n.daemon is not None:
+            n.alive_mark = n.daemon.last_turn  # clock.AliveMark: an unclean end
             n.daemon, n.restart_at = None, self.now + RESTART
 
     def stop_drbdha(self, n: Node) -> None:

@@ -14,10 +14,12 @@ Primary, or, if it has stepped down meanwhile, that its copy holds writes ours l
   fails with an I/O error instead of landing on the stale copy, so the release (nfsd's
   threads, the exports' table, the unmount) can finish and the node demotes; the NFS steps'
   own writes fail too, and their stops are let through (chain/runner.py `abandon`), the
-  VIP's, the unmount's and the demote's never. The copy keeps the data generation it had
-  when it froze: re-attached (`drbdadm adjust`), it resyncs from the peer (no split brain;
-  DRBD 8.4 cannot invalidate a disconnected copy, and a copy that took the release's writes
-  would split from the peer's), and `drbdha clear-latch` ends the latch.
+  VIP's, the unmount's and the demote's never. No client write reaches the stale copy; but
+  DRBD may give it a new data generation as the disk is detached (seen in the lab in one
+  run of three), so the copies meet as a split brain: the admin re-attaches it discarding
+  its changes (`drbdadm attach` and `drbdadm connect --discard-my-data`; DRBD 8.4 cannot
+  invalidate a disconnected copy), it resyncs from the peer, which goes on serving (a split
+  brain resolved in its favour does not latch it), and `drbdha clear-latch` ends the latch.
 
 What two nodes cannot avoid is the moment of two Primaries before the old one has demoted;
 it never acknowledges a write: its I/O is frozen while it holds the VIP.
@@ -34,7 +36,8 @@ from drbdha.resources import proc
 RESUME_TIMEOUT = 10.0  # seconds for each drbdadm command
 REASON = (
     "stale copy: the peer served while this Primary was frozen or cut off ({detail}); "
-    "its disk was detached to release it: re-attach (drbdadm adjust), let it resync"
+    "its disk was detached to release it: drbdadm attach, then drbdadm connect "
+    "--discard-my-data, let it resync"
 )
 
 

@@ -24,7 +24,7 @@ A freeze long enough for systemd's watchdog (10 s) kills the daemon, and the nex
 not know: the watch marks the time it last ran in ALIVE (CLOCK_BOOTTIME, every second, on
 tmpfs), a clean stop removes the mark, and a daemon that finds a mark left behind counts the
 time since as a stall. So does the fence-peer handler when no daemon answers it
-(fencing/handler.py): a silent peer is then not dead to it either.
+(cli.py `_distrust_after_crash`): a silent peer is then not dead to it either.
 """
 
 from __future__ import annotations
