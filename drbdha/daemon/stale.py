@@ -67,15 +67,23 @@ class HoldApart:
     resource: str
 
 
-async def hold_apart(ev: HoldApart, log: Any, run: Any = proc.run) -> None:
-    """`drbdadm disconnect`, logged if it fails; never raises."""
+async def _bounded(argv: list[str], run: Any) -> tuple[bool, str]:
+    """(ok, detail) of one drbdadm run within RESUME_TIMEOUT; never raises."""
     try:
         async with asyncio.timeout(RESUME_TIMEOUT):
-            r = await run(["drbdadm", "disconnect", ev.resource])
-        if not r.ok:
-            log.error("drbd.hold_apart_failed", resource=ev.resource, error=r.summary())
-    except (TimeoutError, OSError) as e:
-        log.error("drbd.hold_apart_failed", resource=ev.resource, error=str(e) or "timed out")
+            r = await run(argv)
+    except TimeoutError:
+        return False, f"not done in {RESUME_TIMEOUT:g} s"
+    except OSError as e:
+        return False, str(e)
+    return r.ok, r.summary()
+
+
+async def hold_apart(ev: HoldApart, log: Any, run: Any = proc.run) -> None:
+    """`drbdadm disconnect`, logged if it fails; never raises."""
+    ok, detail = await _bounded(["drbdadm", "disconnect", ev.resource], run)
+    if not ok:
+        log.error("drbd.hold_apart_failed", resource=ev.resource, error=detail)
 
 
 async def resume_to_release(ev: ResumeToRelease, log: Any, run: Any = proc.run) -> None:
@@ -87,14 +95,7 @@ async def resume_to_release(ev: ResumeToRelease, log: Any, run: Any = proc.run) 
         ["drbdadm", "detach", "--force", ev.resource],
         ["drbdadm", "resume-io", ev.resource],
     ):
-        try:
-            async with asyncio.timeout(RESUME_TIMEOUT):
-                r = await run(argv)
-            ok, detail = r.ok, r.summary()
-        except TimeoutError:
-            ok, detail = False, f"not done in {RESUME_TIMEOUT:g} s"
-        except OSError as e:
-            ok, detail = False, str(e)
+        ok, detail = await _bounded(argv, run)
         if not ok:
             log.error("stale.release_blocked", command=" ".join(argv), error=detail, **fields)
             return

@@ -33,17 +33,19 @@ class Suspicion:
 
     # ---- this copy holds writes the peer's lacks (alone.py) -------------------------------
 
-    def note_alone(self, inst: Instance, alone: bool) -> None:
+    def note_alone(self, inst: Instance, alone: bool, *, quiet: bool = False) -> None:
+        """`quiet`: the caller logs why (a stale copy is no copy that caught up)."""
         st = self.states[inst.name]
         st.wrote_alone = alone
         if inst.storage is None:
             return
         self.alone.set(inst.storage.drbd_resource, alone)
-        self.log.info(
-            "drbd.wrote_alone" if alone else "drbd.caught_up",
-            instance=inst.name,
-            resource=inst.storage.drbd_resource,
-        )
+        if not quiet:
+            self.log.info(
+                "drbd.wrote_alone" if alone else "drbd.caught_up",
+                instance=inst.name,
+                resource=inst.storage.drbd_resource,
+            )
         if self.alone.error:
             self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
 
@@ -79,7 +81,7 @@ class Suspicion:
         if st.drbd is None or not st.drbd.frozen_for_fencing:
             return  # a Secondary's promotion just fails: DRBD outdates it (exit 6)
         st.stale = True
-        self.note_alone(inst, False)
+        self.note_alone(inst, False, quiet=True)
         reason = stale.REASON.format(detail=ev.detail)
         st.latches["disk"] = self.latches.set(inst.name, "disk", reason)
         self.log.critical(

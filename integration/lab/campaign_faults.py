@@ -215,8 +215,7 @@ class Strike:
         done = []
         self.lab.heal()  # thaw, links up, disks linear
         for node in sorted(self.undo.netem):
-            _sh(["ip", "netns", "exec", NETNS, "tc", "qdisc", "del", "dev",
-                 VMS[node].tap("svc"), "root"], check=False)  # fmt: skip
+            _no_netem(node)
             done.append(f"{node}: netem removed")
         for node in sorted(self.undo.powered_off):
             self.powered_on(node)
@@ -242,5 +241,10 @@ class Strike:
     @staticmethod
     def netem_cleanup() -> None:
         for node in NODES:
-            _sh(["ip", "netns", "exec", NETNS, "tc", "qdisc", "del", "dev",
-                 VMS[node].tap("svc"), "root"], check=False)  # fmt: skip
+            _no_netem(node)
+
+
+def _no_netem(node: str) -> None:
+    """The service tap's netem qdisc gone (none there: nothing to do)."""
+    _sh(["ip", "netns", "exec", NETNS, "tc", "qdisc", "del", "dev",
+         VMS[node].tap("svc"), "root"], check=False)  # fmt: skip
