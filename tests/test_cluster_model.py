@@ -105,6 +105,7 @@ class Daemon:
     last_turn: float = 0.0  # daemon/stall.py: when the daemon last ran
     stalled_until: float = -1.0
     outdated_after_stall: bool = False
+    suspect: bool = False  # drbd_guard.still_suspect: out of the election until guarded
 
 
 @dataclass
@@ -206,7 +207,7 @@ class Cluster:
         peer = self.peer(asker)
         if not self.svc_ok(asker, peer):
             dm = asker.daemon
-            if dm is not None and self.now <= dm.stalled_until:
+            if dm is not None and (self.now <= dm.stalled_until or dm.suspect):
                 return "refused"  # daemon/stall.py: we were stopped; silence is not death
             left = self.now - asker.alive_mark if asker.alive_mark is not None else None
             if dm is None and left is not None and left <= stall.WINDOW:
@@ -431,7 +432,14 @@ class Cluster:
         new = self.resource(n)
         old, n.daemon.last = n.daemon.last, new
         n.wrote_alone = guard.wrote_alone(n.wrote_alone, new, stale=n.daemon.stale)
-        verdict = guard.assess(old, new, on_disk_loss="failover", latched=frozenset(n.latches))
+        n.daemon.suspect = guard.still_suspect(n.daemon.suspect, new)
+        verdict = guard.assess(
+            old,
+            new,
+            on_disk_loss="failover",
+            latched=frozenset(n.latches),
+            suspect=n.daemon.suspect,
+        )
         n.latches |= {kind for kind, _ in verdict.latch}
         m = n.daemon.machine
         held = set(m.inhibitions) & guard.MANAGED
@@ -541,15 +549,32 @@ class Cluster:
             return
         if self.now - dm.last_turn >= stall.THRESHOLD + TICK:
             dm.stalled_until, dm.outdated_after_stall = self.now + stall.WINDOW, False
+            dm.machine.resumed(self.now)  # loop.py _stalled, before the timers
         dm.last_turn = self.now
 
     def after_stall(self, n: Node) -> None:
         """suspicion.after_stall: a Secondary whose link is lost soon after a stall."""
         dm, d = n.daemon, n.drbd
-        if dm is None or self.now > dm.stalled_until or dm.outdated_after_stall:
+        if dm is None:
+            return
+        if dm.suspect and not self.promoting(n):
+            d.disk = "Outdated"  # storage.outdate_self, tried again until it goes through
+        if self.now > dm.stalled_until or dm.outdated_after_stall:
             return
         if d.role == "Secondary" and d.conn != "Connected" and d.disk == "UpToDate":
-            d.disk, dm.outdated_after_stall = "Outdated", True
+            dm.outdated_after_stall = dm.suspect = True
+            self.judge(n)  # the stalled_copy inhibition first
+            if not self.promoting(n):
+                d.disk = "Outdated"
+
+    def promoting(self, n: Node) -> bool:
+        """A `drbdadm primary` runs (its fence-peer handler may wait): DRBD refuses the
+        outdate meanwhile (the lab: drbdmeta's exit 20 beside the peer probe)."""
+        dm = n.daemon
+        if dm is None or dm.in_flight is None:
+            return False
+        nxt = dm.in_flight[0]
+        return STEPS[nxt.index] == "drbd" and nxt.action is Action.START
 
     def deliver(self) -> None:
         due = [a for a in self.adverts if a[0] <= self.now]

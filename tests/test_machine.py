@@ -139,6 +139,33 @@ def test_advert_from_master_resets_master_down_timer() -> None:
     assert m.handle_timer(2.0 + MDI_V2_P100 - 0.001) == []
 
 
+def test_a_backup_that_was_stopped_gives_the_master_a_whole_interval_again() -> None:
+    """After a freeze the expired Master_Down_Timer measured our own silence: the loop
+    calls resumed() before it runs the timers, and the master's next advert keeps us
+    backup (the lab: a takeover and a probe of a live master right after a thaw)."""
+    m = backup()
+    m.receive(adv(200), PEER, 2.0)
+    thawed = 2.0 + MDI_V2_P100 + 6.0  # the timer ran out 6 s ago
+    m.resumed(thawed)
+    assert m.get_timer() == pytest.approx(thawed + MDI_V2_P100)
+    assert m.handle_timer(thawed) == []
+    assert m.receive(adv(200), PEER, thawed + 0.5) == []
+    assert m.state is State.BACKUP
+    # Still silent a whole interval later: the master is gone, take over as usual.
+    at = m.get_timer()
+    assert at is not None
+    assert transitions(m.handle_timer(at)) == [
+        Transition(State.BACKUP, State.MASTER, "master_down")
+    ]
+
+
+def test_a_master_that_was_stopped_keeps_its_timers() -> None:
+    m, at = master()
+    due = m.get_timer()
+    m.resumed(at + 6.0)
+    assert m.get_timer() == due  # its overdue advert goes out at once
+
+
 def test_priority_zero_advert_takes_over_after_skew_time() -> None:
     m = backup()
     m.receive(adv(200), PEER, 1.0)

@@ -28,6 +28,7 @@ from drbdha.chain.plan import Action
 from drbdha.chain.runner import Runner, StepReport
 from drbdha.clock import AliveMark, MonotonicClock
 from drbdha.config import StorageConfig
+from drbdha.daemon import storage
 from drbdha.daemon.stale import PeerServes, ResumeToRelease, resume_to_release
 from drbdha.daemon.stall import THRESHOLD, WINDOW, Stalled, StallWatch
 from drbdha.daemon.storage import Chains, OutdateSelf
@@ -36,7 +37,9 @@ from drbdha.defaults import ALIVE_NAME, STALL_WINDOW
 from drbdha.fencing import handler, wire
 from drbdha.latches import LatchStore
 from drbdha.metrics import Metrics
-from drbdha.resources.drbd_guard import wrote_alone
+from drbdha.resources import drbd
+from drbdha.resources.drbd import DrbdChanged
+from drbdha.resources.drbd_guard import still_suspect, wrote_alone
 from drbdha.resources.proc import Result
 from drbdha.vrrp.events import Deactivate, State
 from drbdha.vrrp.machine import Machine
@@ -181,6 +184,7 @@ def test_the_release_detaches_before_it_resumes(rc: int, calls: list[Any], event
 # ---- this node was stopped (daemon/stall.py) -----------------------------------------------
 
 LOST_LINK = res(connection="Connecting", peer_role="Unknown", peer_disk="DUnknown")
+LOST_OUTDATED = res("Secondary", "Outdated", "Unknown", "DUnknown", "Connecting")
 
 
 def test_a_secondary_that_stalled_outdates_itself_when_its_link_is_lost(tmp_path: Path) -> None:
@@ -194,7 +198,77 @@ def test_a_secondary_that_stalled_outdates_itself_when_its_link_is_lost(tmp_path
     t.chains.after_stall(t.inst, 101.0)
     t.chains.after_stall(t.inst, 101.5)
     assert t.put == [OutdateSelf("lab", "r0")]  # once
-    assert t.chains.distrusts_silence("r0", 100.0 + WINDOW + 1) is None
+    assert "stalled_copy" in t.inst.machine.inhibitions
+    # Past the window the copy is still suspect while DRBD has not outdated it (the lab:
+    # the outdate failed beside a promotion in flight, and the window ran out).
+    assert t.chains.distrusts_silence("r0", 100.0 + WINDOW + 1) == 4.2
+
+
+@pytest.mark.parametrize(
+    ("new", "suspect"),
+    [
+        (LOST_LINK, True),  # nothing has guarded it yet
+        (LOST_OUTDATED, False),  # DRBD refuses by itself
+        (SYNCING, False),  # connected: the copies met, DRBD compared their generations
+        (res(disk="Inconsistent", peer_disk="UpToDate"), False),  # a resync target
+        (None, True),  # no facts: nothing learnt
+    ],
+    ids=["disconnected", "outdated", "connected", "sync-target", "no-facts"],
+)
+def test_a_stalled_copy_stays_suspect_until_drbd_guards_it(new: Any, suspect: bool) -> None:
+    assert still_suspect(True, new) is suspect
+    assert still_suspect(False, new) is False
+
+
+def test_the_suspicion_holds_the_takeover_back_until_it_clears(tmp_path: Path) -> None:
+    t = setup(tmp_path, state=State.BACKUP, vip_up=False)
+    st = t.chains.states["lab"]
+    st.drbd = res()
+    t.chains.stalled(Stalled(6.7), 100.0)
+    st.drbd = LOST_LINK
+    t.chains.after_stall(t.inst, 100.5)
+    t.chains.on_drbd(DrbdChanged("r0", LOST_LINK, LOST_LINK), 100.0 + WINDOW + 5)
+    assert "stalled_copy" in t.inst.machine.inhibitions  # no clock clears it
+    t.chains.on_drbd(DrbdChanged("r0", LOST_LINK, LOST_OUTDATED), 100.0 + WINDOW + 6)
+    assert "stalled_copy" not in t.inst.machine.inhibitions
+    assert "drbd.suspicion_cleared" in t.log.names()
+
+
+def test_a_failed_outdate_of_a_stalled_copy_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = setup(tmp_path, state=State.BACKUP, vip_up=False)
+    st = t.chains.states["lab"]
+    st.suspect = True
+    outcomes = iter(["failed", "outdated"])
+
+    async def fake_outdate(*_args: Any, **_kw: Any) -> drbd.Outdated:  # FAKE: no DRBD here
+        return drbd.Outdated(next(outcomes), "UpToDate", "busy")
+
+    monkeypatch.setattr(drbd, "outdate", fake_outdate)
+    monkeypatch.setattr(storage, "OUTDATE_RETRY", 0.0)
+    t.chains.watchers["r0"] = SimpleNamespace(facts=lambda: LOST_LINK)
+    asyncio.run(t.chains.outdate_self(OutdateSelf("lab", "r0")))
+    assert t.put == [OutdateSelf("lab", "r0")]  # again, through the inbox
+    st.suspect = False  # DRBD shows it Outdated: no more tries
+    asyncio.run(t.chains.outdate_self(OutdateSelf("lab", "r0")))
+    assert t.put == [OutdateSelf("lab", "r0")]
+
+
+def test_the_loop_sees_a_stall_once_whoever_looks_first() -> None:
+    class Clock(MonotonicClock):
+        now = 10.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    watch = StallWatch(lambda _s: None, clock)
+    assert watch.check(10.1) is None
+    stalled = watch.check(16.8)
+    assert stalled is not None
+    assert stalled.seconds == pytest.approx(6.6)
+    assert watch.check(16.9) is None  # reported once
 
 
 def test_a_link_lost_after_the_window_is_not_blamed_on_the_stall(tmp_path: Path) -> None:

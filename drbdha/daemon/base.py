@@ -31,6 +31,7 @@ from drbdha.daemon.handover import Handover
 from drbdha.daemon.inbox import Inbox
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.probe import PeerProbe
+from drbdha.daemon.stall import StallWatch
 from drbdha.daemon.storage import Chains
 from drbdha.daemon.supervise import Supervisor
 from drbdha.defaults import ALIVE_NAME
@@ -102,7 +103,7 @@ class DaemonBase:
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
         self._crosscheck_tasks: dict[str, asyncio.Task[None]] = {}
-        self._stall_task: asyncio.Task[None] | None = None  # stall.StallWatch
+        self._stall: tuple[StallWatch, asyncio.Task[None]] | None = None  # once started
         # Instances whose machine starts when their runner reports what it found: the
         # serial of that runner (a report from a replaced one is stale).
         self._awaiting: dict[str, int] = {}

@@ -94,8 +94,8 @@ class Daemon(ReloadRoom):
                     for kind in (self._check_tasks, self._watch_tasks, self._crosscheck_tasks):
                         for task in kind.values():
                             task.cancel()
-                    if self._stall_task is not None:  # the task group waits for it otherwise
-                        self._stall_task.cancel()
+                    if self._stall is not None:  # the task group waits for it otherwise
+                        self._stall[1].cancel()
         finally:
             self._tasks = None
 
@@ -141,7 +141,7 @@ class Daemon(ReloadRoom):
         gc.freeze()
         if self._tasks is not None:
             watch = StallWatch(self.inbox.put, self.clock, self.alive)
-            self._stall_task = self.supervisor.keep(self._tasks, "stall_watch", watch.run)
+            self._stall = (watch, self.supervisor.keep(self._tasks, "stall_watch", watch.run))
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
         self._status_due = now + STATUS_INTERVAL
@@ -165,6 +165,8 @@ class Daemon(ReloadRoom):
                 deadline = due
         event = await self.inbox.get(deadline)
         now = self.clock.monotonic()
+        if self._stall is not None and (stalled := self._stall[0].check(now)):
+            self._stalled(stalled, now)  # before the timers and packets that waited for us
         if event is None:
             self._run_timers(now)
         else:
@@ -219,7 +221,7 @@ class Daemon(ReloadRoom):
             case PeerServes():
                 self.chains.stale_copy(event, now)
             case Stalled():
-                self.chains.stalled(event, now)
+                self._stalled(event, now)
             case HoldApart():
                 self._spawn(f"hold_apart:{event.resource}", hold_apart(event, self.log))
             case ResumeToRelease():
@@ -230,6 +232,11 @@ class Daemon(ReloadRoom):
                 self._spawn(f"peer_probe:{event.instance}", self.probe.run(event))
             case PeerProbed(instance=name) if name in self.instances:
                 self.probe.probed(self.instances[name], event)
+
+    def _stalled(self, event: Stalled, now: float) -> None:
+        self.chains.stalled(event, now)
+        for inst in self.instances.values():
+            inst.machine.resumed(now)
 
     async def _read_socket(self, key: SocketKey, now: float) -> None:
         self._pending.discard(key)

@@ -54,6 +54,7 @@ IO_FROZEN = (
     "I/O frozen: fencing the peer (DRBD holds every write until the peer's copy is "
     "outdated; drbdha asks the peer's drbdha every second)"
 )
+OUTDATE_RETRY = 2.0  # seconds between two outdates of a stalled copy
 OUTDATE_TIMEOUT = 20.0  # seconds for outdating our own copy (a few drbdadm runs)
 
 
@@ -245,6 +246,7 @@ class Chains(Suspicion):
         if alone != st.wrote_alone:
             self.note_alone(inst, alone)
         self._note_frozen(inst, ev.new)
+        self.still_suspect(inst)
         self._judge(inst, ev.old, ev.new, now)
         self.after_stall(inst, now)
         self.hold_apart(inst)
@@ -386,12 +388,23 @@ class Chains(Suspicion):
             disk=r.disk,
             detail=r.detail,
         )
+        st = self.states.get(ev.instance)
+        if r.outcome == "failed" and st is not None and st.suspect:
+            # A stalled copy stays out of the election until DRBD guards it: again, later
+            # (DRBD refuses state changes while a promotion runs its fence-peer handler).
+            await asyncio.sleep(OUTDATE_RETRY)
+            if st.suspect:
+                self.put(ev)
 
     def _judge(self, inst: Instance, old: Any, new: Any, now: float) -> None:
         assert inst.storage is not None
         st = self.states[inst.name]
         verdict = guard.assess(
-            old, new, on_disk_loss=inst.storage.on_disk_loss, latched=frozenset(st.latches)
+            old,
+            new,
+            on_disk_loss=inst.storage.on_disk_loss,
+            latched=frozenset(st.latches),
+            suspect=st.suspect,
         )
         if st.stale:  # the disk lost is the one we detached (stale.py): latched already
             verdict = guard.Verdict(verdict.inhibitions)

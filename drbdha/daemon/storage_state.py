@@ -40,3 +40,6 @@ class StorageState:
     stalled_until: float | None = None
     stalled_for: float = 0.0
     outdated_after_stall: bool = False
+    # Its link was lost in that window: out of the election until DRBD guards the copy or
+    # the copies meet again (drbd_guard.still_suspect); the outdate is retried meanwhile.
+    suspect: bool = False

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from drbdha.daemon import stale, stall
+from drbdha.resources import drbd_guard as guard
 
 if TYPE_CHECKING:
     from drbdha.alone import AloneStore
@@ -131,6 +132,8 @@ class Suspicion:
         handler must not take the peer's silence for death (it may have served meanwhile)."""
         inst = self.by_resource.get(resource)
         st = self.states.get(inst.name) if inst is not None else None
+        if st is not None and st.suspect:
+            return st.stalled_for
         if st is None or st.stalled_until is None or now > st.stalled_until:
             return None
         return st.stalled_for
@@ -144,5 +147,17 @@ class Suspicion:
             return
         if res is None or res.role != "Secondary" or res.connected or not res.local_uptodate:
             return
-        st.outdated_after_stall = True
+        st.outdated_after_stall = st.suspect = True
+        self._judge(inst, res, res, now)  # the stalled_copy inhibition, before anything else
         self._outdate_self(inst, "stalled_past_fencing", None, st.stalled_for)
+
+    def still_suspect(self, inst: Instance) -> None:
+        st = self.states[inst.name]
+        if st.suspect and not guard.still_suspect(st.suspect, st.drbd):
+            st.suspect = False
+            self.log.info(
+                "drbd.suspicion_cleared",
+                instance=inst.name,
+                disk=st.drbd.worst_disk if st.drbd else None,
+                connected=bool(st.drbd and st.drbd.connected),
+            )

@@ -19,7 +19,9 @@ from drbdha.resources.drbd_gates import REASONS, disk_lost, good_copy_elsewhere,
 # Inhibitions this module owns (the machine also has promote_backoff, the chain's own).
 # drbd_unknown only keeps a backup from taking over: a master that loses sight of events2
 # keeps serving, since nothing says its storage went away.
-MANAGED = frozenset({*REASONS, "disk_latched", "split_brain_latched", "drbd_unknown"})
+MANAGED = frozenset(
+    {*REASONS, "disk_latched", "split_brain_latched", "drbd_unknown", "stalled_copy"}
+)
 NO_RESIGN = frozenset({"drbd_unknown"})
 # A Primary peer that we hear advertising a lower priority is alive: when we preempt it, it
 # steps down and demotes, and our DRBD step waits for that. Only a silent one holds us back.
@@ -42,7 +44,9 @@ def assess(
     *,
     on_disk_loss: str,
     latched: frozenset[str],
+    suspect: bool = False,
 ) -> Verdict:
+    """`suspect`: this Secondary was stopped and lost its link soon after (still_suspect)."""
     latch: list[tuple[str, str]] = []
     alerts: list[tuple[str, str]] = []
     if new is not None and disk_lost(old, new):
@@ -63,6 +67,8 @@ def assess(
         inhibit.add("disk_latched")
     if "split-brain" in now_latched:
         inhibit.add("split_brain_latched")
+    if suspect:
+        inhibit.add("stalled_copy")
     if new is None:
         inhibit.add("drbd_unknown")
     elif new.role == "Primary":
@@ -92,3 +98,15 @@ def wrote_alone(before: bool, new: Resource | None, *, stale: bool) -> bool:
     if new.local_uptodate and new.connected_uptodate_peer:
         return False
     return before
+
+
+def still_suspect(before: bool, new: Resource | None) -> bool:
+    """A Secondary stopped past its peer's fencing (daemon/stall.py) may lack what the peer
+    wrote alone meanwhile; its copy stays suspect, and out of the election, until DRBD
+    guards it by itself (the outdate went through, or a resync made it Inconsistent) or the
+    copies have met again (connected: DRBD compared their data generations). Not until a
+    time runs out: in the lab the outdate failed beside a promotion in flight, the window
+    passed, and the stale copy was promoted once its peer was powered off."""
+    if not before or new is None:
+        return before
+    return new.role == "Secondary" and not new.connected and new.local_uptodate

@@ -382,6 +382,15 @@ class Machine:
             self._takeover_deferred = False
             self._master_down_timer = now + delay
 
+    def resumed(self, now: float) -> None:
+        """This node was stopped (a frozen VM, SIGSTOP) and runs again. A backup's
+        Master_Down_Timer that ran out meanwhile measured our silence, not the master's:
+        it gets a whole Master_Down_Interval from now, in which the master's adverts, if it
+        is alive, arrive. A master changes nothing: its next advert is due already, and a
+        peer that took over while we were stopped is settled by §6.4.3's comparison."""
+        if self.state is State.BACKUP and self._master_down_timer is not None:
+            self._master_down_timer = max(self._master_down_timer, now + self.master_down_interval)
+
     def resign(
         self, now: float, hold_off: float, release_time: float | None = None
     ) -> list[Effect]:
