@@ -79,6 +79,7 @@ class Campaign:
         self.sampler = Sampler(lab)
         self.strike: Strike | None = None
         self.last_server = "node1"
+        self._first = -1  # the first fault of this run: its mounts were just made
 
     # ---- the cluster ---------------------------------------------------------------------
 
@@ -90,14 +91,7 @@ class Campaign:
             self.storage = s
             s.start("node1", "node2")
             s.wait_serving("node1", timeout=120)
-            for version in self.versions:
-                mnt = f"{CLIENT_MOUNT}{version}"
-                lab.exec(
-                    "client",
-                    f"mkdir -p {mnt} && mount -t nfs -o {MOUNT_OPTIONS[version]} "
-                    f"{VIP}:{EXPORT} {mnt}",
-                    timeout=120,
-                )
+            self.mount()
             self.strike = Strike(lab, lab.build_deb(), self.powered_on)
             self.sampler.start()
             try:
@@ -105,6 +99,21 @@ class Campaign:
             finally:
                 self.sampler.stop()
                 Strike.netem_cleanup()
+
+    def mount(self) -> list[str]:
+        """The client's mounts of the VIP, made where missing; which were made."""
+        made = []
+        for version in self.versions:
+            mnt = f"{CLIENT_MOUNT}{version}"
+            r = self.lab.exec(
+                "client",
+                f"mountpoint -q {mnt} || {{ mkdir -p {mnt} && "
+                f"mount -t nfs -o {MOUNT_OPTIONS[version]} {VIP}:{EXPORT} {mnt} && echo made; }}",
+                timeout=120,
+            )
+            if "made" in r.stdout:
+                made.append(mnt)
+        return made
 
     def powered_on(self, node: str) -> None:
         assert self.storage is not None
@@ -302,6 +311,9 @@ class Campaign:
         self.lab.log(f"campaign: fault {index}: {seq}")
         t0 = time.monotonic()
         lab.parallel(lambda n: lab.exec(n, "dmesg -C", check=False), NODES)
+        # The first fault mounts; after that a mount found gone is recorded (it should
+        # not happen: the campaign's seed 25 saw it once, cause unknown).
+        remounted = self.mount() if index != self._first else []
         writers = self.writers(index)
         self.sampler.fault = index
         violations_before = len(self.sampler.tally.violations)
@@ -329,6 +341,8 @@ class Campaign:
             "healed": healed,
             "isolated": isolated,
         }
+        if remounted:
+            row["client_remounted"] = remounted
         if served_by:
             row["outcome"] = "served"
             row["served_after_heal_s"] = round(time.monotonic() - t_heal, 1)
@@ -374,6 +388,7 @@ class Campaign:
             return 0
         self.out.parent.mkdir(parents=True, exist_ok=True)
         start, ran = time.monotonic(), 0
+        self._first = todo[0]
         with self.cluster():
             for index in todo:
                 if time.monotonic() - start > budget_s:

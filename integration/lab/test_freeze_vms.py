@@ -116,12 +116,6 @@ def test_a_master_frozen_past_the_takeover_leaves_and_never_serves_stale(
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="in the CI run of 2026-12-07 node1 came back without 24 of the records it had "
-    "acknowledged alone (node2 was not promoted, as it must not be); it passed in the lab "
-    "before: not understood yet (issue 22)",
-)
 def test_a_backup_frozen_past_fencing_is_not_promoted_on_its_stale_copy(
     nfs: Storage, lab: Lab
 ) -> None:
