@@ -381,21 +381,44 @@ class Campaign:
 
     def run(self, faults: int, budget_s: float, only: int | None = None) -> int:
         """Faults 0..faults-1 not yet in the output (or only `only`), until the budget is
-        spent; the number run."""
+        spent; the number run. A fault the harness itself could not carry through (a VM
+        that did not answer, a repair that did not finish) is written as `harness_error`,
+        counts as unchecked, and the cluster is set up again from scratch."""
         done = done_indexes(self.out, self.seed)
         todo = [only] if only is not None else [i for i in range(faults) if i not in done]
         if not todo:
             return 0
         self.out.parent.mkdir(parents=True, exist_ok=True)
         start, ran = time.monotonic(), 0
-        self._first = todo[0]
-        with self.cluster():
-            for index in todo:
-                if time.monotonic() - start > budget_s:
-                    break
-                row = self.one(index)
-                with self.out.open("a") as f:
-                    f.write(json.dumps(row, sort_keys=True) + "\n")
-                ran += 1
-                self.lab.log(f"campaign: {json.dumps(row, sort_keys=True)}")
+        while todo and time.monotonic() - start <= budget_s:
+            self._first = todo[0]
+            with self.cluster():
+                while todo and time.monotonic() - start <= budget_s:
+                    index = todo.pop(0)
+                    try:
+                        row = self.one(index)
+                    except Exception as e:
+                        row = self._harness_error(index, e)
+                    self._write(row)
+                    ran += 1
+                    if row["outcome"] == "harness_error":
+                        break
         return ran
+
+    def _harness_error(self, index: int, e: Exception) -> dict[str, Any]:
+        self.sampler.fault = -1
+        self.lab.log(f"campaign: fault {index}: harness error: {e!r}"[:2000])
+        return {
+            "seed": self.seed,
+            "index": index,
+            "sequence": draw(self.seed, index).as_json(),
+            "outcome": "harness_error",
+            "error": repr(e)[:500],
+            "records": {},
+            "violations": [],
+        }
+
+    def _write(self, row: dict[str, Any]) -> None:
+        with self.out.open("a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        self.lab.log(f"campaign: {json.dumps(row, sort_keys=True)}")

@@ -50,6 +50,8 @@ def _quantiles(xs: list[float]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
+    unchecked = [r for r in rows if r["outcome"] == "harness_error"]
+    rows = [r for r in rows if r["outcome"] != "harness_error"]
     by_kind: dict[str, Counter] = defaultdict(Counter)
     stalls: dict[str, list[float]] = defaultdict(list)
     for r in rows:
@@ -84,6 +86,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
         f"  {kind:36} " + ", ".join(f"{o} {n}" for o, n in sorted(by_kind[kind].items()))
         for kind in sorted(by_kind)
     ]
+    lines.append(f"unchecked (the harness failed, the cluster was set up again): {len(unchecked)}")
+    lines += [f"  seed {r['seed']} index {r['index']}: {r['error'][:160]}" for r in unchecked]
     bad = failures(rows)
     lines.append(f"failures: {len(bad)}")
     lines += [f"  {b}" for b in bad]
