@@ -53,6 +53,15 @@ DISCARD = (
 )
 
 
+# What the harness looks at when it fails (kept in the harness_error row).
+DIAGNOSE = {
+    "client": "mount -t nfs,nfs4 | cut -d' ' -f1-6; ps -o pid,stat,wchan:32,args -C python3;"
+    " dmesg | tail -n 15",
+    "node": "ip -4 -o addr show dev eth0 | cut -c1-80; cat /proc/drbd | tail -n 3;"
+    " journalctl -q -t drbdha -n 15 -o cat | cut -c1-240",
+}
+
+
 def done_indexes(out: Path, seed: int) -> set[int]:
     if not out.exists():
         return set()
@@ -405,10 +414,23 @@ class Campaign:
                         break
         return ran
 
+    def _diagnose(self) -> dict[str, str]:
+        """What the client and the nodes showed when the harness failed (kept in the row)."""
+        out = {}
+        for vm in ("client", *NODES):
+            cmd = DIAGNOSE["client" if vm == "client" else "node"]
+            try:
+                r = self.lab.exec(vm, cmd, check=False, timeout=30)
+                out[vm] = (r.stdout + r.stderr)[-3000:]
+            except Exception as e:  # a VM that does not answer says something too
+                out[vm] = repr(e)[:300]
+        return out
+
     def _harness_error(self, index: int, e: Exception) -> dict[str, Any]:
         self.sampler.fault = -1
         self.lab.log(f"campaign: fault {index}: harness error: {e!r}"[:2000])
         return {
+            "diagnosis": self._diagnose(),
             "seed": self.seed,
             "index": index,
             "sequence": draw(self.seed, index).as_json(),
