@@ -283,8 +283,9 @@ class ServingRoom(InstanceRoom):
                 # daemon/stall.py: we were stopped; the peer may have served meanwhile.
                 answer = handler.Answer(
                     wire.FAILED,
-                    f"the peer is silent, but this node was stalled {stalled:.1f} s within "
-                    f"the last {STALL_WINDOW:g} s: it may have served meanwhile",
+                    f"the peer is silent, but this node was stalled {stalled:.1f} s (within "
+                    f"the last {STALL_WINDOW:g} s, or its copy is still suspect since): the "
+                    "peer may have served meanwhile",
                 )
             if answer.outcome in wire.PEER_SERVES:
                 self.inbox.put(PeerServes(resource, answer.outcome, answer.detail))

@@ -44,6 +44,8 @@ def test_a_short_seeded_campaign_loses_nothing(lab: Lab, tmp_path: Path) -> None
     print(summary(rows))
     assert ran == FAULTS
     assert [r["index"] for r in rows] == list(range(FAULTS))
+    unchecked = [r for r in rows if r["outcome"] == "harness_error"]
+    assert not unchecked, json.dumps(unchecked, indent=1)
     assert all(r["samples"] > 0 for r in rows)
     assert all(rec["acknowledged"] > 0 for r in rows for rec in r["records"].values())
     assert failures(rows) == []
