@@ -107,7 +107,7 @@ class Campaign:
                 yield
             finally:
                 self.sampler.stop()
-                Strike.netem_cleanup()
+                self.strike.netem_cleanup()
 
     def mount(self) -> list[str]:
         """The client's mounts of the VIP, made where missing; which were made."""
