@@ -89,6 +89,7 @@ class Campaign:
         self.strike: Strike | None = None
         self.last_server = "node1"
         self._first = -1  # the first fault of this run: its mounts were just made
+        self._isolated: set[str] = set()  # the nodes the fault under way cut off entirely
 
     # ---- the cluster ---------------------------------------------------------------------
 
@@ -255,8 +256,15 @@ class Campaign:
             if "StandAlone" in cstates:
                 if self.split_brain():
                     # As an admin would: keep the copy of the node that serves. Nobody
-                    # serving: the copy drbdha did not latch as stale or failed.
-                    survivor = self.server() or self.unlatched() or self.last_server
+                    # serving: the node the clients wrote to last (seed 100 fault 5 kept
+                    # the isolated node's copy here, and lost 367 records), else the copy
+                    # drbdha did not latch as stale or failed.
+                    survivor = (
+                        self.server()
+                        or self.sampler.served_last(self.sampler.fault, self._isolated)
+                        or self.unlatched()
+                        or self.last_server
+                    )
                     victim = OTHER[survivor]
                     lab.exec(victim, DISCARD.format(r=RESOURCE), check=False, timeout=180)
                     lab.exec(survivor, f"drbdadm connect {RESOURCE}", check=False)
@@ -338,6 +346,7 @@ class Campaign:
                 struck[-1]["error"] = str(e)[:300]
         time.sleep(seq.hold)
         isolated = self.strike.undo.isolated()
+        self._isolated = set(isolated)
         t_heal = time.monotonic()
         healed = self.strike.heal()
         served_by = self.wait_served(writers, BOUND)

@@ -132,6 +132,19 @@ class Sampler(threading.Thread):
         self.fault = -1
         self.tally = Tally()
         self._halt = threading.Event()
+        self._served: list[tuple[int, frozenset[str]]] = []  # (fault, nodes serving) changes
+
+    def served_last(self, fault: int, exclude: set[str]) -> str | None:
+        """The node seen serving last during `fault` (with the VIP and its chain up), the
+        nodes in `exclude` left out: the copy the clients wrote to. Split-brain repair
+        keeps it (an isolated node may serve too, but no client reaches it)."""
+        for f, nodes in reversed(self._served):
+            if f != fault:
+                continue
+            left = nodes - exclude
+            if len(left) == 1:
+                return next(iter(left))
+        return None
 
     def _confirm_pair(self, attr: str) -> bool:
         first = view(self.lab, NODES[0])
@@ -154,6 +167,9 @@ class Sampler(threading.Thread):
         views = dict(zip(NODES, self.lab.parallel(lambda n: view(self.lab, n), NODES), strict=True))
         self.tally.samples += 1
         seen = {n: v for n, v in views.items() if v is not None}
+        serving = frozenset(n for n, v in seen.items() if v.vip and v.chain_up)
+        if serving and (not self._served or self._served[-1] != (self.fault, serving)):
+            self._served.append((self.fault, serving))
         for attr, kind in (("primary", "two_primaries"), ("vip", "two_vip_holders")):
             if len(seen) == 2 and all(getattr(v, attr) for v in seen.values()):
                 if self._confirm_pair(attr):
