@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,18 @@ DIAGNOSE = {
 }
 
 
+def code_version() -> str:
+    """The commit drbdha's package is built from, "+changes" when drbdha/ differs from it."""
+    git = ["git", "-C", str(Path(__file__).resolve().parents[2])]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        [*git, "diff", "--quiet", "HEAD", "--", "drbdha", "debian", "systemd"], check=False
+    )
+    return head.stdout.strip() + ("+changes" if dirty.returncode else "")
+
+
 def done_indexes(out: Path, seed: int) -> set[int]:
     if not out.exists():
         return set()
@@ -90,6 +103,7 @@ class Campaign:
         self.last_server = "node1"
         self._first = -1  # the first fault of this run: its mounts were just made
         self._isolated: set[str] = set()  # the nodes the fault under way cut off entirely
+        self.code = code_version()  # in every row: which drbdha the fault ran on
 
     # ---- the cluster ---------------------------------------------------------------------
 
@@ -358,6 +372,7 @@ class Campaign:
             "struck": struck,
             "healed": healed,
             "isolated": isolated,
+            "code": self.code,
         }
         if remounted:
             row["client_remounted"] = remounted
