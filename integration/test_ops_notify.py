@@ -116,7 +116,7 @@ def test_systemd_notify_and_watchdog_on_a_real_socket(
         every=0.02,
     )
 
-    # WATCHDOG=1 every half WatchdogSec (100 ms), from the daemon's own pid.
+    # WATCHDOG=1 every tenth of WatchdogSec (20 ms), from the daemon's own pid.
     t0 = time.monotonic()
     time.sleep(1.0)
     pings = [at for at, _, _ in listener.with_line("WATCHDOG=1", t0) if at <= t0 + 1.0]
