@@ -316,7 +316,9 @@ class Campaign:
                 w.start("client", f"{CLIENT_MOUNT}{version}/c{index}-v{version}")
             for w in out.values():
                 w.wait_for(RECORDS_BEFORE, timeout=120)
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, TimeoutError):  # where the writers wait, before they are killed
+                e.add_note(self._writers_state())
             for w in out.values():  # no collector left behind on the host
                 w.stop()
             raise
@@ -438,6 +440,17 @@ class Campaign:
                         break
         return ran
 
+    def _writers_state(self) -> str:
+        r = self.lab.exec(
+            "client",
+            "for p in $(pgrep -f '[w]riter.py'); do echo \"== $p $(cat /proc/$p/wchan)\"; "
+            "cat /proc/$p/stack; ls -l /proc/$p/fd | tail -n +2 | cut -c40-; done; "
+            "cat /proc/self/mountstats | grep -A3 'nfs' | head -n 20; nfsstat -c 2>&1 | head -n 12",
+            check=False,
+            timeout=30,
+        )
+        return (r.stdout + r.stderr)[-4000:]
+
     def _diagnose(self) -> dict[str, str]:
         """What the client and the nodes showed when the harness failed (kept in the row)."""
         out = {}
@@ -454,7 +467,7 @@ class Campaign:
         self.sampler.fault = -1
         self.lab.log(f"campaign: fault {index}: harness error: {e!r}"[:2000])
         return {
-            "diagnosis": self._diagnose(),
+            "diagnosis": {"writers": "\n".join(getattr(e, "__notes__", [])), **self._diagnose()},
             "seed": self.seed,
             "index": index,
             "sequence": draw(self.seed, index).as_json(),
