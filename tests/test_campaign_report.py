@@ -69,3 +69,10 @@ def test_a_fault_the_harness_could_not_carry_through_is_unchecked_not_passed() -
     assert "faults: 1 " in text
     assert "unchecked (the harness failed, the cluster was set up again): 1" in text
     assert "DRBD not repaired" in text
+
+
+def test_a_fault_run_again_after_a_harness_error_counts_once() -> None:
+    err = row(3, outcome="harness_error", error="TimeoutError()", records={})
+    text = summary([row(0), err, row(3)])
+    assert "faults: 2 " in text
+    assert "unchecked (the harness failed, the cluster was set up again): 0" in text

@@ -82,7 +82,7 @@ def done_indexes(out: Path, seed: int) -> set[int]:
     for line in out.read_text().splitlines():
         with contextlib.suppress(ValueError, KeyError):
             row = json.loads(line)
-            if row["seed"] == seed:
+            if row["seed"] == seed and row["outcome"] != "harness_error":  # those run again
                 done.add(row["index"])
     return done
 
