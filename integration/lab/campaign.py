@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import records
-from campaign_faults import OTHER, Strike, draw
+from campaign_faults import OTHER, Sequence, Strike, draw
 from chainlab import FENCING, TUNED, Storage
 from cluster import NODES, RESOURCE, VIP
 from drbd_setup import HURRY, RESYNCING
@@ -348,6 +348,23 @@ class Campaign:
         # not happen: the campaign's seed 25 saw it once, cause unknown).
         remounted = self.mount() if index != self._first else []
         writers = self.writers(index)
+        try:
+            return self._struck(index, seq, writers, t0, remounted)
+        finally:
+            for w in writers.values():  # idempotent; a harness error leaves no collector
+                w.stop()
+
+    def _struck(
+        self,
+        index: int,
+        seq: Sequence,
+        writers: dict[str, records.Writer],
+        t0: float,
+        remounted: list[str],
+    ) -> dict[str, Any]:
+        """The fault's strikes, heal, repair and checks, its writers running."""
+        assert self.strike is not None
+        lab = self.lab
         self.sampler.fault = index
         violations_before = len(self.sampler.tally.violations)
         struck = []

@@ -171,9 +171,13 @@ class Writer:
             self._reader.join(10)
 
 
+# No SO_REUSEPORT: with it a collector left behind (a test that failed before stop()) and a
+# new one share the port, the kernel hands each new connection to either, and a writer
+# whose acknowledgements reach the old one looks like a writer that gets nothing through
+# (the campaign's "0 records in 120 s"). Without it the new collector fails to bind, loudly.
 _COLLECTOR = r"""
 import socket, sys
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])), reuse_port=True)
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
 print("listening", flush=True)
 while True:
     conn, _ = srv.accept()
