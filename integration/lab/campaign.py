@@ -111,6 +111,7 @@ class Campaign:
     def cluster(self) -> Iterator[None]:
         """The lab as the README sets it up, serving from node1, the client's mounts made."""
         lab = self.lab
+        self.sampler = Sampler(lab)  # a thread starts once: a new one for each cluster
         with nfs_cluster(lab, fenced=self.fenced, sample=False) as s:
             self.storage = s
             s.start("node1", "node2")
@@ -460,7 +461,7 @@ class Campaign:
     def _writers_state(self) -> str:
         r = self.lab.exec(
             "client",
-            "for p in $(pgrep -f '[w]riter.py'); do echo \"== $p $(cat /proc/$p/wchan)\"; "
+            "for p in $(pgrep -f '[w]riter-[0-9]*.py'); do echo \"== $p $(cat /proc/$p/wchan)\"; "
             "cat /proc/$p/stack; ls -l /proc/$p/fd | tail -n +2 | cut -c40-; done; "
             "cat /proc/self/mountstats | grep -A3 'nfs' | head -n 20; nfsstat -c 2>&1 | head -n 12",
             check=False,

@@ -296,7 +296,8 @@ def fresh_cluster(lab: Lab, sample: bool = True, **drbd: str) -> Iterator[Storag
         lab.up(install=False, drbd=False)
     for node in NODES:  # a lab that was up before this session has none yet
         if not lab.has_checkpoint(node, BOOTED):
-            lab.exec(node, f"pkill -f '/root/[w]riter.py'; drbdadm down {RESOURCE}", check=False)
+            writers = "/root/[w]riter-[0-9]*.py"
+            lab.exec(node, f"pkill -f '{writers}'; drbdadm down {RESOURCE}", check=False)
             lab.checkpoint(node, BOOTED)
     try:
         lab.drbd_up(**drbd)
@@ -311,7 +312,7 @@ def fresh_cluster(lab: Lab, sample: bool = True, **drbd: str) -> Iterator[Storag
             n,
             # A writer a failed test left behind would hold the device open. ([w]: the
             # pattern must not match this shell's own command line.)
-            f"pkill -f '/root/[w]riter.py'; sleep 0.5; drbdadm secondary {RESOURCE}; "
+            f"pkill -f '/root/[w]riter-[0-9]*.py'; sleep 0.5; drbdadm secondary {RESOURCE}; "
             "rm -rf /var/lib/drbdha",
             check=False,
         ),

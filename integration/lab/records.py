@@ -133,11 +133,15 @@ class Writer:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.node = node
-        self.lab.put(node, "/root/writer.py", WRITER)
+        # One script per writer: a second writer's put used to rewrite the file the first
+        # one's python3 was still about to read, which then ran an empty script and exited
+        # without a word (the campaign's "0 records in 120 s", the NFSv3 writer each time).
+        script = f"/root/writer-{self.port}.py"
+        self.lab.put(node, script, WRITER)
         self.target = target
         self.lab.exec(
             node,
-            f"setsid -f python3 /root/writer.py {HOST} {self.port} {self.interval} "
+            f"setsid -f python3 {script} {HOST} {self.port} {self.interval} "
             f"{self.run_id} {target} >/root/writer-{self.port}.log 2>&1 </dev/null",
         )
 
@@ -161,9 +165,8 @@ class Writer:
 
     def stop(self) -> None:
         if self.node is not None and self.lab.running(self.node):
-            self.lab.exec(
-                self.node, f"pkill -f '[w]riter.py {HOST} {self.port} '", check=False, timeout=20
-            )
+            mine = f"[w]riter-{self.port}.py {HOST} {self.port} "
+            self.lab.exec(self.node, f"pkill -f '{mine}'", check=False, timeout=20)
         if self._collector is not None:
             self._collector.terminate()
             self._collector.wait(10)
