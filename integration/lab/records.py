@@ -175,9 +175,9 @@ class Writer:
 
 
 # No SO_REUSEPORT: with it a collector left behind (a test that failed before stop()) and a
-# new one share the port, the kernel hands each new connection to either, and a writer
-# whose acknowledgements reach the old one looks like a writer that gets nothing through
-# (the campaign's "0 records in 120 s"). Without it the new collector fails to bind, loudly.
+# new one would share the port, the kernel would hand each new connection to either, and a
+# writer whose acknowledgements reached the old one would look like a writer that gets
+# nothing through. Without it the new collector fails to bind, loudly.
 _COLLECTOR = r"""
 import socket, sys
 srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
