@@ -123,11 +123,18 @@ class Writer:
 
     def start(self, node: str, target: str = "/dev/drbd0") -> None:
         """Write on `node` to `target`: the DRBD device, or a file (on an NFS mount)."""
+        # A test that failed before stop() leaves its collector on the port: end it, or
+        # every later writer on this port fails to bind (one failure became five in CI).
+        left = _COLLECTORS.pop(self.port, None)
+        if left is not None and left.poll() is None:
+            left.terminate()
+            left.wait(10)
         self._collector = subprocess.Popen(
             ["ip", "netns", "exec", NETNS, "python3", "-u", "-c", _COLLECTOR, HOST, str(self.port)],
             stdout=subprocess.PIPE,
             text=True,
         )
+        _COLLECTORS[self.port] = self._collector
         assert self._collector.stdout is not None
         assert self._collector.stdout.readline().strip() == "listening"
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -173,6 +180,9 @@ class Writer:
         if self._reader is not None:
             self._reader.join(10)
 
+
+# The collector running on each port in this process (Writer.start ends one left behind).
+_COLLECTORS: dict[int, subprocess.Popen[str]] = {}
 
 # No SO_REUSEPORT: with it a collector left behind (a test that failed before stop()) and a
 # new one would share the port, the kernel would hand each new connection to either, and a
