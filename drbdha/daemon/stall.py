@@ -82,6 +82,8 @@ class StallWatch:
             if self.alive is not None and t0 - marked >= MARK_EVERY:
                 self.alive.mark()
                 marked = t0
+            if (stalled := self.check(t0)) is not None:  # the loop was not turning either
+                self.put(stalled)
             await asyncio.sleep(TICK)
             if (stalled := self.check(self.clock.monotonic())) is not None:
                 self.put(stalled)
