@@ -55,7 +55,7 @@ class Agent:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.settimeout(max(0.1, deadline - time.monotonic()))
-                s.connect(self.socket_path)
+                _connect(s, self.socket_path, deadline)
                 reader = _Reader(s, deadline)
                 # Resynchronise: 0xFF resets the agent's parser, and its answer to
                 # guest-sync-delimited is preceded by 0xFF, so any stale bytes are skipped.
@@ -198,3 +198,19 @@ class _Reader:
 
 def shell_join(argv: list[str]) -> str:
     return shlex.join(argv)
+
+
+def _connect(s: socket.socket, path: str, deadline: float) -> None:
+    """Connect to qemu's agent socket, waiting for room. qemu accepts one client at a time;
+    while a VM is frozen its backlog fills with the sampler's abandoned attempts, and a Unix
+    socket with a timeout answers a full backlog with EAGAIN at once instead of waiting
+    (after a thaw qemu drains them one by one)."""
+    while True:
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        else:
+            return
