@@ -74,3 +74,14 @@ def test_a_plain_resignation_sets_no_window() -> None:
     m.chain_settled(False, at + 1.5)
     effects = m.handle_timer(at + 1 + 2 * INTERVAL + HANDOVER_MARGIN)
     assert transitions(effects) == []
+
+
+def test_the_peer_gets_a_whole_master_down_interval_after_a_slow_release() -> None:
+    # The peer's DRBD sees us Primary until the release ends: it cannot answer before. A
+    # release of 2.5 s leaves Master_Down_Interval (3.22 s) from there, not 0.7 s.
+    m, t0 = master(priority=200)
+    m.resign(t0, hold_off=300.0, release_time=30.0)
+    m.chain_settled(False, t0 + 2.5)
+    assert m.get_timer() == pytest.approx(t0 + 2.5 + m.master_down_interval)
+    m.receive(adv(100), PEER, t0 + 4.0)
+    assert (m.state, m.handover) == (State.BACKUP, "answered")

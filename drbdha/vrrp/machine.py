@@ -362,8 +362,15 @@ class Machine:
             return []
         if not up and not self._blocking():
             # We stepped down and our storage is released only now: give the peer a whole
-            # Master_Down_Interval from here to take over before we take it back.
+            # Master_Down_Interval from here to take over before we take it back. The peer
+            # cannot take over before (its DRBD sees us Primary): a timer armed at the
+            # step-down may run out first when the release is slow (a CI run saw a
+            # force-failover taken back 3.07 s after the resignation).
             self._resume_deferred(now, self.master_down_interval)
+            if self.state is State.BACKUP and self._master_down_timer is not None:
+                self._master_down_timer = max(
+                    self._master_down_timer, now + self.master_down_interval
+                )
         return []
 
     def chain_failed(self, now: float, backoff: float) -> list[Effect]:

@@ -59,6 +59,7 @@ class Violation:
     at: float  # host clock (time.time())
     fault: int  # the campaign's fault index at that moment (-1: between faults)
     detail: str
+    views: dict[str, NodeView | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,8 +160,8 @@ class Sampler(threading.Thread):
         again = view(self.lab, node)
         return again is not None and again.vip
 
-    def _flag(self, kind: str, detail: str) -> None:
-        self.tally.violations.append(Violation(kind, time.time(), self.fault, detail))
+    def _flag(self, kind: str, detail: str, views: dict[str, NodeView | None]) -> None:
+        self.tally.violations.append(Violation(kind, time.time(), self.fault, detail, views))
         self.lab.log(f"campaign: VIOLATION {kind} during fault {self.fault}: {detail}")
 
     def sample(self) -> None:
@@ -174,13 +175,13 @@ class Sampler(threading.Thread):
             if len(seen) == 2 and all(getattr(v, attr) for v in seen.values()):
                 if self._confirm_pair(attr):
                     frozen = any(v.frozen for v in seen.values())
-                    self._flag(f"{kind}_one_frozen" if frozen else kind, repr(views))
+                    self._flag(f"{kind}_one_frozen" if frozen else kind, repr(views), views)
                 else:
                     self.tally.unconfirmed += 1
         for node, v in seen.items():
             if v.vip and not v.chain_up:
                 if self._confirm_vip_without_chain(node):
-                    self._flag("vip_without_chain", f"{node}: {v!r}")
+                    self._flag("vip_without_chain", f"{node}: {v!r}", {node: v})
                 else:
                     self.tally.unconfirmed += 1
 
