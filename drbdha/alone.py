@@ -1,12 +1,18 @@
-"""The DRBD resources whose copy on this node holds writes the peer's lacks
-(drbd_guard.wrote_alone), kept across restarts of drbdha and reboots in
-state_dir/wrote-alone.json: the peer channel refuses to outdate such a copy
-(fencing/server.py, wire.NEWER), and a restart must not forget it while the peer is still
-behind. Written only when it changes (a takeover with the peer gone, a resync done)."""
+"""What this node's copy of each DRBD resource holds that the peer's lacks, kept across
+restarts of drbdha and reboots in state_dir/wrote-alone.json:
+
+- `held`: the copy has writes the peer's lacks (drbd_guard.wrote_alone): the peer channel
+  refuses to outdate it (fencing/server.py, wire.NEWER);
+- `took_over`: it became Primary with its peer cut off and serves since
+  (drbd_guard.took_over_alone): VRRP holds the role for it (Machine.hold_for_data).
+
+A restart must not forget either while the peer is still behind. Written only when it
+changes (a takeover with the peer gone, a resync done)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import MutableSet
 from pathlib import Path
 
 from drbdha import durable
@@ -17,6 +23,7 @@ class AloneStore:
         """`path` None: kept in memory only (tests, a daemon without a state directory)."""
         self.path = path
         self.held: set[str] = set()
+        self.took_over: set[str] = set()
         self.error: str | None = None  # the last load or save that failed
 
     def load(self) -> None:
@@ -25,25 +32,33 @@ class AloneStore:
         try:
             raw = json.loads(self.path.read_text())
             self.held = {r for r in raw["resources"] if isinstance(r, str)}
+            self.took_over = {r for r in raw.get("took_over", []) if isinstance(r, str)}
         except FileNotFoundError:
-            self.held = set()
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.held, self.took_over = set(), set()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # Unreadable: nothing is assumed (refusing every outdate would stop fencing).
             self.error = f"{self.path}: {e}"
-            self.held = set()
+            self.held, self.took_over = set(), set()
 
     def set(self, resource: str, alone: bool) -> None:
-        before = set(self.held)
-        if alone:
-            self.held.add(resource)
-        else:
-            self.held.discard(resource)
-        if self.held == before or self.path is None:
+        self._change(self.held, resource, alone)
+
+    def set_took_over(self, resource: str, took_over: bool) -> None:
+        self._change(self.took_over, resource, took_over)
+
+    def _change(self, names: MutableSet[str], resource: str, member: bool) -> None:
+        if (resource in names) == member:
             return
-        data = json.dumps({"resources": sorted(self.held)}).encode() + b"\n"
+        if member:
+            names.add(resource)
+        else:
+            names.discard(resource)
+        if self.path is None:
+            return
+        doc = {"resources": sorted(self.held), "took_over": sorted(self.took_over)}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            durable.replace(self.path, data)
+            durable.replace(self.path, json.dumps(doc).encode() + b"\n")
             self.error = None
         except OSError as e:  # held in memory all the same; the daemon logs it
             self.error = f"{self.path}: {e}"

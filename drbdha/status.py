@@ -134,6 +134,9 @@ class InstanceStatus(TypedDict):
     storage: StorageStatus
     latches: list[LatchStatus]
     inhibitions: list[str]  # why this node does not take over (peer_primary, disk_latched...)
+    # It took over with its DRBD peer cut off and advertises 254 until the copies resync
+    # (Machine.hold_for_data).
+    holding_for_data: bool
     alerts: list[AlertStatus]
     warnings: list[str]
 
@@ -210,6 +213,7 @@ def instance_status(
         storage=storage or empty_storage(),
         latches=list(latches),
         inhibitions=list(snap.inhibitions),
+        holding_for_data=snap.holding,
         alerts=list(alerts),
         warnings=list(warnings),
     )
@@ -380,7 +384,10 @@ def _render_instance(inst: Mapping[str, Any]) -> str:
 
 
 def _priority(inst: Mapping[str, Any]) -> str:
-    return f"{inst.get('effective_priority', DASH)} (configured {inst.get('priority', DASH)})"
+    text = f"{inst.get('effective_priority', DASH)} (configured {inst.get('priority', DASH)})"
+    if inst.get("holding_for_data"):
+        text += "; holding: took over with the DRBD peer cut off, until the copies resync"
+    return text
 
 
 def _intervals(inst: Mapping[str, Any]) -> str:

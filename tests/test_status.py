@@ -279,6 +279,7 @@ def test_document_is_json_and_schema_keys() -> None:
         "storage",
         "latches",
         "inhibitions",
+        "holding_for_data",
         "alerts",
         "warnings",
     }
@@ -383,3 +384,11 @@ def test_checks_row_shows_each_check_and_why_a_failing_one_fails() -> None:
     ]
     row = [line for line in lines(doc) if line.startswith("  checks")]
     assert row == ["  checks           filesystem ok, web FAILING (curl: exit 7), nfsd not run yet"]
+
+
+def test_a_hold_for_data_is_shown_beside_the_priority() -> None:
+    doc = doc_of(MASTER)
+    doc["instances"][0].update(effective_priority=254, holding_for_data=True)
+    (row,) = [line for line in lines(doc) if line.startswith("  priority")]
+    assert "254 (configured" in row
+    assert "holding: took over with the DRBD peer cut off" in row

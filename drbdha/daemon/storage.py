@@ -97,6 +97,8 @@ class Chains(Suspicion):
             self.watchers[res] = watcher
             self.by_resource[res] = inst
             st.wrote_alone = res in self.alone.held
+            st.took_over_alone = res in self.alone.took_over
+            inst.machine.hold_for_data(st.took_over_alone, self.clock.monotonic())
             st.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
@@ -245,6 +247,9 @@ class Chains(Suspicion):
         alone = guard.wrote_alone(st.wrote_alone, ev.new, stale=st.stale)
         if alone != st.wrote_alone:
             self.note_alone(inst, alone)
+        took = guard.took_over_alone(st.took_over_alone, ev.old, ev.new)
+        if took != st.took_over_alone:
+            self.note_took_over(inst, took, now)
         self._note_frozen(inst, ev.new)
         self.still_suspect(inst)
         self._judge(inst, ev.old, ev.new, now)
@@ -300,6 +305,7 @@ class Chains(Suspicion):
         st = self.states[inst.name]
         if st.repl is not None:
             st.repl.master_heard(now)
+        self.behind_a_holder(inst, peer.priority, peer.address)
         lost = st.link_lost_at
         if lost is None or peer.seen_at <= lost or inst.machine.state is State.MASTER:
             return

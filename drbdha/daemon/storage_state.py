@@ -32,6 +32,12 @@ class StorageState:
     # This copy holds writes the peer's lacks (drbd_guard.wrote_alone): the peer channel
     # refuses to outdate it (fencing/server.py, wire.NEWER).
     wrote_alone: bool = False
+    # This copy became Primary with its peer cut off and serves since (took_over_alone):
+    # VRRP holds the role for it (Machine.hold_for_data).
+    took_over_alone: bool = False
+    # We heard a master holding for its copy with our link gone: outdated once, until the
+    # copies connect again (suspicion.py `behind_a_holder`).
+    behind_holder: bool = False
     # Found stale (daemon/stale.py): latched, and DRBD's frozen I/O is resumed once the VIP
     # is gone so that the release can finish.
     stale: bool = False

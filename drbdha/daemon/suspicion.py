@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from drbdha.daemon import stale, stall
 from drbdha.resources import drbd_guard as guard
+from drbdha.vrrp.events import State
+from drbdha.vrrp.machine import HOLD_PRIORITY
 
 if TYPE_CHECKING:
     from drbdha.alone import AloneStore
@@ -49,6 +51,46 @@ class Suspicion:
             )
         if self.alone.error:
             self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
+
+    def note_took_over(self, inst: Instance, took: bool, now: float) -> None:
+        """We became Primary with the peer cut off (or the copies have met again since):
+        VRRP holds the role for this copy, or stops holding it."""
+        st = self.states[inst.name]
+        st.took_over_alone = took
+        if inst.storage is None:
+            return
+        self.alone.set_took_over(inst.storage.drbd_resource, took)
+        fields = {"instance": inst.name, "resource": inst.storage.drbd_resource}
+        if took:
+            self.log.warning(
+                "drbd.took_over_alone",
+                **fields,
+                action="advertising priority 254 until the copies meet and resync: a master "
+                "cut off meanwhile yields to this copy",
+            )
+        else:
+            self.log.info("drbd.hold_released", **fields)
+        if self.alone.error:
+            self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
+        self.apply(inst, inst.machine.hold_for_data(took, now), now)
+
+    def behind_a_holder(self, inst: Instance, priority: int, master: Any) -> None:
+        """The master we hear holds the role for its copy (it took over with us cut off,
+        Machine.hold_for_data) and our DRBD link is still gone: it serves writes our copy
+        lacks. We were the master cut off on both networks and stepped down at the heal;
+        should it die before the copies meet, our copy must not be promoted (its silence
+        would read as death to the handler). Outdated once, as a Secondary."""
+        st = self.states[inst.name]
+        res = st.drbd
+        if res is None or res.connected:
+            st.behind_holder = False
+            return
+        if priority != HOLD_PRIORITY or st.behind_holder or inst.machine.state is State.MASTER:
+            return
+        if res.role != "Secondary" or not res.local_uptodate:
+            return
+        st.behind_holder = True
+        self._outdate_self(inst, "peer_took_over_alone", master, 0.0)
 
     def hold_apart(self, inst: Instance) -> None:
         """Our copy has writes the peer's lacks, and its disk is detached: connected, DRBD

@@ -100,6 +100,22 @@ def wrote_alone(before: bool, new: Resource | None, *, stale: bool) -> bool:
     return before
 
 
+def took_over_alone(before: bool, old: Resource | None, new: Resource | None) -> bool:
+    """Did this copy become Primary while its peer was not connected, and stay Primary
+    since, without the copies meeting again? Then the clients' writes since are here only,
+    and a master that was cut off (still Primary on its own copy, the other side of a
+    split brain) must not take them back at the heal: VRRP's hold_for_data. A Primary
+    whose link is lost is not a takeover (it was serving; its peer may be the one that took
+    over). A restart of drbdha in between keeps the answer (alone.py's store)."""
+    if new is None:
+        return before
+    if new.role != "Primary":
+        return False
+    if new.connected:
+        return before and not (new.local_uptodate and new.connected_uptodate_peer)
+    return before or (old is not None and old.role != "Primary")
+
+
 def still_suspect(before: bool, new: Resource | None) -> bool:
     """A Secondary stopped past its peer's fencing (daemon/stall.py) may lack what the peer
     wrote alone meanwhile; its copy stays suspect, and out of the election, until DRBD

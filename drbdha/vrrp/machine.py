@@ -30,6 +30,10 @@ from drbdha.vrrp.timers import master_down_interval, skew_time
 
 IPAddress = IPv4Address | IPv6Address
 HANDOVER_MARGIN = 0.05  # seconds of slack for a resignation's answer: delivery, scheduling
+# What a master that holds the only copy with the clients' latest writes advertises
+# (hold_for_data): the highest a non-owner may use (RFC 5798 §5.2.4), so that a master
+# that was cut off and meets it again steps down by VRRP's own rule.
+HOLD_PRIORITY = 254
 _FOREVER = float("inf")  # an inhibition's expiry when only clearing it ends it
 
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
@@ -98,6 +102,7 @@ class Snapshot:
     last_peer: Peer | None = None
     inhibitions: tuple[str, ...] = ()
     takeover_deferred: bool = False
+    holding: bool = False  # hold_for_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,7 @@ class Machine:
         self._take_back_at: float | None = None
         self.handover: str | None = None
         self._penalty = 0  # failing weighted checks lower the priority by their weights
+        self.holding = False  # hold_for_data: as master, advertise HOLD_PRIORITY
         self.last_peer: Peer | None = None
         self.last_transition: Transition | None = None
         self.last_transition_at: float | None = None
@@ -153,6 +159,8 @@ class Machine:
             return self._priority_override
         if self.params.priority == PRIORITY_OWNER:
             return PRIORITY_OWNER  # the address owner's priority is fixed (RFC 5798 §5.2.4)
+        if self.holding and self.state is State.MASTER:
+            return HOLD_PRIORITY
         # keepalived's track-script weights: never below 1 (0 means "resigning" on the wire).
         return max(1, self.params.priority - self._penalty)
 
@@ -205,6 +213,7 @@ class Machine:
             last_peer=self.last_peer,
             inhibitions=tuple(sorted(self.inhibitions)),
             takeover_deferred=self._takeover_deferred,
+            holding=self.holding,
         )
 
     # ---- inputs --------------------------------------------------------------------------
@@ -388,6 +397,22 @@ class Machine:
         if self.state is State.BACKUP and self._takeover_deferred and not self._chain_busy:
             self._takeover_deferred = False
             self._master_down_timer = now + delay
+
+    def hold_for_data(self, active: bool, now: float) -> list[Effect]:
+        """We took over while our storage peer was cut off, and the clients' writes since
+        are on our copy only (until the copies meet and resync). Every node with a higher
+        priority must yield to us, not we to it: a master cut off on both networks during
+        the takeover goes on serving its own copy, and at the heal VRRP would hand it the
+        clients back and both copies would hold acknowledged writes (docs/reliability.md,
+        finding 7). While master we advertise HOLD_PRIORITY; a backup is not affected.
+        Taking the hold sends an advert at once, so a master we already hear steps down."""
+        if active == self.holding:
+            return []
+        self.holding = active
+        if self.state is not State.MASTER:
+            return []
+        self._adver_timer = now + self.params.advert_interval
+        return [_send_advert(self.effective_priority)]
 
     def resumed(self, now: float) -> None:
         """This node was stopped (a frozen VM, SIGSTOP) and runs again. A backup's
