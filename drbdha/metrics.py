@@ -59,6 +59,13 @@ class Metrics:
             ["vrrp_instance", "reason"],
             registry=r,
         )
+        self.auth_refused = Counter(
+            "drbdha_vrrp_auth_refused",
+            "Advertisements auth_hmac dropped, by reason (missing, malformed, unknown_key, "
+            "invalid_hmac, stale, replay)",
+            ["vrrp_instance", "reason"],
+            registry=r,
+        )
         self.unmatched_packets = Counter(
             "drbdha_vrrp_unmatched_packets",
             "VRRP packets for a VRID no instance has",

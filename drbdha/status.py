@@ -238,6 +238,8 @@ def counters_by_instance(registry: Any) -> dict[str, Counters]:
                 c["adverts_received"] = int(sample.value)
             elif sample.name == "drbdha_vrrp_invalid_adverts_total":
                 c["invalid"][sample.labels["reason"]] = int(sample.value)
+            elif sample.name == "drbdha_vrrp_auth_refused_total":  # auth_hmac's drops
+                c["invalid"][f"auth_{sample.labels['reason']}"] = int(sample.value)
     return out
 
 

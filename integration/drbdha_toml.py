@@ -84,4 +84,6 @@ def value(v: Any) -> str:
         return string(str(v))
     if isinstance(v, list | tuple):
         return "[" + ", ".join(value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table: [vrrp_instance.auth_hmac] as `auth_hmac = {..}`
+        return "{" + ", ".join(f"{key(str(k))} = {value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no TOML form for {v!r}")

@@ -394,6 +394,7 @@ def test_every_key_is_documented_in_etc() -> None:
         "vrrp_instance": config.INSTANCE_OPTIONS,
         "storage": config.STORAGE_OPTIONS,
         "peer": config.PEER_OPTIONS,
+        "vrrp_instance.auth_hmac": config.AUTH_HMAC_OPTIONS,
     }
     missing = [
         f"{table}.{key}"

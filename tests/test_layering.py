@@ -47,7 +47,9 @@ ROOMS: dict[str, tuple[str, ...]] = {
     # __version__) counts as "errors": importing `drbdha` itself imports nothing; so does
     # `drbdha.defaults` (default paths and latch kinds: the fence-peer handler's light way
     # to the daemon).
-    "errors": ("drbdha", "drbdha.errors", "drbdha.defaults"),
+    # `drbdha.rootfile` (a root-only key file's bytes) too: the fence-peer handler and the
+    # configuration's auth_hmac keys read them alike.
+    "errors": ("drbdha", "drbdha.errors", "drbdha.defaults", "drbdha.rootfile"),
     "clock": ("drbdha.clock",),
     "durable": ("drbdha.durable",),
     "config": ("drbdha.config",),  # a module or a package: the same room

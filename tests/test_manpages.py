@@ -69,6 +69,7 @@ def test_the_generator_finds_every_key_config_py_declares() -> None:
         config.CHECK_OPTIONS,
         config.EXPORT_OPTIONS,
         config.PEER_OPTIONS,
+        config.AUTH_HMAC_OPTIONS,
     ):
         assert set(table) <= keys
 

@@ -29,6 +29,7 @@ from drbdha.config.model import (
     VrrpInstanceConfig,
 )
 from drbdha.config.schema import (
+    AUTH_HMAC_OPTIONS,
     BUILTIN_CHECKS,
     CHECK_OPTIONS,
     DAEMON_OPTIONS,
@@ -42,6 +43,7 @@ from drbdha.config.schema import (
 from drbdha.config.validators import NAME_MAX
 
 __all__ = [
+    "AUTH_HMAC_OPTIONS",
     "BUILTIN_CHECKS",
     "CHECK_OPTIONS",
     "DAEMON_OPTIONS",

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from drbdha import defaults
+from drbdha.config import keys
 from drbdha.config.model import (
+    AuthHmacConfig,
     CheckConfig,
     Config,
     DaemonConfig,
@@ -26,6 +28,7 @@ from drbdha.config.model import (
     VrrpInstanceConfig,
 )
 from drbdha.config.rules import (
+    _check_auth_hmac,
     _check_filesystem,
     _check_instance,
     _check_nfs,
@@ -35,6 +38,7 @@ from drbdha.config.rules import (
 )
 from drbdha.config.schema import (
     _REQUIRED,
+    AUTH_HMAC_OPTIONS,
     BUILTIN_CHECKS,
     CHECK_OPTIONS,
     DAEMON_OPTIONS,
@@ -64,7 +68,7 @@ def load(path: Path = DEFAULT_PATH) -> Config:
         raise ConfigError([(str(path), f"not valid TOML: {e}")]) from None
     except OSError as e:  # a directory, EIO, ...
         raise ConfigError([(str(path), f"cannot read: {e.strerror or e}")]) from None
-    return parse(data, source=path)
+    return keys.resolved(parse(data, source=path))
 
 
 def parse(data: dict[str, Any], source: Path | None = None) -> Config:
@@ -92,13 +96,26 @@ def _read_instances(raw: Any, problems: list[tuple[str, str]]) -> list[dict[str,
         problems.append(("vrrp_instance", "at least one [[vrrp_instance]] is required"))
         return []
     instances = []
-    for i, table in enumerate(raw):
+    for i, raw_table in enumerate(raw):
         path = f"vrrp_instance[{i}]"
+        auth, table = None, raw_table
+        if isinstance(raw_table, dict) and "auth_hmac" in raw_table:
+            table = {k: v for k, v in raw_table.items() if k != "auth_hmac"}
+            auth = _read_auth_hmac(raw_table["auth_hmac"], f"{path}.auth_hmac", problems)
         inst = _read_table(table, INSTANCE_OPTIONS, path, problems)
         _check_instance(inst, path, problems)
+        inst["auth_hmac"] = auth
         instances.append(inst)
     _check_unique(instances, problems)
     return instances
+
+
+def _read_auth_hmac(raw: Any, path: str, problems: list[tuple[str, str]]) -> AuthHmacConfig | None:
+    values = _read_table(raw, AUTH_HMAC_OPTIONS, path, problems)
+    if "keys" not in values:
+        return None  # a problem already
+    _check_auth_hmac(values, path, problems)
+    return AuthHmacConfig(**values)
 
 
 def _read_table(

@@ -135,6 +135,29 @@ class StorageConfig:
     """UDP port of the heartbeat on the replication addresses, the same on both nodes."""
 
 
+KeySpec = bytes | Path
+"""A key as configured: its bytes (written inline) or the root-only file that holds it."""
+
+
+@dataclass(frozen=True)
+class AuthHmacConfig:
+    """keepalived 2.4's `auth_hmac` (`[vrrp_instance.auth_hmac]`): an HMAC-SHA256 trailer on
+    every advert, so that only holders of the shared key can move the election."""
+
+    keys: tuple[tuple[int, KeySpec], ...] = field(repr=False)  # never in a log line
+    """(id 1-255, key): "hex:...", "file:PATH" (root-only; hex:... or ASCII inside) or an
+    ASCII key; each 32-64 bytes."""
+    active_key: int | None = None
+    """The id this node signs with; None only in "receive-only" mode."""
+    mode: str = "enforce"
+    """"enforce", or keepalived's rollout steps "receive-only" (verify what is signed, sign
+    nothing) and "permissive" (sign, still accept unsigned adverts)."""
+    anti_replay: str = "time"
+    """"time" (the sender's clock within time_window of ours, and growing) or "monotonic"."""
+    time_window: int | None = None
+    """Seconds; None: max(3 x advert_interval, 5)."""
+
+
 @dataclass(frozen=True)
 class VrrpInstanceConfig:
     name: str
@@ -154,6 +177,7 @@ class VrrpInstanceConfig:
     garp_master_refresh: float = 60.0
     storage: str | None = None
     """Name of the [storage.NAME] chain this instance brings up as master; None: VIP only."""
+    auth_hmac: AuthHmacConfig | None = None
 
     @property
     def family(self) -> int:

@@ -36,6 +36,16 @@ def _check_instance(inst: dict[str, Any], path: str, problems: list[tuple[str, s
         problems.append((f"{path}.checksum_mode", '"rfc9568" applies to VRRPv3 over IPv4 only'))
 
 
+def _check_auth_hmac(auth: dict[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
+    """The signing key must be one of the keys (keepalived's rollout: only "receive-only"
+    signs nothing and needs none)."""
+    active, ids = auth.get("active_key"), {k for k, _ in auth.get("keys", ())}
+    if active is None and auth.get("mode") != "receive-only":
+        problems.append((f"{path}.active_key", f"is required in mode {auth.get('mode')!r}"))
+    elif active is not None and ids and active not in ids:
+        problems.append((f"{path}.active_key", f"{active} is not one of the keys {sorted(ids)}"))
+
+
 def _check_interval(
     version: int | None, interval: float | None, path: str, problems: list[tuple[str, str]]
 ) -> None:

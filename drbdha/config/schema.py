@@ -15,8 +15,16 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
-from drbdha.config.model import CheckConfig, DaemonConfig, ExportConfig, PeerConfig, StorageConfig
+from drbdha.config.model import (
+    AuthHmacConfig,
+    CheckConfig,
+    DaemonConfig,
+    ExportConfig,
+    PeerConfig,
+    StorageConfig,
+)
 from drbdha.config.validators import (
+    _auth_keys,
     _bool,
     _check_name,
     _choice,
@@ -137,6 +145,15 @@ PEER_OPTIONS: Final[Options] = {
     "secret_file": (_path, _REQUIRED),
     "port": (_int(1, 65535), PeerConfig.port),
     "fence_timeout": (_seconds(0.1, 60), PeerConfig.fence_timeout),
+}
+
+
+AUTH_HMAC_OPTIONS: Final[Options] = {
+    "keys": (_auth_keys, _REQUIRED),
+    "active_key": (_int(1, 255), AuthHmacConfig.active_key),
+    "mode": (_choice("enforce", "permissive", "receive-only"), AuthHmacConfig.mode),
+    "anti_replay": (_choice("time", "monotonic"), AuthHmacConfig.anti_replay),
+    "time_window": (_int(1, 300), AuthHmacConfig.time_window),
 }
 
 

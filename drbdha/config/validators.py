@@ -410,3 +410,43 @@ def _fsid(v: Any) -> int | str:
         except ValueError:
             pass
     raise _Invalid(f"must be an integer in 1..4294967295 or a UUID, got {v!r}")
+
+
+KEY_MIN, KEY_MAX = 32, 64  # bytes of an auth_hmac key (keepalived's bounds)
+
+
+def key_bytes(text: str) -> bytes:
+    """An auth_hmac key written as keepalived takes it: "hex:" and its digits, else ASCII."""
+    if text.startswith("hex:"):
+        try:
+            key = bytes.fromhex(text[4:])
+        except ValueError:
+            raise _Invalid('"hex:" must be followed by hex digits') from None
+    elif text.isascii() and text.isprintable():
+        key = text.encode()
+    else:
+        raise _Invalid('must be printable ASCII, or "hex:..." for other bytes')
+    if not KEY_MIN <= len(key) <= KEY_MAX:
+        raise _Invalid(f"must be {KEY_MIN}-{KEY_MAX} bytes, got {len(key)}")
+    return key
+
+
+def _key_spec(v: Any) -> bytes | Path:
+    text = _str(v)
+    if text.startswith("file:"):
+        return _path(text[5:])
+    return key_bytes(text)
+
+
+def _auth_keys(v: Any) -> tuple[tuple[int, bytes | Path], ...]:
+    if not isinstance(v, dict) or not v:
+        raise _Invalid('must be a table of id = key, e.g. { 1 = "file:/etc/drbdha/vrrp.key" }')
+    out = []
+    for name, spec in v.items():
+        if not (name.isdigit() and 1 <= int(name) <= 255):
+            raise _Invalid(f"key ids are 1-255, got {name!r}")
+        try:
+            out.append((int(name), _key_spec(spec)))
+        except _Invalid as e:
+            raise _Invalid(f"key {name}: {e}") from None
+    return tuple(sorted(out, key=lambda kv: kv[0]))

@@ -10,12 +10,15 @@ frames are cached, so a steady-state advert costs one sendmsg and no encoding.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from drbdha.chain.runner import Runner
+from drbdha.clock import MonotonicClock
 from drbdha.config import StorageConfig, VrrpInstanceConfig
+from drbdha.daemon.advert_auth import AdvertAuth, split
 from drbdha.errors import MalformedPacket
 from drbdha.metrics import Metrics, fast_inc
 from drbdha.net.frame_sender import FrameSender
@@ -23,7 +26,7 @@ from drbdha.net.frames import build_garp, build_unsolicited_na
 from drbdha.net.vip import VipStep
 from drbdha.net.vrrp_socket import Prepared, Received, VrrpSocket
 from drbdha.status import PeerStatus
-from drbdha.vrrp import packet
+from drbdha.vrrp import auth_hmac, packet
 from drbdha.vrrp.constants import PRIORITY_RESIGN, VRRP_GROUP_V4, VRRP_GROUP_V6
 from drbdha.vrrp.events import (
     Activate,
@@ -48,7 +51,9 @@ class Instance:
     metrics: Metrics
     log: Any
     storage: StorageConfig | None = None
+    wall: Callable[[], float] = MonotonicClock().wall  # auth_hmac's sequence is wall time
     machine: Machine = field(init=False)
+    auth: AdvertAuth | None = field(init=False, default=None)  # [vrrp_instance.auth_hmac]
     runner: Runner = field(init=False)  # set by the daemon, which owns the task
     scheduled: float | None = None  # the deadline this instance has in the daemon's heap
     takeover_started: float | None = None  # when the machine last asked for the chain
@@ -63,6 +68,7 @@ class Instance:
 
     def __post_init__(self) -> None:
         self.machine = Machine(self.cfg)
+        self._set_auth()
         self.log = self.log.bind(instance=self.cfg.name, vrid=self.cfg.vrid)
         self.metrics.state.labels(self.cfg.name).state(self.machine.state.value)
         # Export the per-instance counters from the start, at 0: a backup that never sent must
@@ -97,21 +103,30 @@ class Instance:
 
     def receive(self, rx: Received, now: float) -> list[Effect]:
         # A master sends the same bytes every interval: decode() is a pure function of what
-        # it is given, so the last good result is reused for an identical datagram (and a
-        # backup at 10 ms parses its master once instead of 100 times a second). Only
-        # while nothing in a datagram is checked against state: with signed adverts and
-        # anti-replay (keepalived's auth_hmac), an identical datagram is a replay.
-        key = (rx.payload, rx.src, rx.dst, rx.hop_limit, self.cfg.version)
+        # it is given, so the last good result is reused for an identical message (and a
+        # backup at 10 ms parses its master once instead of 100 times a second). With
+        # auth_hmac the trailer differs in every advert and is checked first, each time
+        # (an identical datagram is a replay); the cache holds the message alone.
+        message, trailer = rx.payload, None
+        if self.auth is not None:
+            message, trailer = split(rx.payload, self.cfg.version, rx.src.version)
+            checked = self.auth.check(message, trailer, rx.src, int(self.wall() * 1e9))
+            if checked.outcome != auth_hmac.OK:
+                self._refused(checked, rx.src, now)
+                return []
+        key = (message, rx.src, rx.dst, rx.hop_limit, self.cfg.version)
         if key == self._last_key and self._last_advert is not None:
             advert = self._last_advert
         else:
             try:
                 decoded = packet.decode(
-                    rx.payload,
+                    message,
                     version=self.cfg.version,
                     src=rx.src,
                     dst=rx.dst,
                     hop_limit=rx.hop_limit,
+                    # IPv6: the kernel's checksum covers the trailer too (keepalived's).
+                    checksummed=rx.payload if trailer and rx.src.version == 6 else None,
                 )
             except MalformedPacket as e:
                 self._invalid(e.reason, dropped=True, now=now, src=rx.src, detail=e.detail)
@@ -161,6 +176,7 @@ class Instance:
         decides which keys qualify); encoded adverts are rebuilt on next use."""
         self.cfg = cfg
         self.machine.reconfigure(cfg)
+        self._set_auth()
         self._adverts.clear()
         self._garp_frames.clear()
         self.metrics.priority.labels(self.name).set(self.machine.effective_priority)
@@ -181,6 +197,16 @@ class Instance:
             out.append(f"no source address on {self.cfg.interface}")
         return out
 
+    def _set_auth(self) -> None:
+        """From the configuration's keys (read by config.load); a reload keeps the replay
+        marks and our sequence."""
+        auth = self.cfg.auth_hmac
+        if auth is None:
+            self.auth = None
+            return
+        keys = {k: v for k, v in auth.keys if isinstance(v, bytes)}
+        self.auth = AdvertAuth.build(self.cfg, keys, self.auth)
+
     def _send_advert(self, priority: int, now: float) -> None:
         src = self.machine.local_address
         if src is None:
@@ -188,9 +214,15 @@ class Instance:
         encoded = self._adverts.get(priority)
         if encoded is None:
             encoded = self._adverts[priority] = self._encode(priority, src)
+        trailer = b""
+        if self.auth is not None:
+            # Signed once per advert: one sequence number for every destination (the tag
+            # leaves out the checksum, the only byte that differs between them).
+            message = encoded[0][0]
+            trailer = self.auth.sign(message, src, int(self.wall() * 1e9))[len(message) :]
         for payload, prepared, dst in encoded:
             try:
-                self.sock.send_prepared(payload, prepared)
+                self.sock.send_prepared(payload + trailer, prepared)
             except OSError as e:
                 # A firewall's EPERM would otherwise log 100 lines a second at 10 ms adverts.
                 if self._may_log("send_failed", now):
@@ -249,6 +281,18 @@ class Instance:
             return False
         self._log_quiet_until[what] = now + LOG_REPEAT_INTERVAL
         return True
+
+    def _refused(self, checked: auth_hmac.Checked, src: IPAddress, now: float) -> None:
+        """An advert auth_hmac does not let through (keepalived's counters' reasons)."""
+        self.metrics.auth_refused.labels(self.name, checked.outcome).inc()
+        if self._may_log(f"auth_{checked.outcome}", now):
+            self.log.warning(
+                "vrrp.auth_refused",
+                reason=checked.outcome,
+                src=str(src),
+                key_id=checked.key_id,
+                skew_s=checked.skew,
+            )
 
     def _invalid(self, reason: str, *, dropped: bool, now: float, **fields: Any) -> None:
         self.metrics.invalid_adverts.labels(self.name, reason).inc()

@@ -56,6 +56,7 @@ class InstanceRoom(DaemonBase):
             self.metrics,
             self.log,
             storage=self.config.storage_of(cfg),
+            wall=self.clock.wall,
         )
         peer = self.config.peer.address if self.config.peer else None
         self.chains.build(inst, self.addresses, peer)

@@ -19,6 +19,7 @@ RELOADABLE = frozenset(
         "garp_master_repeat",
         "garp_master_delay",
         "garp_master_refresh",
+        "auth_hmac",  # keepalived's rotation: add a key, switch active_key, drop the old one
     }
 )
 

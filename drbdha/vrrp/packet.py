@@ -127,6 +127,15 @@ def encode(
     return message[:6] + struct.pack("!H", csum) + message[8:]
 
 
+def message_length(payload: bytes, version: int, family: int) -> int | None:
+    """The length of the VRRP message at the start of `payload` as its address count says
+    (None: too short to say); what follows it is a trailer (auth_hmac) or garbage."""
+    if len(payload) < _HEADER_LEN:
+        return None
+    size = 4 if family == 4 else 16
+    return _HEADER_LEN + payload[3] * size + (V2_AUTH_DATA_LEN if version == 2 else 0)
+
+
 def decode(
     payload: bytes,
     *,
@@ -134,9 +143,11 @@ def decode(
     src: IPAddress,
     dst: IPAddress,
     hop_limit: int | None,
+    checksummed: bytes | None = None,
 ) -> Decoded:
     """Parse and check one VRRP message. `hop_limit` None skips the TTL check (the kernel
-    already verified it, or the caller has none)."""
+    already verified it, or the caller has none). `checksummed`: what the checksum covers
+    when that is more than the message (IPv6 with an auth_hmac trailer)."""
     if hop_limit is not None and hop_limit != VRRP_TTL:
         raise MalformedPacket("ttl", f"{hop_limit}")
     if len(payload) < _HEADER_LEN:
@@ -156,7 +167,7 @@ def decode(
         interval = word & V3_MAX_INTERVAL_CS  # the top 4 bits are reserved
     if interval == 0:
         raise MalformedPacket("interval", "0")
-    form = _verify_checksum(payload, version, src, dst)
+    form = _verify_checksum(checksummed or payload, version, src, dst)
     return Decoded(Advertisement(version, vrid, priority, interval, addresses), form)
 
 
