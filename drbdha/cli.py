@@ -112,9 +112,12 @@ def _check_config(path: Path) -> int:
     print(f"{path}: valid")
     for inst in config.vrrp_instances:
         vips = ", ".join(str(v) for v in inst.virtual_ipaddress)
+        auth = inst.auth_hmac
+        ids = [k for k, _ in auth.keys] if auth else []
+        signed = f", auth_hmac {auth.mode} (keys {ids})" if auth else ""
         print(
             f"  {inst.name}: VRRPv{inst.version} vrid {inst.vrid} on {inst.interface}, "
-            f"priority {inst.priority}, every {inst.advert_interval:g}s, {vips}"
+            f"priority {inst.priority}, every {inst.advert_interval:g}s, {vips}{signed}"
         )
     errors = sum(_check_storage(config, i) for i in range(len(config.vrrp_instances)))
     if errors:

@@ -88,7 +88,10 @@ class KeepalivedNode:
         instances: Sequence[Inst],
         *,
         global_extra: Sequence[str] = (),
+        binary: str = KEEPALIVED,
     ) -> None:
+        """`binary`: another keepalived (integration/build-keepalived's 2.4.3)."""
+        self.binary = binary
         self.lab = lab
         self.host = host if isinstance(host, Host) else lab.host(host)
         self.name = f"keepalived@{self.host.name}"
@@ -131,11 +134,13 @@ class KeepalivedNode:
         self.proc = self.lab.spawn(
             self.host,
             [
-                KEEPALIVED,
+                self.binary,
                 "-n",
                 "-l",
                 "-D",
-                "-P",
+                # VRRP only; a build without LVS (build-keepalived's) runs nothing else and
+                # has no -P.
+                *(["-P"] if self.binary == KEEPALIVED else []),
                 "-f",
                 str(self.conf),
                 "-p",

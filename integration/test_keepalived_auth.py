@@ -1,0 +1,130 @@
+"""auth_hmac against keepalived 2.4.3 (issue 24), built from the vendored tarball by
+integration/build-keepalived (cached). One drbdha and one keepalived sign with the same key
+in "enforce" mode: VRRPv3 over IPv4 multicast and unicast and over IPv6, VRRPv2; drbdha as
+the master and as the backup. The backup stays backup only because it accepts the master's
+signed adverts; the master killed, the backup takes over. A forged unsigned advert with
+priority 255 moves neither an enforcing keepalived master nor an enforcing drbdha master.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from netlab import VIP4, VIP6, DrbdhaNode, Inst, KeepalivedNode, Lab, wait_exactly_one_master
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from test_auth_hmac_netns import inject
+
+from drbdha.vrrp import packet
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = bytes(range(32))
+TOML_AUTH = {"keys": {"1": "hex:" + KEY.hex()}, "active_key": 1, "mode": "enforce"}
+KA_AUTH = [
+    "auth_hmac {",
+    f"    key 1 hex:{KEY.hex()}",
+    "    active_key 1",
+    "    mode enforce",
+    "}",
+]
+
+pytestmark = pytest.mark.keepalived
+NO_TARBALL = 3  # build-keepalived's exit when the vendored tarball is not there
+
+
+@pytest.fixture(scope="module")
+def keepalived_243() -> str:
+    r = subprocess.run(
+        [str(REPO / "integration" / "build-keepalived")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode == NO_TARBALL:
+        pytest.skip(r.stderr.strip())
+    if r.returncode != 0:
+        pytest.fail(f"build-keepalived failed:\n{r.stderr}")
+    return r.stdout.splitlines()[-1]
+
+
+def inst(version: int, mode: str, priority: int, peer: str, *, keepalived: bool) -> Inst:
+    extra: dict[str, object] = {"keepalived": KA_AUTH} if keepalived else {"auth_hmac": TOML_AUTH}
+    return Inst(
+        priority=priority,
+        version=version,
+        advert_interval=0.1 if version == 3 else 1,
+        vips=[f"{VIP6}/64"] if mode == "v6" else [f"{VIP4}/24"],
+        unicast_peers=[peer] if mode == "uc4" else [],
+        extra=extra,
+    )
+
+
+CASES = [
+    pytest.param(version, mode, master, id=f"v{version}-{mode}-{master}_master")
+    for version, mode in ((3, "mc4"), (3, "uc4"), (3, "v6"), (2, "mc4"))
+    for master in ("drbdha", "keepalived")
+]
+
+
+@pytest.mark.parametrize(("version", "mode", "master"), CASES)
+def test_signed_adverts_interoperate(
+    lab: Lab, keepalived_243: str, version: int, mode: str, master: str
+) -> None:
+    ha, hb = lab.host("a"), lab.host("b")
+    d_prio, k_prio = (150, 100) if master == "drbdha" else (100, 150)
+    d = DrbdhaNode(lab, ha, [inst(version, mode, d_prio, str(hb.ip4), keepalived=False)])
+    k = KeepalivedNode(
+        lab, hb, [inst(version, mode, k_prio, str(ha.ip4), keepalived=True)], binary=keepalived_243
+    )
+    first, second = (d, k) if master == "drbdha" else (k, d)
+    timeout = 3.0 if version == 3 else 10.0
+    first.start()
+    first.wait_state("master", timeout=timeout * 2)
+    second.start()
+    second.wait_state("backup", timeout=timeout * 2)
+    vip = VIP6 if mode == "v6" else VIP4
+    client = lab.host("client")
+    time.sleep(timeout)  # Master_Down_Interval and more: the backup has accepted adverts
+    assert second.state() == "backup"
+    assert wait_exactly_one_master([d, k], vip, client, timeout=timeout, expected=first) is first
+    if master == "drbdha":
+        refused = d.metric("drbdha_vrrp_auth_refused_total", vrrp_instance="vi1", reason="missing")
+        assert refused == 0
+    first.kill()
+    assert wait_exactly_one_master([d, k], vip, client, timeout=timeout * 2, expected=second) is (
+        second
+    )
+
+
+@pytest.mark.parametrize("master", ["drbdha", "keepalived"])
+def test_a_forged_unsigned_255_moves_no_enforcing_master(
+    make_lab: Callable[..., Lab], keepalived_243: str, master: str
+) -> None:
+    lab = make_lab("a", "b", "client", "x")
+    ha, hb, x = lab.host("a"), lab.host("b"), lab.host("x")
+    d_prio, k_prio = (150, 100) if master == "drbdha" else (100, 150)
+    d = DrbdhaNode(lab, ha, [inst(3, "mc4", d_prio, str(hb.ip4), keepalived=False)])
+    k = KeepalivedNode(
+        lab, hb, [inst(3, "mc4", k_prio, str(ha.ip4), keepalived=True)], binary=keepalived_243
+    )
+    first, second = (d, k) if master == "drbdha" else (k, d)
+    first.start()
+    first.wait_state("master", timeout=6)
+    second.start()
+    second.wait_state("backup", timeout=6)
+    advert = packet.Advertisement(3, 51, 255, 10, (ip_address(VIP4),))
+    vrrp = packet.encode(advert, ip_address(str(x.ip4)), ip_address("224.0.0.18"))
+    ip = IP(src=str(x.ip4), dst="224.0.0.18", ttl=255, proto=112, tos=0xC0)
+    inject(x, bytes(Ether(src=x.mac, dst="01:00:5e:00:00:12") / ip / Raw(vrrp)))
+    time.sleep(1.0)  # ten intervals: a master that took it would have stepped down
+    assert first.state() == "master"
+    assert second.state() == "backup"
+    assert [e["new"] for e in d.transitions()] == (
+        ["backup", "master"] if master == "drbdha" else ["backup"]
+    )
