@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """drbdha vs keepalived, side by side in one network-namespace lab (root only).
 
-    .venv/bin/python bench/vrrp_bench.py [--quick] [--soak SECONDS]
+    .venv/bin/python bench/vrrp_bench.py [--quick] [--soak SECONDS] [--auth]
                                          [--only detection,jitter,cpu,rss]
 
 Lab: two router namespaces (r1, r2) and an observer namespace holding the bridge br0 their
@@ -38,6 +38,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +50,7 @@ from typing import Any
 from vrrp import ROOT, log
 from vrrp.lab import open_bench
 from vrrp.measure import bench_cpu, bench_detection, bench_jitter, bench_rss, bench_soak
-from vrrp.procs import TMP_PREFIX, Procs, sweep_stale_runs
+from vrrp.procs import TMP_PREFIX, Procs, sweep_stale_runs, use_auth
 from vrrp.report import DOC, loadavg, machine, render, write_doc
 
 
@@ -93,6 +94,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: render (and with --doc yes, write) the figures of a --json file",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep daemon logs and configs")
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="both sign and check adverts (auth_hmac, enforce); keepalived 2.4.3 from "
+        "integration/build-keepalived; figures to stdout only (--doc no)",
+    )
     args = p.parse_args(argv)
     args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)
@@ -101,6 +108,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if os.geteuid() != 0:
         p.error("needs root (network namespaces, raw sockets)")
     args.runs = args.runs or (3 if args.quick else 10)
+    if args.auth:
+        args.doc = "no"  # the markers hold the figures without auth
+        built = subprocess.run(
+            [str(ROOT / "integration" / "build-keepalived")],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if built.returncode != 0:
+            p.error(f"--auth needs keepalived 2.4.3: {built.stderr.strip()}")
+        use_auth(built.stdout.splitlines()[-1])
     return args
 
 

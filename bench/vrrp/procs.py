@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import drbdha_toml
 from polling import wait_until
@@ -25,6 +26,16 @@ from vrrp import ROOT, log
 # checkout), for before/after figures from the same lab and load.
 DRBDHA = Path(os.environ.get("VRRP_BENCH_DRBDHA") or ROOT / ".venv" / "bin" / "drbdha")
 KEEPALIVED = "/usr/sbin/keepalived"
+AUTH_KEY = bytes(range(32))  # --auth: both implementations sign and check with this key
+AUTH: dict[str, str] = {}  # --auth: {"keepalived": the 2.4.3 binary}; empty: no auth
+
+
+def use_auth(keepalived: str) -> None:
+    """Adverts signed and checked (auth_hmac, enforce) by both, keepalived 2.4.3 built by
+    integration/build-keepalived (Debian's has no auth_hmac)."""
+    AUTH["keepalived"] = keepalived
+
+
 TMP_PREFIX = "drbdha-bench-"
 IMPLS = ("drbdha", "keepalived")
 PY_HOGS = """import multiprocessing as m, time
@@ -235,13 +246,14 @@ class Implementations:
             conf = self.tmp / f"{tag}.conf"
             conf.write_text(keepalived_config(insts, node))
             t_start = time.monotonic()
+            binary = AUTH.get("keepalived", KEEPALIVED)
             proc = self.procs.start(
                 [
-                    KEEPALIVED,
+                    binary,
                     "-n",
                     "-l",
                     "-G",
-                    "-P",
+                    *(["-P"] if binary == KEEPALIVED else []),  # a VRRP-only build has no -P
                     "-f",
                     str(conf),
                     "-p",
@@ -298,10 +310,23 @@ def drbdha_config(insts: Sequence[Inst], sock: Path) -> str:
                 "garp_master_repeat": 5,
                 "garp_master_delay": 0.0,
                 "garp_master_refresh": 0.0,
+                **_drbdha_auth(),
             }
             for i in insts
         ],
     )
+
+
+def _keepalived_auth() -> list[str]:
+    key = f"        key 1 hex:{AUTH_KEY.hex()}"
+    return ["    auth_hmac {", key, "        active_key 1", "    }"]
+
+
+def _drbdha_auth() -> dict[str, Any]:
+    if not AUTH:
+        return {}
+    keys = {"1": "hex:" + AUTH_KEY.hex()}
+    return {"auth_hmac": {"keys": keys, "active_key": 1, "mode": "enforce"}}
 
 
 def keepalived_config(insts: Sequence[Inst], node: str) -> str:
@@ -326,6 +351,16 @@ def keepalived_config(insts: Sequence[Inst], node: str) -> str:
             "    virtual_ipaddress {",
             f"        {i.vip}",
             "    }",
+            *(
+                [
+                    "    auth_hmac {",
+                    f"        key 1 hex:{AUTH_KEY.hex()}",
+                    "        active_key 1",
+                    "    }",
+                ]
+                if AUTH
+                else []
+            ),
             "}",
         ]
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vrrp import ROOT
-from vrrp.procs import IMPLS, KEEPALIVED
+from vrrp.procs import AUTH, IMPLS, KEEPALIVED
 
 DOC = ROOT / "docs" / "benchmarks.md"
 RSS_TARGET_MB = 30  # issue 21 (40 before)
@@ -29,7 +29,8 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    ka = subprocess.run([KEEPALIVED, "--version"], capture_output=True, text=True, check=False)
+    binary = AUTH.get("keepalived", KEEPALIVED)  # --auth: the 2.4.3 build
+    ka = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
     ka_version = (ka.stdout + ka.stderr).splitlines()[0] if (ka.stdout + ka.stderr) else "?"
     py = subprocess.run(
         [str(ROOT / ".venv/bin/python"), "-VV"], capture_output=True, text=True, check=False
