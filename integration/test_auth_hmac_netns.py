@@ -66,14 +66,16 @@ def pair() -> Iterator[tuple[Lab, DrbdhaNode, DrbdhaNode, Host]]:
         yield lab, a, b, lab.host("x")
 
 
-def forged(x: Host, *, key: bytes | None) -> bytes:
-    """A v3 advert for V3 from x with priority 255, unsigned or signed with `key` (id 1)."""
+def forged(x: Host, *, key: bytes | None, priority: int = 255, late: float = 0.0) -> bytes:
+    """A v3 advert for V3 from x, unsigned or signed with `key` (id 1) by a clock `late`
+    seconds behind."""
     src = ip_address(str(x.ip4))
-    advert = packet.Advertisement(3, V3.vrid, 255, 10, (ip_address("10.250.0.111"),))
+    advert = packet.Advertisement(3, V3.vrid, priority, 10, (ip_address("10.250.0.111"),))
     vrrp = packet.encode(advert, src, ip_address(GROUP4))
     if key is not None:
         origin = ah.Origin(src, 3, V3.vrid)
-        vrrp += ah.sign(vrrp, 1, key, ah.sequence_at(time.time_ns()), origin)
+        at = time.time_ns() - int(late * 1e9)
+        vrrp += ah.sign(vrrp, 1, key, ah.sequence_at(at), origin)
     ip = IP(src=str(x.ip4), dst=GROUP4, ttl=255, proto=112, tos=0xC0)
     return bytes(Ether(src=x.mac, dst=MAC4) / ip / Raw(vrrp))
 
@@ -169,3 +171,20 @@ def test_the_rollout_moves_nobody() -> None:
         assert all(n.state(i.name) == s for n, s in ((a, "master"), (b, "backup")) for i in (V3,))
         for reason in ah.REASONS:
             assert refused(a, reason) == 0, reason
+
+
+def test_a_clock_near_the_edge_of_the_window_is_warned_about(
+    pair: tuple[Lab, DrbdhaNode, DrbdhaNode, Host],
+) -> None:
+    _lab, a, _b, x = pair
+    # Signed with the group's key by a clock 4 s behind (window 5 s): accepted, warned.
+    inject(x, forged(x, key=bytes(range(32)), priority=1, late=4.0))
+    wait_until("the skew warning", lambda: a.events("vrrp.auth_clock_skew"), 3, 0.05)
+    (e,) = a.events("vrrp.auth_clock_skew")[:1]
+    assert e["skew_s"] in (4, 5), e
+    assert e["window_s"] == 5, e
+    # 6 s behind: outside the window, dropped as stale.
+    before = refused(a, "stale")
+    inject(x, forged(x, key=bytes(range(32)), priority=1, late=6.5))
+    wait_until("counted stale", lambda: refused(a, "stale") >= before + SENT, 3, 0.02)
+    assert a.state("v3") == "master"

@@ -114,6 +114,9 @@ class Instance:
             if checked.outcome != auth_hmac.OK:
                 self._refused(checked, rx.src, now)
                 return []
+            skew = checked.skew
+            if skew is not None and 2 * abs(skew) > self.auth.verifier.window:
+                self._skewed(skew, rx.src, now)
         key = (message, rx.src, rx.dst, rx.hop_limit, self.cfg.version)
         if key == self._last_key and self._last_advert is not None:
             advert = self._last_advert
@@ -292,6 +295,19 @@ class Instance:
                 src=str(src),
                 key_id=checked.key_id,
                 skew_s=checked.skew,
+            )
+
+    def _skewed(self, skew: int, src: IPAddress, now: float) -> None:
+        """Accepted, but the sender's clock is more than half the window away from ours
+        (keepalived warns too): a little more and its adverts are dropped as stale."""
+        if self._may_log("auth_skew", now):
+            assert self.auth is not None
+            self.log.warning(
+                "vrrp.auth_clock_skew",
+                src=str(src),
+                skew_s=skew,
+                window_s=self.auth.verifier.window,
+                hint="run NTP on both nodes",
             )
 
     def _invalid(self, reason: str, *, dropped: bool, now: float, **fields: Any) -> None:
