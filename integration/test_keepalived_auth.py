@@ -8,6 +8,7 @@ priority 255 moves neither an enforcing keepalived master nor an enforcing drbdh
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from netlab import VIP4, VIP6, DrbdhaNode, Inst, KeepalivedNode, Lab, wait_exactly_one_master
+from netlab.drbdha_node import node_config
+from netlab.keepalived_node import keepalived_conf
+from polling import wait_until
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -128,3 +132,75 @@ def test_a_forged_unsigned_255_moves_no_enforcing_master(
     assert [e["new"] for e in d.transitions()] == (
         ["backup", "master"] if master == "drbdha" else ["backup"]
     )
+
+
+def ka_auth(keys: dict[int, bytes], active: int | None, mode: str) -> list[str]:
+    lines = [f"    key {k} hex:{v.hex()}" for k, v in keys.items()]
+    if active is not None:
+        lines.append(f"    active_key {active}")
+    return ["auth_hmac {", *lines, f"    mode {mode}", "}"]
+
+
+def test_a_rollout_and_a_rotation_in_a_mixed_group_move_nobody(
+    lab: Lab, keepalived_243: str
+) -> None:
+    """keepalived's documented order, one node after the other, drbdha by SIGHUP and
+    keepalived by its own reload (SIGHUP): no auth, receive-only, permissive, enforce; then
+    key 2 added, signed with, key 1 dropped. drbdha is master throughout."""
+    ha, hb = lab.host("a"), lab.host("b")
+    key2 = bytes(range(100, 132))
+    d = DrbdhaNode(lab, ha, [Inst(priority=150)])
+    k = KeepalivedNode(lab, hb, [Inst(priority=100)], binary=keepalived_243)
+    d.start()
+    d.wait_state("master", timeout=6)
+    k.start()
+    k.wait_state("backup", timeout=6)
+    steps: list[tuple[dict[int, bytes], int | None, str]] = [
+        ({1: KEY}, None, "receive-only"),
+        ({1: KEY}, 1, "permissive"),
+        ({1: KEY}, 1, "enforce"),
+        ({1: KEY, 2: key2}, 1, "enforce"),
+        ({1: KEY, 2: key2}, 2, "enforce"),
+        ({2: key2}, 2, "enforce"),
+    ]
+    for done, (keys, active, mode) in enumerate(steps, 1):
+        head = k.conf.read_text().split("vrrp_instance")[0]
+        k.conf.write_text(head + ka_block(k, keys, active, mode))
+        k.proc.signal(signal.SIGHUP)  # type: ignore[union-attr]
+        time.sleep(1.0)
+        table: dict[str, object] = {"keys": {str(i): "hex:" + v.hex() for i, v in keys.items()}}
+        write_drbdha(d, lab, {**table, "mode": mode, **({"active_key": active} if active else {})})
+        d.proc.signal(signal.SIGHUP)  # type: ignore[union-attr]
+        wait_until(
+            f"drbdha reloaded step {done}",
+            lambda n=done: len(d.events("config.reloaded")) >= n,
+            10,
+            0.05,
+        )
+        time.sleep(1.0)  # ten intervals on the new settings
+        assert (d.state(), k.state()) == ("master", "backup"), (done, mode)
+    assert [t["new"] for t in d.transitions()] == ["backup", "master"]
+    # keepalived's notify FIFO saw every state it took: a master moment would show here.
+    assert [state for _, _, state in k.history] == ["backup"]
+    for reason in ("missing", "invalid_hmac", "unknown_key", "replay", "stale", "malformed"):
+        assert d.metric("drbdha_vrrp_auth_refused_total", vrrp_instance="vi1", reason=reason) == 0
+
+
+def write_drbdha(d: DrbdhaNode, lab: Lab, auth: dict[str, object] | None) -> None:
+    d.instances = [Inst(priority=150, extra={"auth_hmac": auth} if auth else {})]
+    d.config_path.write_text(
+        node_config(
+            d.instances,
+            metrics=d.metrics_listen,
+            control_socket=str(lab.tmp / f"{d.host.name}.sock"),
+        )
+    )
+
+
+def ka_block(k: KeepalivedNode, keys: dict[int, bytes], active: int | None, mode: str) -> str:
+    conf = keepalived_conf(
+        [Inst(priority=100, extra={"keepalived": ka_auth(keys, active, mode)})],
+        host=k.host,
+        fifo=k.fifo,
+    )
+    return "vrrp_instance" + conf.split("vrrp_instance", 1)[1]
