@@ -93,20 +93,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_or_report(path: Path) -> Config | None:
+def _load_or_report(path: Path, *, on_this_host: bool = False) -> Config | None:
+    """The configuration, or None with its problems printed. `on_this_host` (a start,
+    check-config) adds what the file alone cannot say: whether each advert fits its
+    interface's MTU here."""
     from drbdha.config import load  # noqa: PLC0415  (not on fence-peer's path to the daemon)
 
     try:
-        return load(path)
+        config = load(path)
+        if on_this_host and (problems := _over_mtu(config)):
+            raise ConfigError(problems)
     except ConfigError as e:
         print(f"drbdha: {len(e.problems)} error(s) in {path}:", file=sys.stderr)
         for key, msg in e.problems:
             print(f"  {key}: {msg}", file=sys.stderr)
         return None
+    return config
+
+
+def _over_mtu(config: Config) -> list[tuple[str, str]]:
+    from drbdha.net.vrrp_socket import over_mtu  # noqa: PLC0415
+
+    return over_mtu(config.vrrp_instances)
 
 
 def _check_config(path: Path) -> int:
-    config = _load_or_report(path)
+    config = _load_or_report(path, on_this_host=True)
     if config is None:
         return EXIT_CONFIG
     print(f"{path}: valid")
@@ -244,7 +256,7 @@ def _is_own_address(address: str) -> bool:
 
 
 def _run(path: Path) -> int:
-    config = _load_or_report(path)
+    config = _load_or_report(path, on_this_host=True)
     if config is None:
         return EXIT_CONFIG
     # What check-config finds, in this process: a configuration it calls wrong does not start

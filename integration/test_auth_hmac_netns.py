@@ -4,8 +4,7 @@ over IPv4 multicast, VRRPv2 and IPv6. Host x injects adverts built with scapy: u
 with priority 255, and signed with a key the group does not hold; neither moves the master
 or the backup, each is counted by reason. The rollout from no authentication through
 "receive-only" and "permissive" to "enforce", one SIGHUP at a time on both nodes, moves
-nobody either. (keepalived 2.4.3 as a peer: integration/build-keepalived builds it; its
-interop matrix is not written yet.)
+nobody either. (keepalived 2.4.3 as a peer: integration/test_keepalived_auth.py.)
 """
 
 from __future__ import annotations

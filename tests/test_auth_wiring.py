@@ -199,3 +199,22 @@ def test_receive_only_signs_nothing_and_a_reload_keeps_the_marks() -> None:
     cfg = parse(auth(keys={"1": HEX, "2": ASCII}, active_key=2)).vrrp_instances[0]
     after = AdvertAuth.build(cfg, {1: KEY, 2: ASCII.encode()}, before)
     assert (after.verifier.marks[src], after.sequence.last, after.key_id) == (42, 99, 2)
+
+
+@pytest.mark.parametrize(("version", "family"), [(3, 4), (2, 4), (3, 6)])
+@pytest.mark.parametrize("count", [1, 76, 255])
+def test_the_mtu_budget_is_the_size_of_a_signed_advert(
+    version: int, family: int, count: int
+) -> None:
+    """advert_size (what over_mtu holds against the MTU) is what goes on the wire: the IP
+    header, the encoded message and the trailer sign() returns."""
+    base = 0x0A000000 if family == 4 else 0xFD000000 << 96
+    addresses = tuple(ip_address(base + i) for i in range(count))
+    src, dst = ip_address(base + 1000), ip_address(base + 1001)
+    message = packet.encode(packet.Advertisement(version, 51, 100, 1, addresses), src, dst)
+    trailer = ah.sign(message, 1, KEY, 7, ah.Origin(src, version, 51))
+    ip_header = 20 if family == 4 else 40
+    assert packet.advert_size(version, family, count) == ip_header + len(message)
+    assert packet.advert_size(version, family, count, ah.TRAILER_LEN) == (
+        ip_header + len(message) + len(trailer)
+    )

@@ -98,6 +98,7 @@ ARROWS: dict[str, frozenset[str]] = {
 # only on that path, lazily, so the rest of the module stays light.
 LAZY_ARROWS: dict[str, frozenset[str]] = {
     "drbdha.cli:_run": frozenset({"daemon"}),  # `drbdha run`: the one way into the daemon
+    "drbdha.cli:_over_mtu": frozenset({"net"}),  # a start's and check-config's MTU budget
     "drbdha.cli:_check_storage": frozenset({"resources"}),  # check-config's DRBD/NFS advice
     "drbdha.cli:_check_peer": frozenset({"resources", "fence_handler"}),  # and the secret
     "drbdha.cli:_fence_peer": frozenset({"fence_handler"}),  # `drbdha fence-peer`

@@ -7,6 +7,7 @@ from drbdha.config import Config, VrrpInstanceConfig, load
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.serving import ServingRoom
 from drbdha.errors import ConfigError
+from drbdha.net.vrrp_socket import over_mtu
 
 # Instance settings a reload can change in place; any other change restarts the instance.
 RELOADABLE = frozenset(
@@ -34,6 +35,8 @@ class ReloadRoom(ServingRoom):
             if source is None:
                 raise ConfigError([("config", "the daemon was started without a file")])
             new = load(source)
+            if problems := over_mtu(new.vrrp_instances):
+                raise ConfigError(problems)
         except ConfigError as e:
             self.log.error(
                 "config.reload_failed",

@@ -22,7 +22,9 @@ Modules:
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 from typing import Final, Self
 
 from drbdha.errors import DrbdhaError
@@ -30,6 +32,7 @@ from drbdha.errors import DrbdhaError
 # <linux/if.h>
 IFF_UP: Final = 0x1
 IFF_RUNNING: Final = 0x40  # RFC 2863 operstate UP (or UNKNOWN): the carrier is present
+SIOCGIFMTU: Final = 0x8921  # <linux/sockios.h>
 
 
 class NetError(DrbdhaError):
@@ -42,6 +45,17 @@ def ifindex(ifname: str) -> int:
         return socket.if_nametoindex(ifname)
     except OSError as exc:
         raise NetError(f"interface {ifname!r} not found") from exc
+
+
+def mtu(ifname: str) -> int:
+    """The MTU of `ifname` in the current network namespace (an ioctl, no netlink)."""
+    ifindex(ifname)  # NetError naming a missing interface
+    # struct ifreq { char ifr_name[IFNAMSIZ]; union { int ifr_mtu; ... } }: 16 + 16 bytes.
+    req = struct.pack("16si12x", ifname.encode(), 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        out = fcntl.ioctl(s, SIOCGIFMTU, req)
+    mtu: int = struct.unpack_from("16si", out)[1]
+    return mtu
 
 
 def flags_up(flags: int) -> bool:

@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
+from drbdha.config import VrrpInstanceConfig
 from drbdha.errors import MalformedPacket
-from drbdha.net import OwnsSocket, ifindex
+from drbdha.net import NetError, OwnsSocket, ifindex, mtu
+from drbdha.vrrp.auth_hmac import TRAILER_LEN
 from drbdha.vrrp.constants import IPPROTO_VRRP, VRRP_GROUP_V4, VRRP_GROUP_V6, VRRP_TTL
-from drbdha.vrrp.packet import IPAddress, split_ipv4
+from drbdha.vrrp.packet import IPAddress, advert_size, split_ipv4
 
 # Missing from Python 3.11's socket module (values from <linux/in.h>, <linux/in6.h>).
 IP_PKTINFO: Final = 8
@@ -62,6 +65,35 @@ _IN6_PKTINFO = struct.Struct("=16si")
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _INT = struct.Struct("=i")  # IPV6_HOPLIMIT cmsg data: a native int
 _ANCBUFSIZE: Final = socket.CMSG_SPACE(_IN6_PKTINFO.size) + socket.CMSG_SPACE(_INT.size)
+
+
+def over_mtu(instances: Sequence[VrrpInstanceConfig]) -> list[tuple[str, str]]:
+    """(key, problem) for each instance whose advert would not fit its interface's MTU: the
+    IP header, every VIP and auth_hmac's trailer (keepalived counts the trailer the same way,
+    and moves the VIPs that do not fit out of the advert; drbdha refuses instead, so no peer
+    sees a different address list than the one configured). An interface this machine does
+    not have is left to the start's own error."""
+    problems = []
+    for i, inst in enumerate(instances):
+        try:
+            limit = mtu(inst.interface)
+        except NetError:
+            continue
+        trailer = TRAILER_LEN if inst.auth_hmac else 0
+        count = len(inst.virtual_ipaddress)
+        size = advert_size(inst.version, inst.family, count, trailer)
+        if size <= limit:
+            continue
+        room = (limit - advert_size(inst.version, inst.family, 0, trailer)) // (
+            4 if inst.family == 4 else 16
+        )
+        signed = f" and the {trailer}-byte auth_hmac trailer" if trailer else ""
+        why = (
+            f"{count} addresses{signed} make a {size}-byte advert; {inst.interface}'s MTU is "
+            f"{limit} (room for {max(room, 0)}): split them over more instances"
+        )
+        problems.append((f"vrrp_instance[{i}].virtual_ipaddress", why))
+    return problems
 
 
 # sendmsg() ancillary data and destination address for one (source, destination) pair

@@ -132,8 +132,19 @@ def message_length(payload: bytes, version: int, family: int) -> int | None:
     (None: too short to say); what follows it is a trailer (auth_hmac) or garbage."""
     if len(payload) < _HEADER_LEN:
         return None
+    return _message_size(version, family, payload[3])
+
+
+def _message_size(version: int, family: int, count: int) -> int:
     size = 4 if family == 4 else 16
-    return _HEADER_LEN + payload[3] * size + (V2_AUTH_DATA_LEN if version == 2 else 0)
+    return _HEADER_LEN + count * size + (V2_AUTH_DATA_LEN if version == 2 else 0)
+
+
+def advert_size(version: int, family: int, count: int, trailer: int = 0) -> int:
+    """Bytes of one advert above the link layer (what the interface MTU must hold): the IP
+    header without options, the message with `count` addresses, and a `trailer` (auth_hmac's
+    28 bytes follow the addresses)."""
+    return (20 if family == 4 else 40) + _message_size(version, family, count) + trailer
 
 
 def decode(
