@@ -1,7 +1,7 @@
 """auth_hmac against keepalived 2.4.3 (issue 24), built from the vendored tarball by
 integration/build-keepalived (cached). One drbdha and one keepalived sign with the same key
-in "enforce" mode: VRRPv3 over IPv4 multicast and unicast and over IPv6, VRRPv2; drbdha as
-the master and as the backup. The backup stays backup only because it accepts the master's
+in "enforce" mode: VRRPv3 over IPv4 and IPv6, multicast and unicast, and VRRPv2 multicast
+and unicast; drbdha as the master and as the backup. The backup stays backup only because it accepts the master's
 signed adverts; the master killed, the backup takes over. A forged unsigned advert with
 priority 255 moves neither an enforcing keepalived master nor an enforcing drbdha master.
 """
@@ -16,7 +16,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from netlab import VIP4, VIP6, DrbdhaNode, Inst, KeepalivedNode, Lab, wait_exactly_one_master
+from netlab import VIP4, VIP6, DrbdhaNode, Host, Inst, KeepalivedNode, Lab, wait_exactly_one_master
 from netlab.drbdha_node import node_config
 from netlab.keepalived_node import keepalived_conf
 from polling import wait_until
@@ -57,21 +57,24 @@ def keepalived_243() -> str:
     return r.stdout.splitlines()[-1]
 
 
-def inst(version: int, mode: str, priority: int, peer: str, *, keepalived: bool) -> Inst:
+def inst(version: int, mode: str, priority: int, peer: Host, *, keepalived: bool) -> Inst:
+    """`mode`: mc4 / uc4 (IPv4 multicast / unicast), v6 / uc6 (IPv6 multicast / unicast to
+    the peer's link-local address)."""
     extra: dict[str, object] = {"keepalived": KA_AUTH} if keepalived else {"auth_hmac": TOML_AUTH}
+    unicast = {"uc4": [str(peer.ip4)], "uc6": [str(peer.ll6)]}
     return Inst(
         priority=priority,
         version=version,
         advert_interval=0.1 if version == 3 else 1,
-        vips=[f"{VIP6}/64"] if mode == "v6" else [f"{VIP4}/24"],
-        unicast_peers=[peer] if mode == "uc4" else [],
+        vips=[f"{VIP6}/64"] if mode in ("v6", "uc6") else [f"{VIP4}/24"],
+        unicast_peers=unicast.get(mode, []),
         extra=extra,
     )
 
 
 CASES = [
     pytest.param(version, mode, master, id=f"v{version}-{mode}-{master}_master")
-    for version, mode in ((3, "mc4"), (3, "uc4"), (3, "v6"), (2, "mc4"))
+    for version, mode in ((3, "mc4"), (3, "uc4"), (3, "v6"), (3, "uc6"), (2, "mc4"), (2, "uc4"))
     for master in ("drbdha", "keepalived")
 ]
 
@@ -82,9 +85,9 @@ def test_signed_adverts_interoperate(
 ) -> None:
     ha, hb = lab.host("a"), lab.host("b")
     d_prio, k_prio = (150, 100) if master == "drbdha" else (100, 150)
-    d = DrbdhaNode(lab, ha, [inst(version, mode, d_prio, str(hb.ip4), keepalived=False)])
+    d = DrbdhaNode(lab, ha, [inst(version, mode, d_prio, hb, keepalived=False)])
     k = KeepalivedNode(
-        lab, hb, [inst(version, mode, k_prio, str(ha.ip4), keepalived=True)], binary=keepalived_243
+        lab, hb, [inst(version, mode, k_prio, ha, keepalived=True)], binary=keepalived_243
     )
     first, second = (d, k) if master == "drbdha" else (k, d)
     timeout = 3.0 if version == 3 else 10.0
@@ -92,7 +95,7 @@ def test_signed_adverts_interoperate(
     first.wait_state("master", timeout=timeout * 2)
     second.start()
     second.wait_state("backup", timeout=timeout * 2)
-    vip = VIP6 if mode == "v6" else VIP4
+    vip = VIP6 if mode in ("v6", "uc6") else VIP4
     client = lab.host("client")
     time.sleep(timeout)  # Master_Down_Interval and more: the backup has accepted adverts
     assert second.state() == "backup"
@@ -113,9 +116,9 @@ def test_a_forged_unsigned_255_moves_no_enforcing_master(
     lab = make_lab("a", "b", "client", "x")
     ha, hb, x = lab.host("a"), lab.host("b"), lab.host("x")
     d_prio, k_prio = (150, 100) if master == "drbdha" else (100, 150)
-    d = DrbdhaNode(lab, ha, [inst(3, "mc4", d_prio, str(hb.ip4), keepalived=False)])
+    d = DrbdhaNode(lab, ha, [inst(3, "mc4", d_prio, hb, keepalived=False)])
     k = KeepalivedNode(
-        lab, hb, [inst(3, "mc4", k_prio, str(ha.ip4), keepalived=True)], binary=keepalived_243
+        lab, hb, [inst(3, "mc4", k_prio, ha, keepalived=True)], binary=keepalived_243
     )
     first, second = (d, k) if master == "drbdha" else (k, d)
     first.start()

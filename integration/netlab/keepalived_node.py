@@ -54,6 +54,8 @@ def keepalived_conf(
         if inst.unicast_peers:
             src = host.ll6 if family6 else host.ip4
             body.append(f"    unicast_src_ip {src}")
+            if family6:  # keepalived leaves IPv6 unicast at hop limit 64, which RFC 5798 drops
+                body.append("    unicast_ttl 255")
             body += ["    unicast_peer {", *(f"        {p}" for p in inst.unicast_peers), "    }"]
         body += [
             "    virtual_ipaddress {",
