@@ -1,9 +1,11 @@
 """auth_hmac against keepalived 2.4.3 (issue 24), built from the vendored tarball by
 integration/build-keepalived (cached). One drbdha and one keepalived sign with the same key
 in "enforce" mode: VRRPv3 over IPv4 and IPv6, multicast and unicast, and VRRPv2 multicast
-and unicast; drbdha as the master and as the backup. The backup stays backup only because it accepts the master's
-signed adverts; the master killed, the backup takes over. A forged unsigned advert with
-priority 255 moves neither an enforcing keepalived master nor an enforcing drbdha master.
+and unicast; drbdha as the master and as the backup. The backup stays backup only because
+it accepts the master's signed adverts; the master killed, the backup takes over. A forged
+unsigned advert with priority 255 moves neither an enforcing keepalived master nor an
+enforcing drbdha master. The rollout and a key rotation by reloads move nobody in a mixed
+group either.
 """
 
 from __future__ import annotations
