@@ -74,10 +74,15 @@ def over_mtu(instances: Sequence[VrrpInstanceConfig]) -> list[tuple[str, str]]:
     sees a different address list than the one configured). An interface this machine does
     not have is left to the start's own error."""
     problems = []
+    mtus: dict[str, int | None] = {}  # one ioctl per interface, however many instances
     for i, inst in enumerate(instances):
-        try:
-            limit = mtu(inst.interface)
-        except NetError:
+        if inst.interface not in mtus:
+            try:
+                mtus[inst.interface] = mtu(inst.interface)
+            except NetError:
+                mtus[inst.interface] = None
+        limit = mtus[inst.interface]
+        if limit is None:
             continue
         trailer = TRAILER_LEN if inst.auth_hmac else 0
         count = len(inst.virtual_ipaddress)
