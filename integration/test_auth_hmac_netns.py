@@ -187,3 +187,20 @@ def test_a_clock_near_the_edge_of_the_window_is_warned_about(
     inject(x, forged(x, key=bytes(range(32)), priority=1, late=6.5))
     wait_until("counted stale", lambda: refused(a, "stale") >= before + SENT, 3, 0.02)
     assert a.state("v3") == "master"
+
+
+def test_a_resigning_master_signs_its_priority_0() -> None:
+    """A master stopping sends priority 0 so the backup takes over at once (RFC 5798 §6.4.3):
+    signed, the enforcing backup accepts it and takes over as `master_resigned`; were it
+    unsigned, the backup would refuse it (`missing`) and wait out Master_Down_Interval."""
+    with Lab(["a", "b"]) as lab:
+        a = DrbdhaNode(lab, "a", [replace(V3, priority=200, extra={"auth_hmac": ENFORCE})])
+        b = DrbdhaNode(lab, "b", [replace(V3, priority=100, extra={"auth_hmac": ENFORCE})])
+        a.start()
+        a.wait_state("master", "v3", timeout=10)
+        b.start()
+        b.wait_state("backup", "v3", timeout=10)
+        a.terminate()
+        b.wait_state("master", "v3", timeout=5)
+        assert [t["reason"] for t in b.transitions("v3")][-1] == "master_resigned"
+        assert refused(b, "missing") == 0
