@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from config_cases import instance, problems
 
 from drbdha.config import load, parse
 from drbdha.daemon.advert_auth import AdvertAuth, split
+from drbdha.daemon.instance import Instance
 from drbdha.errors import ConfigError
+from drbdha.metrics import Metrics
+from drbdha.net.vrrp_socket import Received
 from drbdha.vrrp import auth_hmac as ah
 from drbdha.vrrp import packet
 
@@ -218,3 +222,37 @@ def test_the_mtu_budget_is_the_size_of_a_signed_advert(
     assert packet.advert_size(version, family, count, ah.TRAILER_LEN) == (
         ip_header + len(message) + len(trailer)
     )
+
+
+def receiving(mode: str) -> Instance:
+    """A backup for keepalived's captured group (vrid 51, 10.98.0.100) whose wall clock is
+    the capture's, so the captured trailer is inside the window."""
+    table = instance(
+        virtual_ipaddress=["10.98.0.100/24"],
+        advert_interval=1,
+        auth_hmac={"keys": {"1": HEX}, "active_key": 1, "mode": mode},
+    )
+    cfg = parse({"vrrp_instance": [table]}).vrrp_instances[0]
+    at = ah.Trailer.parse(KEEPALIVED_V3[-28:]).seq >> 32
+    log = structlog.get_logger()
+    inst = Instance(cfg, None, None, Metrics(), log, wall=lambda: float(at))  # type: ignore[arg-type]
+    inst.machine.start(0.0)
+    return inst
+
+
+@pytest.mark.parametrize(("mode", "unsigned_counts"), [("enforce", False), ("permissive", True)])
+def test_only_a_verified_advert_is_the_observation_rules_proof(
+    mode: str, unsigned_counts: bool
+) -> None:
+    """The observation rule (daemon/storage.py `heard`) takes the master as alive only from
+    machine.last_peer stamped at this instant: a refused advert must never reach it."""
+    dst = ip_address("224.0.0.18")
+    inst = receiving(mode)
+    unsigned = Received(KEEPALIVED_V3[:-28], KEEPALIVED_SRC, dst, 255)
+    inst.receive(unsigned, 1.0)
+    peer = inst.machine.last_peer
+    assert (peer is not None and peer.seen_at == 1.0) is unsigned_counts
+    inst.receive(Received(KEEPALIVED_V3, KEEPALIVED_SRC, dst, 255), 2.0)
+    peer = inst.machine.last_peer
+    assert peer is not None
+    assert (peer.seen_at, peer.address, peer.priority) == (2.0, KEEPALIVED_SRC, 200)
