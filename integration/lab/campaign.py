@@ -102,7 +102,6 @@ class Campaign:
         self.strike: Strike | None = None
         self.last_server = "node1"
         self._first = -1  # the first fault of this run: its mounts were just made
-        self._isolated: set[str] = set()  # the nodes the fault under way cut off entirely
         self.code = code_version()  # in every row: which drbdha the fault ran on
 
     # ---- the cluster ---------------------------------------------------------------------
@@ -276,7 +275,7 @@ class Campaign:
                     # drbdha did not latch as stale or failed.
                     survivor = (
                         self.server()
-                        or self.sampler.served_last(self.sampler.fault, self._isolated)
+                        or self.sampler.served_last(self.sampler.fault)
                         or self.unlatched()
                         or self.last_server
                     )
@@ -367,6 +366,7 @@ class Campaign:
         assert self.strike is not None
         lab = self.lab
         self.sampler.fault = index
+        self.sampler.cut_off = frozenset()  # also after a fault whose heal raised
         violations_before = len(self.sampler.tally.violations)
         struck = []
         for fault in seq.faults:
@@ -378,11 +378,12 @@ class Campaign:
                 self.strike.apply(fault.kind, node, fault.arg)
             except Exception as e:  # a fault that could not strike is recorded, not fatal
                 struck[-1]["error"] = str(e)[:300]
+            self.sampler.cut_off = self.strike.undo.unreachable()
         time.sleep(seq.hold)
         isolated = self.strike.undo.isolated()
-        self._isolated = set(isolated)
         t_heal = time.monotonic()
         healed = self.strike.heal()
+        self.sampler.cut_off = frozenset()
         served_by = self.wait_served(writers, BOUND)
         row: dict[str, Any] = {
             "seed": self.seed,

@@ -127,6 +127,10 @@ class Undo:
         cannot tell them from dead ones (README, "Two nodes: what cannot be told apart")."""
         return sorted(n for n, nets in self.cut.items() if {"svc", "repl"} <= nets)
 
+    def unreachable(self) -> frozenset[str]:
+        """Nodes whose service link is cut: no client reaches what they serve."""
+        return frozenset(n for n, nets in self.cut.items() if "svc" in nets)
+
 
 class Strike:
     """Applies faults to the lab and heals them. `deb`: drbdha's package (reinstall_package);

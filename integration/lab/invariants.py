@@ -133,16 +133,29 @@ class Sampler(threading.Thread):
         self.fault = -1
         self.tally = Tally()
         self._halt = threading.Event()
-        self._served: list[tuple[int, frozenset[str]]] = []  # (fault, nodes serving) changes
+        # The nodes whose service link is cut right now (set by the campaign when it
+        # strikes, emptied at the heal): no client reaches them, whatever they serve.
+        self.cut_off: frozenset[str] = frozenset()
+        # (fault, nodes serving, nodes cut off then): each change
+        self._served: list[tuple[int, frozenset[str], frozenset[str]]] = []
 
-    def served_last(self, fault: int, exclude: set[str]) -> str | None:
-        """The node seen serving last during `fault` (with the VIP and its chain up), the
-        nodes in `exclude` left out: the copy the clients wrote to. Split-brain repair
-        keeps it (an isolated node may serve too, but no client reaches it)."""
-        for f, nodes in reversed(self._served):
+    def note_serving(self, serving: frozenset[str]) -> None:
+        """What a sample saw serving (VIP and chain up), kept when it changes."""
+        change = (self.fault, serving, self.cut_off)
+        if serving and (not self._served or self._served[-1] != change):
+            self._served.append(change)
+
+    def served_last(self, fault: int) -> str | None:
+        """The node seen serving last during `fault` (with the VIP and its chain up) where
+        clients could reach it: the copy they wrote to, which split-brain repair keeps. A
+        node serving while cut off is left out of that moment only: once healed, what it
+        serves is reached (seed 100 fault 74: the isolated master served again after the
+        heal and took the writes; leaving it out for the whole fault discarded them, while
+        the node kept had served only behind its own cut service link)."""
+        for f, nodes, cut_off in reversed(self._served):
             if f != fault:
                 continue
-            left = nodes - exclude
+            left = nodes - cut_off
             if len(left) == 1:
                 return next(iter(left))
         return None
@@ -169,8 +182,7 @@ class Sampler(threading.Thread):
         self.tally.samples += 1
         seen = {n: v for n, v in views.items() if v is not None}
         serving = frozenset(n for n, v in seen.items() if v.vip and v.chain_up)
-        if serving and (not self._served or self._served[-1] != (self.fault, serving)):
-            self._served.append((self.fault, serving))
+        self.note_serving(serving)
         for attr, kind in (("primary", "two_primaries"), ("vip", "two_vip_holders")):
             if len(seen) == 2 and all(getattr(v, attr) for v in seen.values()):
                 if self._confirm_pair(attr):
