@@ -18,6 +18,7 @@ every acknowledged record is on node2.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -124,3 +125,38 @@ def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, la
     server = next((n for n in NODES if nfs.serving(n)), server)
     assert lost_on(lab, server, w) == 0
     print(f"{w.acks.acknowledged} records, all on {server}")
+
+
+@pytest.mark.skipif(
+    os.environ.get("DRBDHA_LAB_OPEN_FINDINGS") != "1",
+    reason="finding 8's reproduction, open (docs/reliability.md): DRBDHA_LAB_OPEN_FINDINGS=1",
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 8, open: the node that took over alone behind its own cut service link "
+    "holds the role at the heal, over the copy the clients wrote to",
+)
+def test_a_partition_of_two_single_cuts_leaves_the_service_with_the_clients_copy(
+    nfs: Storage, lab: Lab
+) -> None:
+    """Campaign seed 100 fault 76 (17 records lost): node2's service link and node1's
+    replication link cut, so neither node hears the other on either network, yet node1 (the
+    master) still reaches the clients. node2 takes over its own copy, which no client
+    reaches, and holds the role for it; at the heal node1 must keep the service: node2's
+    copy lacks every write acknowledged during the cut. (Cutting node2's service first
+    makes the order certain: node2's takeover waits on DRBD's peer_primary until node1's
+    link goes, so node1 cannot outdate it first.)"""
+    (w,) = mount_and_write(lab, "4.2").values()
+    lab.cut("node2", "service")
+    lab.cut("node1", "replication")
+    wait_until("node2 Primary on its own copy", lambda: nfs.role("node2") == "Primary", 90, 1.0)
+    w.wait_for(w.acks.acknowledged + 20, timeout=90)  # on node1, the clients' node
+    lab.uncut("node2", "service")
+    lab.uncut("node1", "replication")
+    on_node2 = []
+    for _ in range(40):  # 20 s after the heal
+        if nfs.holds_vip("node2"):
+            on_node2.append(w.acks.acknowledged)
+        time.sleep(0.5)
+    w.stop()
+    assert not on_node2, f"node2 held the VIP after the heal ({len(on_node2)} samples)"
