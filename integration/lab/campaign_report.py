@@ -8,8 +8,12 @@ from collections import Counter, defaultdict
 from typing import Any
 
 # Where two Primaries or two VIP holders are what the README says a two-node cluster does:
-# a node cut off from both networks cannot be told from a dead one.
-DOCUMENTED = "an isolated node, or a frozen stale Primary (README: Two nodes)"
+# a node cut off from both networks cannot be told from a dead one, nor can a peer heard on
+# neither network because each node lost one link (finding 8).
+DOCUMENTED = (
+    "an isolated node, the nodes cut apart on both networks, or a frozen stale Primary "
+    "(README: Two nodes)"
+)
 
 
 def lost(row: dict[str, Any]) -> int:
@@ -21,8 +25,15 @@ def lost(row: dict[str, Any]) -> int:
 FROZEN = ("two_primaries_one_frozen", "two_vip_holders_one_frozen")
 
 
+def cut_apart(row: dict[str, Any]) -> bool:
+    """Did the sequence leave the two nodes unable to hear each other on either network
+    (an isolation, or the service link cut on one node and the replication link on any)?"""
+    kinds = {s["kind"] for s in row["struck"]}
+    return bool(row.get("isolated")) or {"cut_service", "cut_replication"} <= kinds
+
+
 def undocumented(row: dict[str, Any]) -> list[dict[str, Any]]:
-    if row.get("isolated"):
+    if cut_apart(row):
         return [v for v in row["violations"] if v["kind"] == "vip_without_chain"]
     return [v for v in row["violations"] if v["kind"] not in FROZEN]
 
