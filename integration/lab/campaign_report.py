@@ -17,7 +17,9 @@ DOCUMENTED = (
 
 
 def lost(row: dict[str, Any]) -> int:
-    return sum(r["lost_on_server"] + r["lost_via_vip"] for r in row["records"].values())
+    """Acknowledged records missing, each once: a record gone from the server is gone
+    through the VIP too, so the larger of the two counts per writer."""
+    return sum(max(r["lost_on_server"], r["lost_via_vip"]) for r in row["records"].values())
 
 
 # One of the two is a Primary whose I/O DRBD holds: back from a freeze past its peer's
