@@ -24,6 +24,7 @@ def row(index: int, **over: Any) -> dict[str, Any]:
         },
         "violations": [],
         "isolated": [],
+        "struck": [{"kind": "power_off", "node": "node1", "at": 0.0}],
     }
     return base | over
 
@@ -55,6 +56,20 @@ def test_the_documented_cases_are_counted_not_failed() -> None:
     assert "(and 2 in the documented case" in summary([isolated, frozen])
 
 
+def test_two_single_cuts_that_part_the_nodes_are_the_documented_case() -> None:
+    cuts = [
+        {"kind": "cut_replication", "node": "node1", "at": 0.0},
+        {"kind": "cut_service", "node": "node2", "at": 0.3},
+    ]
+    two = [{"kind": "two_primaries", "detail": "node1, node2"}]
+    apart = row(0, struck=cuts, violations=two)
+    one_cut = row(1, struck=cuts[:1], violations=two)
+    assert failures([apart, one_cut]) == ["seed 7 index 1: two_primaries"]
+    lost = row(2, struck=cuts)
+    lost["records"]["3"]["lost_via_vip"] = 17
+    assert failures([lost]) == ["seed 7 index 2: lost 17 acknowledged records"]
+
+
 def test_a_fault_the_harness_could_not_carry_through_is_unchecked_not_passed() -> None:
     err = {
         "seed": 7,
@@ -66,6 +81,7 @@ def test_a_fault_the_harness_could_not_carry_through_is_unchecked_not_passed() -
         "violations": [],
     }
     text = summary([row(0), err])
+    assert failures([row(0), err]) == []
     assert "faults: 1 " in text
     assert "unchecked (the harness failed, the cluster was set up again): 1" in text
     assert "DRBD not repaired" in text
