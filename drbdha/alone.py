@@ -3,11 +3,13 @@ restarts of drbdha and reboots in state_dir/wrote-alone.json:
 
 - `held`: the copy has writes the peer's lacks (drbd_guard.wrote_alone): the peer channel
   refuses to outdate it (fencing/server.py, wire.NEWER);
-- `took_over`: it became Primary with its peer cut off and serves since
-  (drbd_guard.took_over_alone): VRRP holds the role for it (Machine.hold_for_data).
+- `holding`: NFS clients reached it while it was Primary with its peer cut off, and it
+  serves since (drbd_guard.holds_for_clients): VRRP holds the role for it
+  (Machine.hold_for_data). Kept in the file under its first name, "took_over", so that a
+  hold written by an older drbdha survives the upgrade.
 
 A restart must not forget either while the peer is still behind. Written only when it
-changes (a takeover with the peer gone, a resync done)."""
+changes (writes alone, clients reached alone, a resync done)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class AloneStore:
         """`path` None: kept in memory only (tests, a daemon without a state directory)."""
         self.path = path
         self.held: set[str] = set()
-        self.took_over: set[str] = set()
+        self.holding: set[str] = set()
         self.error: str | None = None  # the last load or save that failed
 
     def load(self) -> None:
@@ -32,19 +34,19 @@ class AloneStore:
         try:
             raw = json.loads(self.path.read_text())
             self.held = {r for r in raw["resources"] if isinstance(r, str)}
-            self.took_over = {r for r in raw.get("took_over", []) if isinstance(r, str)}
+            self.holding = {r for r in raw.get("took_over", []) if isinstance(r, str)}
         except FileNotFoundError:
-            self.held, self.took_over = set(), set()
+            self.held, self.holding = set(), set()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # Unreadable: nothing is assumed (refusing every outdate would stop fencing).
             self.error = f"{self.path}: {e}"
-            self.held, self.took_over = set(), set()
+            self.held, self.holding = set(), set()
 
     def set(self, resource: str, alone: bool) -> None:
         self._change(self.held, resource, alone)
 
-    def set_took_over(self, resource: str, took_over: bool) -> None:
-        self._change(self.took_over, resource, took_over)
+    def set_holding(self, resource: str, holding: bool) -> None:
+        self._change(self.holding, resource, holding)
 
     def _change(self, names: MutableSet[str], resource: str, member: bool) -> None:
         if (resource in names) == member:
@@ -55,7 +57,7 @@ class AloneStore:
             names.discard(resource)
         if self.path is None:
             return
-        doc = {"resources": sorted(self.held), "took_over": sorted(self.took_over)}
+        doc = {"resources": sorted(self.held), "took_over": sorted(self.holding)}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             durable.replace(self.path, json.dumps(doc).encode() + b"\n")

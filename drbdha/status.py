@@ -134,8 +134,8 @@ class InstanceStatus(TypedDict):
     storage: StorageStatus
     latches: list[LatchStatus]
     inhibitions: list[str]  # why this node does not take over (peer_primary, disk_latched...)
-    # It took over with its DRBD peer cut off and advertises 254 until the copies resync
-    # (Machine.hold_for_data).
+    # Clients reached its copy with the DRBD peer cut off: it advertises 254 until the
+    # copies resync (Machine.hold_for_data).
     holding_for_data: bool
     alerts: list[AlertStatus]
     warnings: list[str]
@@ -388,7 +388,10 @@ def _render_instance(inst: Mapping[str, Any]) -> str:
 def _priority(inst: Mapping[str, Any]) -> str:
     text = f"{inst.get('effective_priority', DASH)} (configured {inst.get('priority', DASH)})"
     if inst.get("holding_for_data"):
-        text += "; holding: took over with the DRBD peer cut off, until the copies resync"
+        text += (
+            "; holding: clients reached this copy with the DRBD peer cut off,"
+            " until the copies resync"
+        )
     return text
 
 

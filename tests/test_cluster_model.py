@@ -44,7 +44,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from drbdha.chain.plan import Action, Next, Plan
-from drbdha.daemon import stall
+from drbdha.daemon import reach, stall
 from drbdha.resources import drbd_guard as guard
 from drbdha.resources.drbd_events import Connection, PeerVolume, Resource, Volume
 from drbdha.resources.drbd_gates import promotion_refusal
@@ -58,6 +58,10 @@ PING_TIMEOUT = 1.0  # DRBD notices a dead link (ping-int + ping-timeout, tuned)
 # A lost connection is tried again after this (the lab: a node back from a freeze was in
 # WFConnection 0.6 s after it noticed, and its peer could be dead by then).
 RECONNECT = 1.0
+# DRBD's connect-int (its default; the README keeps it): a node waiting for its peer tries to
+# connect every 10 s (and listens meanwhile), so a healed link meets again up to 10 s later
+# (the lab's campaign: 13 s from a heal to the split brain found).
+CONNECT_INT = 10.0
 RESYNC = 1.0
 RESTART = 2.0  # systemd's RestartSec after a crash of drbdha
 KEEPER_EVERY = 1.0
@@ -76,6 +80,12 @@ class Violation(AssertionError):
     pass
 
 
+def brief(writes: set[int]) -> str:
+    """Missing writes, as a person reads them: how many, and the first few."""
+    first = ", ".join(str(w) for w in sorted(writes)[:5])
+    return f"{len(writes)} acknowledged writes ({first}{', ...' if len(writes) > 5 else ''})"
+
+
 @dataclass
 class FakeDrbd:
     """A FAKE of one node's DRBD resource (8.4, one volume, fencing resource-and-stonith)."""
@@ -86,6 +96,7 @@ class FakeDrbd:
     conn: str = "Connected"  # Connected | Connecting | StandAlone
     lost_at: float | None = None  # the link is gone; DRBD has not noticed yet
     retry_at: float = 0.0  # no new connection before (connect-int after a lost one)
+    attempt_at: float = 0.0  # its next attempt to connect (every CONNECT_INT)
     busy_until: float = 0.0  # drbdadm state changes fail until then (a hung drbdsetup)
     peer_fenced: bool = False  # the handler answered outdated or dead since the link went
     frozen_io: bool = False
@@ -112,6 +123,9 @@ class Daemon:
     outdated_after_stall: bool = False
     suspect: bool = False  # drbd_guard.still_suspect: out of the election until guarded
     unsettled: bool = False  # a wish or a step the machine has not been told the end of
+    peer_gone_since: float | None = None  # daemon/reach.py's evidence: DRBD's peer away since
+    clients_reached: bool = False  # a client's data seen after that, while Primary and master
+    reach_at: float = 0.0  # reach.ReachWatch's next look
 
 
 @dataclass
@@ -127,8 +141,10 @@ class Node:
     kernel: set[str] = field(default_factory=set)  # the steps' effects in place
     latches: set[str] = field(default_factory=set)  # /var/lib/drbdha/latches.json
     wrote_alone: bool = False  # /var/lib/drbdha/wrote-alone.json (drbdha/alone.py)
-    took_over_alone: bool = False  # the same file's "took_over"
+    holding: bool = False  # the same file's "took_over" (drbd_guard.holds_for_clients)
+    client_data_at: float = float("-inf")  # the client last sent data to this node's VIP
     alive_mark: float | None = None  # /run/drbdha/alive after an unclean end (clock.AliveMark)
+    died_apart: bool = False  # powered off after a live peer was taken for dead
 
     @property
     def address(self) -> IPv4Address:
@@ -150,6 +166,10 @@ class Cluster:
         self.adverts: list[tuple[float, int, Advertisement]] = []
         self.documented: set[str] = set()
         self.cut_off_alive = False  # a live peer was taken for dead (fence() says when)
+        # The node the client's ARP entry for the VIP names: it moves only when that node no
+        # longer answers for the VIP and another does (a GARP it hears); a node that takes
+        # the VIP with its service link cut is never heard.
+        self.arp: int | None = None
         for n in self.nodes:
             self.start_daemon(n)
 
@@ -169,6 +189,14 @@ class Cluster:
 
     def client_reaches(self, n: Node) -> bool:
         return n.running(self.now) and n.svc and "vip" in n.kernel
+
+    def client_node(self) -> Node | None:
+        """The node the client's packets reach, if any (its ARP entry, self.arp)."""
+        if self.arp is None or not self.client_reaches(self.nodes[self.arp]):
+            holders = [n for n in self.nodes if self.client_reaches(n)]
+            self.arp = holders[0].index if holders else self.arp
+        n = self.nodes[self.arp] if self.arp is not None else None
+        return n if n is not None and self.client_reaches(n) else None
 
     # ---- the FAKE DRBD ---------------------------------------------------------------------
 
@@ -241,6 +269,7 @@ class Cluster:
         if d.conn != "StandAlone":
             d.conn = "Connecting"
         d.lost_at, d.retry_at = None, self.now + RECONNECT
+        d.attempt_at = d.retry_at
         if peer.conn == "Connected" and peer.lost_at is None:
             peer.lost_at = self.now  # the connection is gone for the peer too
         if d.sync_until is not None:  # a resync cut short leaves the target Inconsistent
@@ -325,7 +354,13 @@ class Cluster:
             if d.lost_at is not None and self.now - d.lost_at >= PING_TIMEOUT:
                 self.link_lost(n)
                 self.after_stall(n)  # storage.on_drbd: the change itself is seen
-        if ok:
+        attempt = False
+        for n in self.nodes:
+            d = n.drbd
+            waiting = n.running(self.now) and d.conn == "Connecting"
+            if waiting and self.now >= max(d.retry_at, d.attempt_at):
+                attempt, d.attempt_at = True, self.now + CONNECT_INT
+        if ok and attempt:
             self.connect()
         for n in self.nodes:
             d = n.drbd
@@ -362,7 +397,7 @@ class Cluster:
             d.peer_fenced = True
         missing = self.acked - d.data
         if missing:
-            self.violation(f"t={self.now:.1f}: node{n.index + 1} promoted without {missing}")
+            self.violation(f"t={self.now:.1f}: node{n.index + 1} promoted without {brief(missing)}")
         d.role = "Primary"
         if d.conn != "Connected":
             d.new_data = True
@@ -376,10 +411,10 @@ class Cluster:
     # ---- the client -------------------------------------------------------------------------
 
     def write(self) -> None:
-        holders = [n for n in self.nodes if self.client_reaches(n)]
-        if len(holders) != 1:
+        n = self.client_node()
+        if n is None:
             return
-        n = holders[0]
+        n.client_data_at = self.now  # a request, acknowledged or not (reach.py looks)
         d, peer = n.drbd, self.peer(n)
         if d.role != "Primary" or d.frozen_io or not {"filesystem", "nfsd"} <= n.kernel:
             return
@@ -397,11 +432,17 @@ class Cluster:
         missing = self.acked - targets[0].data
         if missing:
             where = f"t={self.now:.1f}: node{n.index + 1}"
-            what = f"{where} acknowledges a write on a copy without {missing}"
-            if self.svc_ok(n, peer):
+            what = f"{where} acknowledges a write on a copy without {brief(missing)}"
+            if self.svc_ok(n, peer) and not peer.died_apart:
                 # The peer that has them is on the service network with us, heard: not a
-                # live peer taken for dead, whatever happened before (finding 7: the heal).
+                # live peer taken for dead, whatever happened before (findings 7 and 8:
+                # which of two Primaries keeps the service at the heal is drbdha's choice).
                 raise Violation(what)
+            if peer.died_apart:
+                # The nodes were cut apart, the clients wrote to the peer, and the peer lost
+                # its power before the copies met: its writes are on its disk alone, and
+                # nobody was left to say so (README, "Two nodes").
+                self.documented.add("the clients' side of a partition died before the heal")
             self.violation(what)
         if d.conn != "Connected" and d.disk != "Diskless":
             d.new_data = True  # DRBD's first write without the peer moves the generation
@@ -422,7 +463,7 @@ class Cluster:
             params(version=3, priority=PRIORITY[n.index], advert_interval=ADVERT, preempt=False),
             n.address,
         )
-        machine.hold_for_data(n.took_over_alone, self.now)  # storage.py build
+        machine.hold_for_data(n.holding, self.now)  # storage.py build
         n.daemon = Daemon(machine, plan, last_turn=self.now)
         if n.alive_mark is not None and self.now - n.alive_mark >= stall.THRESHOLD:
             n.daemon.stalled_until = self.now + stall.WINDOW  # loop.py: a mark left behind
@@ -447,10 +488,8 @@ class Cluster:
         new = self.resource(n)
         old, n.daemon.last = n.daemon.last, new
         n.wrote_alone = guard.wrote_alone(n.wrote_alone, new, stale=n.daemon.stale)
-        took = guard.took_over_alone(n.took_over_alone, old, new)
-        if took != n.took_over_alone:  # suspicion.py note_took_over
-            n.took_over_alone = took
-            self.apply(n, n.daemon.machine.hold_for_data(took, self.now))
+        self.note_peer_gone(n.daemon, new)
+        self.hold(n, n.daemon.clients_reached)
         n.daemon.suspect = guard.still_suspect(n.daemon.suspect, new)
         verdict = guard.assess(
             old,
@@ -475,6 +514,38 @@ class Cluster:
                     blocks_preempt=name not in guard.PREEMPT_OK,
                 ),
             )
+
+    def note_peer_gone(self, dm: Daemon, new: Resource) -> None:
+        """suspicion._note_peer_gone."""
+        if new.connected:
+            dm.peer_gone_since = None
+        elif dm.peer_gone_since is None:
+            dm.peer_gone_since = self.now
+        if new.connected or new.role != "Primary":
+            dm.clients_reached = False
+
+    def hold(self, n: Node, reached: bool) -> None:
+        """suspicion.note_holding."""
+        assert n.daemon is not None
+        holds = guard.holds_for_clients(n.holding, self.resource(n), reached=reached)
+        if holds != n.holding:
+            n.holding = holds
+            self.apply(n, n.daemon.machine.hold_for_data(holds, self.now))
+
+    def look_for_clients(self, n: Node) -> None:
+        """reach.ReachWatch once a POLL, then suspicion.clients_heard."""
+        dm, d = n.daemon, n.drbd
+        assert dm is not None
+        if self.now < dm.reach_at:
+            return
+        dm.reach_at = self.now + reach.POLL
+        if n.holding or d.role != "Primary" or d.conn == "Connected" or "vip" not in n.kernel:
+            return
+        if dm.machine.state is not State.MASTER or dm.peer_gone_since is None:
+            return
+        if n.client_data_at > dm.peer_gone_since:
+            dm.clients_reached = True
+            self.hold(n, True)
 
     def apply(self, n: Node, effects: list) -> None:
         assert n.daemon is not None
@@ -533,6 +604,7 @@ class Cluster:
             n.drbd.disk = "Diskless"  # stale.ResumeToRelease: detach --force, resume-io
             n.drbd.frozen_io = False
             n.drbd.peer_fenced = True
+        self.look_for_clients(n)
         m = dm.machine
         t = m.get_timer()
         if t is not None and t <= self.now:
@@ -661,6 +733,7 @@ class Cluster:
     # ---- faults ------------------------------------------------------------------------------
 
     def power_off(self, n: Node) -> None:
+        n.died_apart = n.died_apart or self.cut_off_alive
         n.alive, n.daemon, n.restart_at, n.kernel = False, None, None, set()
         n.alive_mark = None  # /run is gone with the power
         peer = self.peer(n).drbd
@@ -678,6 +751,7 @@ class Cluster:
         n.alive, n.frozen_until = True, 0.0
         d = n.drbd
         d.peer_fenced, d.split_brain = False, False  # the kernel forgets; the latch stays
+        d.retry_at = d.attempt_at = self.now  # DRBD is started at boot and connects
         if d.disk == "Diskless":
             d.disk = "Outdated"  # the old backing disk, attached at boot: not UpToDate
         self.start_daemon(n)
@@ -789,7 +863,7 @@ def act(c: Cluster, action: tuple) -> None:
             n.drbd.busy_until = c.now + args[1]
 
 
-# What lost data before its fix, always tried (docs/reliability.md, findings 1, 2 and 6).
+# What lost data before its fix, always tried (docs/reliability.md, findings 1, 2, 6, 7, 8).
 KNOWN = (
     [("freeze", 0, 4.4375), ("power_off", 1)],
     [("freeze", 1, 2.0), ("freeze", 0, 2.0)],
@@ -800,6 +874,8 @@ KNOWN = (
     # finding 7: the master cut off on both networks, the peer takes over; the service
     # network heals first
     [("cut", 0, "svc"), ("cut", 0, "repl"), ("run", 8.0), ("uncut", 0, "svc"), ("run", 8.0)],
+    # finding 8: the master's replication link and the backup's service link, cut apart
+    [("cut", 0, "repl"), ("run", 0.3), ("cut", 1, "svc"), ("run", 8.0), ("run", 8.0)],
 )
 
 
@@ -811,6 +887,7 @@ KNOWN = (
 @example(schedule=KNOWN[3])
 @example(schedule=KNOWN[4])
 @example(schedule=KNOWN[5])
+@example(schedule=KNOWN[6])
 def test_random_faults_lose_nothing_and_heal_to_one_server(schedule: list[tuple]) -> None:
     c = Cluster()
     c.run(6.0)  # node1 is master and serves
@@ -832,4 +909,4 @@ def test_random_faults_lose_nothing_and_heal_to_one_server(schedule: list[tuple]
     assert len(holders) <= 1, "two VIP holders after the heal"
     for n in serving:
         missing = c.acked - n.drbd.data
-        assert not missing, f"node{n.index + 1} serves without acknowledged writes {missing}"
+        assert not missing, f"node{n.index + 1} serves without {brief(missing)}"

@@ -35,6 +35,19 @@ def test_an_unanswered_resignation_is_taken_back_when_the_window_ends() -> None:
     assert m.snapshot().preempt_hold_off_until == float("-inf")
 
 
+def test_a_node_inhibited_since_it_resigned_does_not_take_the_role_back() -> None:
+    # Its disk failed in the window (or it was frozen past it and latched on its way out):
+    # the take-back would make a latched node master. It stays a backup; the service waits
+    # for a peer.
+    m, t0 = resigned()
+    m.set_inhibit("disk_latched", True, t0 + 0.5)
+    window = 2 * INTERVAL + HANDOVER_MARGIN + RELEASE
+    assert transitions(m.handle_timer(t0 + window)) == []
+    assert (m.state, m.handover) == (State.BACKUP, "abandoned")
+    for k in range(1, 10):
+        assert transitions(m.handle_timer(t0 + window + k)) == []
+
+
 def test_an_answer_within_the_window_ends_the_probe() -> None:
     m, t0 = resigned()
     m.receive(adv(100), PEER, t0 + 0.7)

@@ -391,4 +391,4 @@ def test_a_hold_for_data_is_shown_beside_the_priority() -> None:
     doc["instances"][0].update(effective_priority=254, holding_for_data=True)
     (row,) = [line for line in lines(doc) if line.startswith("  priority")]
     assert "254 (configured" in row
-    assert "holding: took over with the DRBD peer cut off" in row
+    assert "holding: clients reached this copy with the DRBD peer cut off" in row

@@ -103,7 +103,8 @@ class DaemonBase:
         self._check_tasks: dict[str, asyncio.Task[None]] = {}
         self._watch_tasks: dict[str, asyncio.Task[None]] = {}
         self._crosscheck_tasks: dict[str, asyncio.Task[None]] = {}
-        self._stall: tuple[StallWatch, asyncio.Task[None]] | None = None  # once started
+        # Once started: the stall watch, and its task and the reach watch's (reach.py).
+        self._stall: tuple[StallWatch, list[asyncio.Task[None]]] | None = None
         # Instances whose machine starts when their runner reports what it found: the
         # serial of that runner (a report from a replaced one is stale).
         self._awaiting: dict[str, int] = {}

@@ -11,6 +11,7 @@ from drbdha.control import ControlRequest
 from drbdha.daemon.health import CheckResult
 from drbdha.daemon.power import PowerAction
 from drbdha.daemon.probe import PeerProbed, ProbePeer
+from drbdha.daemon.reach import ClientsHeard
 from drbdha.daemon.stale import HoldApart, PeerServes, ResumeToRelease
 from drbdha.daemon.stall import Stalled
 from drbdha.daemon.storage import OutdateSelf
@@ -69,4 +70,5 @@ InboxEvent = (
     | Stalled
     | ProbePeer
     | PeerProbed
+    | ClientsHeard
 )

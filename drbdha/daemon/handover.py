@@ -162,6 +162,18 @@ class Handover:
             return
         if machine.handover == "answered":
             t.done = True
+        elif machine.handover == "abandoned":
+            reason = "no peer took over, and this node may not serve: " + ", ".join(
+                sorted(machine.inhibitions)
+            )
+            self._log("refused", t.inst, reason=reason)
+            self._finish(
+                {
+                    "outcome": "refused",
+                    "reason": f"{t.inst.name}: {reason}",
+                    "instances": self._states(now),
+                }
+            )
         elif machine.handover == "retook":
             # Nobody answered the resignation: the machine serves again rather than leave
             # the VIP dark.

@@ -28,6 +28,7 @@ from drbdha.daemon.instance import Instance
 from drbdha.daemon.instances import _release_budget
 from drbdha.daemon.power import PowerAction, power_action
 from drbdha.daemon.probe import PeerProbed, ProbePeer
+from drbdha.daemon.reach import ClientsHeard, ReachWatch
 from drbdha.daemon.reload import ReloadRoom
 from drbdha.daemon.stale import (
     HoldApart,
@@ -94,8 +95,8 @@ class Daemon(ReloadRoom):
                     for kind in (self._check_tasks, self._watch_tasks, self._crosscheck_tasks):
                         for task in kind.values():
                             task.cancel()
-                    if self._stall is not None:  # the task group waits for it otherwise
-                        self._stall[1].cancel()
+                    for task in self._stall[1] if self._stall else ():
+                        task.cancel()  # the task group waits for them otherwise
         finally:
             self._tasks = None
 
@@ -141,7 +142,11 @@ class Daemon(ReloadRoom):
         gc.freeze()
         if self._tasks is not None:
             watch = StallWatch(self.inbox.put, self.clock, self.alive)
-            self._stall = (watch, self.supervisor.keep(self._tasks, "stall_watch", watch.run))
+            reach = ReachWatch(self.chains.unheld, self.inbox.put, self.clock)
+            keep = self.supervisor.keep
+            tasks = [keep(self._tasks, "stall_watch", watch.run)]
+            tasks.append(keep(self._tasks, "reach_watch", reach.run))
+            self._stall = (watch, tasks)
         self.log.info("daemon.started", instances=len(self.instances), pid=os.getpid())
         self.sd.ready(self._status_line())
         self._status_due = now + STATUS_INTERVAL
@@ -232,6 +237,8 @@ class Daemon(ReloadRoom):
                 self._spawn(f"peer_probe:{event.instance}", self.probe.run(event))
             case PeerProbed(instance=name) if name in self.instances:
                 self.probe.probed(self.instances[name], event)
+            case ClientsHeard():
+                self.chains.clients_heard(event, now)
 
     def _stalled(self, event: Stalled, now: float) -> None:
         self.chains.stalled(event, now)

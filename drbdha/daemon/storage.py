@@ -97,8 +97,8 @@ class Chains(Suspicion):
             self.watchers[res] = watcher
             self.by_resource[res] = inst
             st.wrote_alone = res in self.alone.held
-            st.took_over_alone = res in self.alone.took_over
-            inst.machine.hold_for_data(st.took_over_alone, self.clock.monotonic())
+            st.holding = res in self.alone.holding
+            inst.machine.hold_for_data(st.holding, self.clock.monotonic())
             st.latches = self.latches.of(inst.name)
             if self.latches.load_error:
                 # Latches we cannot read must not read as "none": stay out until the
@@ -247,9 +247,10 @@ class Chains(Suspicion):
         alone = guard.wrote_alone(st.wrote_alone, ev.new, stale=st.stale)
         if alone != st.wrote_alone:
             self.note_alone(inst, alone)
-        took = guard.took_over_alone(st.took_over_alone, ev.old, ev.new)
-        if took != st.took_over_alone:
-            self.note_took_over(inst, took, now)
+        self._note_peer_gone(st, ev.new, now)
+        holds = guard.holds_for_clients(st.holding, ev.new, reached=st.clients_reached)
+        if holds != st.holding:
+            self.note_holding(inst, holds, now)
         self._note_frozen(inst, ev.new)
         self.still_suspect(inst)
         self._judge(inst, ev.old, ev.new, now)

@@ -32,9 +32,14 @@ class StorageState:
     # This copy holds writes the peer's lacks (drbd_guard.wrote_alone): the peer channel
     # refuses to outdate it (fencing/server.py, wire.NEWER).
     wrote_alone: bool = False
-    # This copy became Primary with its peer cut off and serves since (took_over_alone):
-    # VRRP holds the role for it (Machine.hold_for_data).
-    took_over_alone: bool = False
+    # NFS clients reached this copy while it was Primary with its peer cut off, and it
+    # serves since (drbd_guard.holds_for_clients): VRRP holds the role for it
+    # (Machine.hold_for_data). `peer_gone_since` (monotonic): DRBD's peer not connected
+    # since then; `clients_reached`: a client's data seen on a VIP connection after that
+    # (daemon/reach.py).
+    holding: bool = False
+    peer_gone_since: float | None = None
+    clients_reached: bool = False
     # We heard a master holding for its copy with our link gone: outdated once, until the
     # copies connect again (suspicion.py `behind_a_holder`).
     behind_holder: bool = False

@@ -15,8 +15,10 @@ from drbdha.vrrp.machine import HOLD_PRIORITY
 if TYPE_CHECKING:
     from drbdha.alone import AloneStore
     from drbdha.daemon.instance import Instance
+    from drbdha.daemon.reach import ClientsHeard
     from drbdha.daemon.storage_state import StorageState
     from drbdha.latches import LatchStore
+    from drbdha.resources.drbd_events import Resource
 
 
 class Suspicion:
@@ -34,7 +36,7 @@ class Suspicion:
 
     alone: AloneStore
 
-    # ---- this copy holds writes the peer's lacks (alone.py) -------------------------------
+    # ---- this copy holds what the peer's lacks (alone.py) ---------------------------------
 
     def note_alone(self, inst: Instance, alone: bool, *, quiet: bool = False) -> None:
         """`quiet`: the caller logs why (a stale copy is no copy that caught up)."""
@@ -52,34 +54,84 @@ class Suspicion:
         if self.alone.error:
             self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
 
-    def note_took_over(self, inst: Instance, took: bool, now: float) -> None:
-        """We became Primary with the peer cut off (or the copies have met again since):
-        VRRP holds the role for this copy, or stops holding it."""
+    def note_holding(self, inst: Instance, holds: bool, now: float) -> None:
+        """Clients reached this copy with the peer cut off (or the copies have met again
+        since): VRRP holds the role for it, or stops holding it."""
         st = self.states[inst.name]
-        st.took_over_alone = took
+        st.holding = holds
         if inst.storage is None:
             return
-        self.alone.set_took_over(inst.storage.drbd_resource, took)
+        self.alone.set_holding(inst.storage.drbd_resource, holds)
         fields = {"instance": inst.name, "resource": inst.storage.drbd_resource}
-        if took:
+        if holds:
             self.log.warning(
-                "drbd.took_over_alone",
+                "drbd.holding_for_clients",
                 **fields,
-                action="advertising priority 254 until the copies meet and resync: a master "
-                "cut off meanwhile yields to this copy",
+                action="advertising priority 254 until the copies meet and resync: a node "
+                "that served without us meanwhile yields to this copy",
             )
         else:
             self.log.info("drbd.hold_released", **fields)
         if self.alone.error:
             self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
-        self.apply(inst, inst.machine.hold_for_data(took, now), now)
+        self.apply(inst, inst.machine.hold_for_data(holds, now), now)
+
+    @staticmethod
+    def _note_peer_gone(st: StorageState, new: Resource | None, now: float) -> None:
+        """Since when DRBD's peer is away: only a client heard after that, while Primary,
+        is evidence for the hold (daemon/reach.py)."""
+        if new is None:
+            return
+        if new.connected:
+            st.peer_gone_since = None
+        elif st.peer_gone_since is None:
+            st.peer_gone_since = now
+        if new.connected or new.role != "Primary":
+            st.clients_reached = False
+
+    def unheld(self) -> list[tuple[str, list[str]]]:
+        """What reach.ReachWatch looks at: each resource served here as master and DRBD
+        Primary with its peer away and no hold yet, with its VIPs."""
+        out = []
+        for res, inst in self.by_resource.items():
+            st = self.states[inst.name]
+            d = st.drbd
+            if st.holding or d is None or d.role != "Primary" or d.connected:
+                continue
+            if inst.machine.state is State.MASTER and inst.vip_up:
+                out.append((res, [str(v.ip) for v in inst.cfg.virtual_ipaddress]))
+        return out
+
+    def clients_heard(self, ev: ClientsHeard, now: float) -> None:
+        """A client sent data to our VIP at `ev.at`: after DRBD lost the peer, and while we
+        serve, it is evidence that the clients' writes are on this copy."""
+        inst = self.by_resource.get(ev.resource)
+        st = self.states.get(inst.name) if inst is not None else None
+        if inst is None or st is None or st.holding or st.peer_gone_since is None:
+            return
+        d = st.drbd
+        if d is None or d.role != "Primary" or d.connected or ev.at <= st.peer_gone_since:
+            return
+        if inst.machine.state is not State.MASTER:
+            return  # stepped down since the look: a heal may have brought the clients here
+        st.clients_reached = True
+        self.log.info(
+            "drbd.clients_reached_alone",
+            instance=inst.name,
+            resource=ev.resource,
+            after_s=round(ev.at - st.peer_gone_since, 2),
+        )
+        holds = guard.holds_for_clients(st.holding, d, reached=True)
+        if holds != st.holding:
+            self.note_holding(inst, holds, now)
 
     def behind_a_holder(self, inst: Instance, priority: int, master: Any) -> None:
-        """The master we hear holds the role for its copy (it took over with us cut off,
-        Machine.hold_for_data) and our DRBD link is still gone: it serves writes our copy
-        lacks. We were the master cut off on both networks and stepped down at the heal;
-        should it die before the copies meet, our copy must not be promoted (its silence
-        would read as death to the handler). Outdated once, as a Secondary."""
+        """The master we hear holds the role for its copy (clients reached it with us cut
+        off, Machine.hold_for_data) and our DRBD link is still gone: it serves writes our
+        copy lacks. We served without it (a master cut off, or a takeover no client
+        reached) and stepped down at the heal; should it die before the copies meet, our
+        copy must not be promoted (its silence would read as death to the handler).
+        Outdated once, as a Secondary."""
         st = self.states[inst.name]
         res = st.drbd
         if res is None or res.connected:
@@ -90,7 +142,7 @@ class Suspicion:
         if res.role != "Secondary" or not res.local_uptodate:
             return
         st.behind_holder = True
-        self._outdate_self(inst, "peer_took_over_alone", master, 0.0)
+        self._outdate_self(inst, "peer_holds_for_clients", master, 0.0)
 
     def hold_apart(self, inst: Instance) -> None:
         """Our copy has writes the peer's lacks, and its disk is detached: connected, DRBD

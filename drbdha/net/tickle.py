@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
 
 from drbdha.net._pyroute2 import DiagSocket
 from drbdha.vrrp.packet import internet_checksum
@@ -31,6 +32,7 @@ TCP_ACK = 0x10
 TICKLE_WINDOW = 1234  # any nonzero window: a zero one could read as a probe
 TCP_ESTABLISHED = 1  # include/net/tcp_states.h
 TCP_LISTEN = 10
+INET_DIAG_INFO = 2  # include/uapi/linux/inet_diag.h: the socket's tcp_info
 REPEAT = 3  # CTDB sends each tickle three times: one lost segment must not cost a keepalive
 
 IPAddress = IPv4Address | IPv6Address
@@ -108,19 +110,46 @@ def listening(port: int) -> bool:
     return port in _ports(TCP_LISTEN, socket.AF_INET, socket.AF_INET6)
 
 
+def last_data(vips: Sequence[str], ports: Sequence[int]) -> float | None:
+    """Seconds since a client last sent data on an established connection to one of `vips`
+    on one of `ports` (the kernel's tcp_info, tcpi_last_data_recv); None without one. A
+    segment's arrival, not a call nfsd counted: a call may have arrived long before and
+    waited behind DRBD's frozen I/O (daemon/reach.py)."""
+    ages = [
+        m.get_attr("INET_DIAG_INFO")["tcpi_last_data_recv"] / 1000
+        for m in _matching(vips, ports, TCP_ESTABLISHED, INET_DIAG_INFO)
+    ]
+    return min(ages, default=None)
+
+
 def _diag(vips: Sequence[str], ports: Sequence[int], state: int) -> set[Connection]:
+    return {
+        Connection(
+            str(ip_address(m["idiag_src"])),
+            m["idiag_sport"],
+            str(ip_address(m["idiag_dst"])),
+            m["idiag_dport"],
+        )
+        for m in _matching(vips, ports, state)
+    }
+
+
+def _matching(
+    vips: Sequence[str], ports: Sequence[int], state: int, extension: int = 0
+) -> list[Any]:
+    """sock_diag's messages of the TCP sockets in `state` bound to `vips` and `ports`, with
+    the `extension` attribute (INET_DIAG_*) asked for."""
     wanted = {str(ip_address(v)) for v in vips}
-    found = set()
     families = {socket.AF_INET if ip_address(v).version == 4 else socket.AF_INET6 for v in vips}
+    ext = 1 << (extension - 1) if extension else 0
     with DiagSocket() as ds:
         ds.bind()
-        for family in families:
-            for m in ds.get_sock_stats(family=family, states=1 << state):
-                src = str(ip_address(m["idiag_src"]))
-                if src in wanted and m["idiag_sport"] in ports:
-                    dst = str(ip_address(m["idiag_dst"]))
-                    found.add(Connection(src, m["idiag_sport"], dst, m["idiag_dport"]))
-    return found
+        return [
+            m
+            for family in families
+            for m in ds.get_sock_stats(family=family, states=1 << state, extensions=ext)
+            if m["idiag_sport"] in ports and str(ip_address(m["idiag_src"])) in wanted
+        ]
 
 
 def _ports(state: int, *families: int) -> list[int]:

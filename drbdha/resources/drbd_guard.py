@@ -100,20 +100,24 @@ def wrote_alone(before: bool, new: Resource | None, *, stale: bool) -> bool:
     return before
 
 
-def took_over_alone(before: bool, old: Resource | None, new: Resource | None) -> bool:
-    """Did this copy become Primary while its peer was not connected, and stay Primary
-    since, without the copies meeting again? Then the clients' writes since are here only,
-    and a master that was cut off (still Primary on its own copy, the other side of a
-    split brain) must not take them back at the heal: VRRP's hold_for_data. A Primary
-    whose link is lost is not a takeover (it was serving; its peer may be the one that took
-    over). A restart of drbdha in between keeps the answer (alone.py's store)."""
+def holds_for_clients(before: bool, new: Resource | None, *, reached: bool) -> bool:
+    """Must VRRP hold the role for this copy (Machine.hold_for_data)? Yes once NFS clients
+    have reached it (`reached`: data from a client on a VIP connection, seen after DRBD lost
+    the peer) while it is Primary without its peer: the clients' writes since are on this
+    copy only, so a node whose copy lacks them must not take the service at the heal.
+    Which node that is, the roles do not tell: in finding 7 (docs/reliability.md) the
+    master was cut off on both networks and the clients went to the node that took over; in
+    finding 8 the master lost only its replication link and kept the clients, while the
+    backup, its service link cut, took over a copy no client reaches. Held until the copies
+    are connected and both UpToDate, or this copy is no longer Primary; a restart of drbdha
+    keeps it (alone.py's store)."""
     if new is None:
         return before
     if new.role != "Primary":
         return False
     if new.connected:
         return before and not (new.local_uptodate and new.connected_uptodate_peer)
-    return before or (old is not None and old.role != "Primary")
+    return before or reached
 
 
 def still_suspect(before: bool, new: Resource | None) -> bool:

@@ -136,7 +136,8 @@ class Machine:
         self._priority_override: int | None = None  # force-failover's temporary priority
         self._override_until: float | None = None
         # A resignation that must be answered (force-failover): when we take the role back,
-        # and how it went: "waiting", "answered" (a peer advertised) or "retook".
+        # and how it went: "waiting", "answered" (a peer advertised), "retook", or "abandoned"
+        # (unanswered, and inhibited meanwhile: it may not take the role back).
         self._take_back_at: float | None = None
         self.handover: str | None = None
         self._penalty = 0  # failing weighted checks lower the priority by their weights
@@ -258,10 +259,14 @@ class Machine:
     def handle_timer(self, now: float) -> list[Effect]:
         if self._take_back_at is not None and now >= self._take_back_at:
             self._take_back_at = None
-            if self.state is State.BACKUP:
+            if self.state is State.BACKUP and not self._blocking():
                 # Nobody answered the resignation: serve again at once rather than leave
                 # the addresses dark until Master_Down_Interval.
                 return self._become_master(now, "handover_failed")
+            if self.handover == "waiting":
+                # Inhibited since (a latch: the disk failed in the window, say): a node
+                # that may not serve does not take the role back, it stays a backup.
+                self.handover = "abandoned"
         if self._override_until is not None and now >= self._override_until:
             # The force-failover priority ends with its hold-off; adverts carry ours again.
             self._priority_override = self._override_until = None

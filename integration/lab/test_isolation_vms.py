@@ -3,8 +3,9 @@ the fault campaign's seed 100 fault 5 lost 220 and 367 acknowledged records here
 
 node1 (priority 150) serves; it is cut off from the service and the replication networks.
 Its handler finds node2 silent and goes on as Primary on its own copy; no client reaches it.
-node2 (priority 100) takes over with its DRBD peer cut off, so it holds the role for its
-copy (drbd_guard.took_over_alone): it advertises 254 until the copies resync.
+node2 (priority 100) takes over with its DRBD peer cut off and the clients come to it, so
+it holds the role for its copy (drbd_guard.holds_for_clients): it advertises 254 until the
+copies resync.
 
 The strike is the campaign's: the service network comes back first, the replication link
 stays cut. Before the fix node2 heard node1's higher priority and stepped down, and node1
@@ -14,11 +15,14 @@ holder. The second fault: node2, the only copy with the clients' writes, is powe
 before the replication link is back; node1 must not take over. Then node2 comes back, the
 links heal, the admin resolves the split brain in node2's favour (README, "Two nodes"), and
 every acknowledged record is on node2.
+
+The other way two nodes lose each other on both networks (finding 8): the master's
+replication link and the backup's service link. The clients stay with the master, and so
+does the service at the heal.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -36,8 +40,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 DRBD = {"net": TUNED, **FENCING}
-# node2 discards nothing: node1's changes go (it acknowledged none of the clients' writes).
-DISCARD_NODE1 = (
+# Run on the node whose copy goes (README, "Two nodes": the split brain resolved).
+DISCARD_MY_DATA = (
     "systemctl stop drbdha; drbdadm secondary r0; drbdadm disconnect r0; "
     "drbdadm connect --discard-my-data r0; systemctl start drbdha"
 )
@@ -73,8 +77,11 @@ def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, la
     lab.cut("node1", "replication")
     wait_until("node2 serving while node1 is cut off", lambda: nfs.serving("node2"), 90, 1.0)
     w.wait_for(w.acks.acknowledged + 10, timeout=90)  # the clients' writes, on node2 only
+    # The hold comes with the first look at the clients' connections after they came back
+    # (once a second, daemon/reach.py).
+    holding = lambda: (nfs.doc("node2") or {}).get("holding_for_data")  # noqa: E731
+    wait_until("node2 holding for the clients' copy", holding, 10, 0.5)
     doc = nfs.doc("node2") or {}
-    assert doc.get("holding_for_data"), doc
     assert doc.get("effective_priority") == 254, doc
     assert nfs.role("node1") == "Primary"  # cut off, it goes on (README, "Two nodes")
 
@@ -105,7 +112,7 @@ def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, la
     lab.uncut("node1", "replication")
     time.sleep(10)
     if lab._proc_drbd("node1")["cstate"] == "StandAlone":
-        lab.exec("node1", DISCARD_NODE1, timeout=180)
+        lab.exec("node1", DISCARD_MY_DATA, timeout=180)  # it acknowledged no client write
         lab.exec("node2", "drbdadm connect r0", check=False)
     wait_until(
         "the copies resynced",
@@ -127,30 +134,27 @@ def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, la
     print(f"{w.acks.acknowledged} records, all on {server}")
 
 
-@pytest.mark.skipif(
-    os.environ.get("DRBDHA_LAB_OPEN_FINDINGS") != "1",
-    reason="finding 8's reproduction, open (docs/reliability.md): DRBDHA_LAB_OPEN_FINDINGS=1",
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 8, open: the node that took over alone behind its own cut service link "
-    "holds the role at the heal, over the copy the clients wrote to",
-)
 def test_a_partition_of_two_single_cuts_leaves_the_service_with_the_clients_copy(
     nfs: Storage, lab: Lab
 ) -> None:
-    """Campaign seed 100 fault 76 (17 records lost): node2's service link and node1's
-    replication link cut, so neither node hears the other on either network, yet node1 (the
-    master) still reaches the clients. node2 takes over its own copy, which no client
-    reaches, and holds the role for it; at the heal node1 must keep the service: node2's
-    copy lacks every write acknowledged during the cut. (Cutting node2's service first
-    makes the order certain: node2's takeover waits on DRBD's peer_primary until node1's
-    link goes, so node1 cannot outdate it first.)"""
+    """Campaign seed 100 fault 76 (finding 8, 17 records lost): node2's service link and
+    node1's replication link cut, so neither node hears the other on either network, yet
+    node1 (the master) still reaches the clients. node2 takes over its own copy, which no
+    client reaches; node1 goes on with the clients and, having heard them after its DRBD
+    lost the peer, holds the role for its copy. At the heal node1 keeps the service and
+    node2, demoted with its link still gone, outdates its copy on hearing the holder.
+    (Cutting node2's service first makes the order certain: node2's takeover waits on
+    DRBD's peer_primary until node1's link goes, so node1 cannot outdate it first.)"""
     (w,) = mount_and_write(lab, "4.2").values()
+    since = node_time(lab, "node2")
     lab.cut("node2", "service")
     lab.cut("node1", "replication")
     wait_until("node2 Primary on its own copy", lambda: nfs.role("node2") == "Primary", 90, 1.0)
+    holds = lambda n: (nfs.doc(n) or {}).get("holding_for_data")  # noqa: E731
+    wait_until("node1 holding for the clients' copy", lambda: holds("node1"), 60, 0.5)
     w.wait_for(w.acks.acknowledged + 20, timeout=90)  # on node1, the clients' node
+    assert nfs.serving("node2")  # behind its cut link, and no client reached it: no hold
+    assert not holds("node2")
     lab.uncut("node2", "service")
     lab.uncut("node1", "replication")
     on_node2 = []
@@ -158,5 +162,31 @@ def test_a_partition_of_two_single_cuts_leaves_the_service_with_the_clients_copy
         if nfs.holds_vip("node2"):
             on_node2.append(w.acks.acknowledged)
         time.sleep(0.5)
-    w.stop()
     assert not on_node2, f"node2 held the VIP after the heal ({len(on_node2)} samples)"
+    outdated = [
+        e.get("REASON") for e in events(lab, "node2", f"{since:.0f}", "drbd.outdating_self")
+    ]
+    assert "peer_holds_for_clients" in outdated, outdated
+
+    # DRBD found the split brain (node2 wrote alone too: its mount, nfsd's state): the
+    # admin keeps node1's copy, the one the clients wrote to (README, "Two nodes").
+    if lab._proc_drbd("node2")["cstate"] in ("StandAlone", "WFConnection"):
+        lab.exec("node2", DISCARD_MY_DATA, timeout=180)
+        lab.exec("node1", "drbdadm connect r0", check=False)
+    wait_until(
+        "the copies resynced",
+        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
+        240,
+        2.0,
+    )
+    for node in NODES:
+        if (nfs.doc(node) or {}).get("latches"):
+            lab.exec(node, "drbdha clear-latch", timeout=90)
+    server = wait_until(
+        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
+    )
+    w.wait_for(w.acks.acknowledged + 10, timeout=180)
+    w.stop()
+    server = next((n for n in NODES if nfs.serving(n)), server)
+    assert lost_on(lab, server, w) == 0
+    print(f"{w.acks.acknowledged} records, all on {server}")
