@@ -1,12 +1,20 @@
 """A force-failover's resignation as the machine times it (machine.resign with a release
 time): a peer must answer within two advert intervals plus the chain's release, or the
-machine takes the role back itself. Real Machine, time passed in; no I/O."""
+machine takes the role back itself, unless it may no longer serve. Real Machine, time passed
+in; no I/O (the last test drives daemon/handover.py with a FAKE instance and applier)."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
+from test_fencing_rule import FakeLog
 from test_machine import PEER, adv, master, transitions
 
+from drbdha.control import ControlRequest
+from drbdha.daemon.handover import Handover
 from drbdha.vrrp.events import Activate, State, Transition
 from drbdha.vrrp.machine import HANDOVER_MARGIN, Machine
 
@@ -98,3 +106,30 @@ def test_the_peer_gets_a_whole_master_down_interval_after_a_slow_release() -> No
     assert m.get_timer() == pytest.approx(t0 + 2.5 + m.master_down_interval)
     m.receive(adv(100), PEER, t0 + 4.0)
     assert (m.state, m.handover) == (State.BACKUP, "answered")
+
+
+def test_the_force_failover_of_a_node_inhibited_meanwhile_ends_refused_with_the_reason() -> None:
+    # daemon/handover.py over the real machine: the request is answered `refused`, naming
+    # what keeps the node out, and the node stays a backup.
+    m, at = master(priority=200)
+    inst = SimpleNamespace(name="lab", machine=m, storage=None, peer_status=lambda _now: None)
+    effects: list[Any] = []
+    handover = Handover(
+        lambda _inst, e, _now: effects.extend(e), {"lab": inst}, lambda _i: None, FakeLog()
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        request = ControlRequest({"command": "force-failover"}, loop.create_future())
+        handover.start(request, at + 1)
+        assert m.state is State.BACKUP
+        m.set_inhibit("disk_latched", True, at + 1.5)
+        deadline = m.get_timer()
+        assert deadline is not None
+        m.handle_timer(deadline)
+        handover.check(deadline)
+        result = request.reply.result()
+    finally:
+        loop.close()
+    assert result["outcome"] == "refused"
+    assert "may not serve: disk_latched" in result["reason"]
+    assert m.state is State.BACKUP
