@@ -259,6 +259,47 @@ def test_evidence_counts_for_one_term_as_primary(tmp_path: Path) -> None:
     assert not t.room.states["lab"].clients_reached
 
 
+def test_a_master_looks_at_its_clients_before_it_hears_an_advert(tmp_path: Path) -> None:
+    # A heal: the first advert from the other node decides who steps down, and a client
+    # that came to us since the watch last looked must count (finding 10).
+    t = chains(tmp_path)
+    looks: list[Any] = []
+
+    def last_data(vips: Any, _ports: Any) -> float:
+        looks.append(list(vips))
+        return 0.1
+
+    t.room.last_data = last_data
+    t.room.on_drbd(DrbdChanged("r0", SECONDARY_CUT, PRIMARY_CUT), 10.0)
+    t.room.last_look(t.inst, 12.0)
+    assert looks == [["192.0.2.100"]]
+    assert t.inst.machine.holding
+    t.room.last_look(t.inst, 12.5)  # held: nothing more to look for
+    assert len(looks) == 1
+
+
+@pytest.mark.parametrize("facts", [PRIMARY, SECONDARY_CUT], ids=["connected", "secondary"])
+def test_no_last_look_outside_the_partition(tmp_path: Path, facts: Any) -> None:
+    t = chains(tmp_path)
+    t.room.last_data = lambda _v, _p: pytest.fail("looked")  # type: ignore[assignment]
+    t.room.on_drbd(DrbdChanged("r0", PRIMARY, facts), 10.0)
+    t.room.last_look(t.inst, 12.0)
+    assert not t.inst.machine.holding
+
+
+def test_a_failed_last_look_is_logged_and_changes_nothing(tmp_path: Path) -> None:
+    t = chains(tmp_path)
+
+    def broken(_v: Any, _p: Any) -> float:
+        raise OSError("netlink")
+
+    t.room.last_data = broken
+    t.room.on_drbd(DrbdChanged("r0", PRIMARY, PRIMARY_CUT), 10.0)
+    t.room.last_look(t.inst, 12.0)
+    assert "drbd.clients_look_failed" in [e for _, e, _ in t.log.events]
+    assert not t.inst.machine.holding
+
+
 def test_a_restarted_daemon_holds_on_from_the_store(tmp_path: Path) -> None:
     first = chains(tmp_path)
     first.room.on_drbd(DrbdChanged("r0", SECONDARY_CUT, PRIMARY_CUT), 10.0)

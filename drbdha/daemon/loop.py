@@ -43,6 +43,7 @@ from drbdha.errors import DrbdhaError, MalformedPacket
 from drbdha.fencing.keeper import KeepFencing
 from drbdha.net.links import AddressEvent, LinkEvent
 from drbdha.resources.drbd import DrbdChanged
+from drbdha.vrrp.events import State
 
 
 class Daemon(ReloadRoom):
@@ -263,6 +264,8 @@ class Daemon(ReloadRoom):
             if inst is None:
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
+            if inst.storage is not None and inst.machine.state is State.MASTER:
+                self.chains.last_look(inst, now)
             self.apply(inst, inst.receive(rx, now), now)
             if inst.storage is not None:
                 self.chains.heard(inst, now)

@@ -33,6 +33,7 @@ from drbdha.daemon import compose as steps
 from drbdha.daemon.health import CheckResult, Health
 from drbdha.daemon.instance import Instance
 from drbdha.daemon.power import SYSRQ, PowerAction
+from drbdha.daemon.reach import LastData
 from drbdha.daemon.storage_state import StorageState
 from drbdha.daemon.suspicion import Suspicion
 from drbdha.errors import LatchError
@@ -40,6 +41,7 @@ from drbdha.fencing.keeper import KeepFencing
 from drbdha.latches import KINDS as LATCH_KINDS
 from drbdha.latches import Latch, LatchStore
 from drbdha.metrics import Metrics
+from drbdha.net import tickle
 from drbdha.net.addresses import Addresses
 from drbdha.net.vip import VipStep
 from drbdha.resources import drbd
@@ -82,6 +84,7 @@ class Chains(Suspicion):
         self.by_resource: dict[str, Instance] = {}
         self.states: dict[str, StorageState] = {}  # instance name -> what we know of it
         self._series: dict[str, list[tuple[Any, tuple[str, ...]]]] = {}
+        self.last_data: LastData = tickle.last_data  # reach.py's look, for `last_look`
 
     # ---- building ------------------------------------------------------------------------
 

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from drbdha.daemon import stale, stall
+from drbdha.daemon.reach import ClientsHeard, LastData
 from drbdha.resources import drbd_guard as guard
+from drbdha.resources import nfs_clients
 from drbdha.vrrp.events import State
 from drbdha.vrrp.machine import HOLD_PRIORITY
 
 if TYPE_CHECKING:
     from drbdha.alone import AloneStore
     from drbdha.daemon.instance import Instance
-    from drbdha.daemon.reach import ClientsHeard
     from drbdha.daemon.storage_state import StorageState
     from drbdha.latches import LatchStore
     from drbdha.resources.drbd_events import Resource
@@ -35,6 +36,7 @@ class Suspicion:
     ) -> None: ...
 
     alone: AloneStore
+    last_data: LastData
 
     # ---- this copy holds what the peer's lacks (alone.py) ---------------------------------
 
@@ -89,18 +91,40 @@ class Suspicion:
         if new.connected or new.role != "Primary":
             st.clients_reached = False
 
+    def _unheld(self, inst: Instance) -> list[str] | None:
+        """The VIPs to look at if `inst` is served here as master and DRBD Primary with its
+        peer away and no hold yet; else None."""
+        st = self.states.get(inst.name)
+        d = st.drbd if st is not None else None
+        if st is None or st.holding or d is None or d.role != "Primary" or d.connected:
+            return None
+        if inst.machine.state is not State.MASTER or not inst.vip_up:
+            return None
+        return [str(v.ip) for v in inst.cfg.virtual_ipaddress]
+
     def unheld(self) -> list[tuple[str, list[str]]]:
-        """What reach.ReachWatch looks at: each resource served here as master and DRBD
-        Primary with its peer away and no hold yet, with its VIPs."""
-        out = []
-        for res, inst in self.by_resource.items():
-            st = self.states[inst.name]
-            d = st.drbd
-            if st.holding or d is None or d.role != "Primary" or d.connected:
-                continue
-            if inst.machine.state is State.MASTER and inst.vip_up:
-                out.append((res, [str(v.ip) for v in inst.cfg.virtual_ipaddress]))
-        return out
+        """What reach.ReachWatch looks at, each resource with its VIPs."""
+        return [
+            (res, vips)
+            for res, inst in self.by_resource.items()
+            if (vips := self._unheld(inst)) is not None
+        ]
+
+    def last_look(self, inst: Instance, now: float) -> None:
+        """Called before a master hears an advert. At a heal the first advert from the
+        other node decides which of the two steps down, and a client that came to us since
+        the watch's last look (up to reach.POLL ago) must count: look now. One sock_diag
+        dump in the loop, only in this rare state (Primary, the peer away, no hold)."""
+        vips = self._unheld(inst)
+        if vips is None or inst.storage is None:
+            return
+        try:
+            age = self.last_data(vips, nfs_clients.nfs_ports())
+        except OSError as e:  # the watch looks again within a second
+            self.log.warning("drbd.clients_look_failed", instance=inst.name, error=str(e))
+            return
+        if age is not None:
+            self.clients_heard(ClientsHeard(inst.storage.drbd_resource, now - age), now)
 
     def clients_heard(self, ev: ClientsHeard, now: float) -> None:
         """A client sent data to our VIP at `ev.at`: after DRBD lost the peer, and while we
