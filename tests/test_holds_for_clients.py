@@ -271,11 +271,24 @@ def test_a_master_looks_at_its_clients_before_it_hears_an_advert(tmp_path: Path)
 
     t.room.last_data = last_data
     t.room.on_drbd(DrbdChanged("r0", SECONDARY_CUT, PRIMARY_CUT), 10.0)
-    t.room.last_look(t.inst, 12.0)
+    asyncio.run(t.room.last_look(t.inst, 12.0))
     assert looks == [["192.0.2.100"]]
     assert t.inst.machine.holding
-    t.room.last_look(t.inst, 12.5)  # held: nothing more to look for
+    asyncio.run(t.room.last_look(t.inst, 12.5))  # held: nothing more to look for
     assert len(looks) == 1
+
+
+def test_the_last_look_runs_the_real_socket_inside_the_daemons_event_loop(
+    tmp_path: Path,
+) -> None:
+    # pyroute2's DiagSocket starts an event loop of its own: called in ours it raised
+    # RuntimeError and took the daemon down at the first advert of a heal (the lab).
+    t = chains(tmp_path)
+    assert t.room.last_data is tickle.last_data
+    t.room.on_drbd(DrbdChanged("r0", PRIMARY, PRIMARY_CUT), 10.0)
+    asyncio.run(t.room.last_look(t.inst, 12.0))  # no client on 192.0.2.100: no hold
+    assert not t.inst.machine.holding
+    assert "drbd.clients_look_failed" not in [e for _, e, _ in t.log.events]
 
 
 @pytest.mark.parametrize("facts", [PRIMARY, SECONDARY_CUT], ids=["connected", "secondary"])
@@ -283,7 +296,7 @@ def test_no_last_look_outside_the_partition(tmp_path: Path, facts: Any) -> None:
     t = chains(tmp_path)
     t.room.last_data = lambda _v, _p: pytest.fail("looked")  # type: ignore[assignment]
     t.room.on_drbd(DrbdChanged("r0", PRIMARY, facts), 10.0)
-    t.room.last_look(t.inst, 12.0)
+    asyncio.run(t.room.last_look(t.inst, 12.0))
     assert not t.inst.machine.holding
 
 
@@ -295,7 +308,7 @@ def test_a_failed_last_look_is_logged_and_changes_nothing(tmp_path: Path) -> Non
 
     t.room.last_data = broken
     t.room.on_drbd(DrbdChanged("r0", PRIMARY, PRIMARY_CUT), 10.0)
-    t.room.last_look(t.inst, 12.0)
+    asyncio.run(t.room.last_look(t.inst, 12.0))
     assert "drbd.clients_look_failed" in [e for _, e, _ in t.log.events]
     assert not t.inst.machine.holding
 

@@ -265,7 +265,7 @@ class Daemon(ReloadRoom):
                 self.metrics.unmatched_packets.labels(key[0]).inc()
                 continue
             if inst.storage is not None and inst.machine.state is State.MASTER:
-                self.chains.last_look(inst, now)
+                await self.chains.last_look(inst, now)
             self.apply(inst, inst.receive(rx, now), now)
             if inst.storage is not None:
                 self.chains.heard(inst, now)

@@ -4,6 +4,7 @@ A part of storage.Chains; only the main loop calls in here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -110,17 +111,19 @@ class Suspicion:
             if (vips := self._unheld(inst)) is not None
         ]
 
-    def last_look(self, inst: Instance, now: float) -> None:
-        """Called before a master hears an advert. At a heal the first advert from the
+    async def last_look(self, inst: Instance, now: float) -> None:
+        """Awaited before a master hears an advert. At a heal the first advert from the
         other node decides which of the two steps down, and a client that came to us since
         the watch's last look (up to reach.POLL ago) must count: look now. One sock_diag
-        dump in the loop, only in this rare state (Primary, the peer away, no hold)."""
+        dump, only in this rare state (Primary, the peer away, no hold), in a thread as the
+        watch's: pyroute2's socket runs an event loop of its own, which cannot start inside
+        ours (the lab's daemon died of it)."""
         vips = self._unheld(inst)
         if vips is None or inst.storage is None:
             return
         try:
-            age = self.last_data(vips, nfs_clients.nfs_ports())
-        except OSError as e:  # the watch looks again within a second
+            age = await asyncio.to_thread(self.last_data, vips, nfs_clients.nfs_ports())
+        except Exception as e:  # a look is advice: never the loop's end
             self.log.warning("drbd.clients_look_failed", instance=inst.name, error=str(e))
             return
         if age is not None:
