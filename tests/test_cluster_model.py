@@ -21,14 +21,20 @@ resource-and-stonith` and the fence-peer handler does for this job:
   other; a node powered on comes back Consistent and can be promoted only once connected;
 - the handler's answer (fencing/server.py): silence when the peer host is down, frozen or
   cut from the service network; a refusal when its drbdha is down or it is Primary;
-  otherwise the peer outdates its copy.
+  otherwise the peer outdates its copy;
+- a lost link is tried again on DRBD's connect-int, so a heal meets the copies seconds later;
+- the client writes, unless told to be idle, to the node its ARP entry names; the entry
+  moves only when that node stops answering for the VIP; what it sends is what drbdha's
+  reach watch sees (daemon/reach.py: a client's data on a VIP connection).
 
 Invariants, checked at every tick:
 - never two Primaries the client can reach both of (two Primaries with one node cut from the
   service network is the README's "Two nodes: what cannot be told apart");
 - never two VIP holders the client can reach;
 - the VIP only on a node whose chain is up below it (Primary, mounted, nfsd, exports);
-- no promotion of a copy that lacks an acknowledged write;
+- no promotion of a copy that lacks an acknowledged write, and no write acknowledged on one
+  (documented, not failed: while a live node is cut off from its peer on both networks, or
+  after the side the clients wrote to during such a cut lost its power before the heal);
 - after every fault is healed and the cluster has had time: exactly one node serves, with
   every acknowledged write, unless a documented refusal stands (a latch, no UpToDate copy).
 """
