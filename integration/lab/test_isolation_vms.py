@@ -36,6 +36,7 @@ from test_safety_vms import node_time
 
 if TYPE_CHECKING:
     from cluster import Lab
+    from records import Writer
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +69,33 @@ def transitions(lab: Lab, node: str, since: str) -> list[tuple[str, str]]:
     return [
         (e.get("NEW", ""), e.get("REASON", "")) for e in events(lab, node, since, "vrrp.transition")
     ]
+
+
+def keep_the_copy_of(kept: str, nfs: Storage, lab: Lab, w: Writer) -> None:
+    """The README's split-brain repair, if DRBD saw one: the other node discards its changes
+    and resyncs from `kept`; the latches cleared; then every record the client had
+    acknowledged is on the node that serves."""
+    other = next(n for n in NODES if n != kept)
+    if {"StandAlone", "WFConnection"} & {lab._proc_drbd(n)["cstate"] for n in NODES}:
+        lab.exec(other, DISCARD_MY_DATA, timeout=180)
+        lab.exec(kept, "drbdadm connect r0", check=False)
+    wait_until(
+        "the copies resynced",
+        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
+        240,
+        2.0,
+    )
+    for node in NODES:
+        if (nfs.doc(node) or {}).get("latches"):
+            lab.exec(node, "drbdha clear-latch", timeout=90)
+    server = wait_until(
+        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
+    )
+    w.wait_for(w.acks.acknowledged + 10, timeout=180)
+    w.stop()
+    server = next((n for n in NODES if nfs.serving(n)), server)
+    assert lost_on(lab, server, w) == 0
+    print(f"{w.acks.acknowledged} records, all on {server}")
 
 
 def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, lab: Lab) -> None:
@@ -111,27 +139,8 @@ def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, la
     nfs.power_on("node2", **DRBD)
     lab.uncut("node1", "replication")
     time.sleep(10)
-    if lab._proc_drbd("node1")["cstate"] == "StandAlone":
-        lab.exec("node1", DISCARD_MY_DATA, timeout=180)  # it acknowledged no client write
-        lab.exec("node2", "drbdadm connect r0", check=False)
-    wait_until(
-        "the copies resynced",
-        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
-    for node in NODES:
-        if (nfs.doc(node) or {}).get("latches"):
-            lab.exec(node, "drbdha clear-latch", timeout=90)
     # node2 serves again, or node1 once its copy is whole (it preempts at 150).
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    print(f"{w.acks.acknowledged} records, all on {server}")
+    keep_the_copy_of("node2", nfs, lab, w)  # node1 acknowledged no client write
 
 
 def test_a_partition_of_two_single_cuts_leaves_the_service_with_the_clients_copy(
@@ -170,23 +179,4 @@ def test_a_partition_of_two_single_cuts_leaves_the_service_with_the_clients_copy
 
     # DRBD found the split brain (node2 wrote alone too: its mount, nfsd's state): the
     # admin keeps node1's copy, the one the clients wrote to (README, "Two nodes").
-    if lab._proc_drbd("node2")["cstate"] in ("StandAlone", "WFConnection"):
-        lab.exec("node2", DISCARD_MY_DATA, timeout=180)
-        lab.exec("node1", "drbdadm connect r0", check=False)
-    wait_until(
-        "the copies resynced",
-        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
-    for node in NODES:
-        if (nfs.doc(node) or {}).get("latches"):
-            lab.exec(node, "drbdha clear-latch", timeout=90)
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    print(f"{w.acks.acknowledged} records, all on {server}")
+    keep_the_copy_of("node1", nfs, lab, w)
