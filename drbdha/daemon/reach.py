@@ -52,9 +52,14 @@ class ReachWatch:
         while True:
             await asyncio.sleep(self.poll)
             for resource, vips in self.wanted():
-                ports = nfs_clients.nfs_ports()
-                # Read before the look: the moment reported errs early, never late.
-                now = self.clock.monotonic()
-                age = await asyncio.to_thread(self.last_data, vips, ports)
-                if age is not None:
-                    self.put(ClientsHeard(resource, now - age))
+                at = await look(self.last_data, vips, self.clock.monotonic())
+                if at is not None:
+                    self.put(ClientsHeard(resource, at))
+
+
+async def look(last_data: LastData, vips: Sequence[str], now: float) -> float | None:
+    """When a client last sent data on a connection to one of `vips` (monotonic, on the
+    clock of `now`, read before the look: the moment errs early, never late), or None. In a
+    thread: pyroute2's socket runs an event loop of its own, which cannot start in ours."""
+    age = await asyncio.to_thread(last_data, vips, nfs_clients.nfs_ports())
+    return None if age is None else now - age

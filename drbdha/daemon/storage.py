@@ -251,9 +251,7 @@ class Chains(Suspicion):
         if alone != st.wrote_alone:
             self.note_alone(inst, alone)
         self._note_peer_gone(st, ev.new, now)
-        holds = guard.holds_for_clients(st.holding, ev.new, reached=st.clients_reached)
-        if holds != st.holding:
-            self.note_holding(inst, holds, now)
+        self.update_hold(inst, ev.new, now)
         self._note_frozen(inst, ev.new)
         self.still_suspect(inst)
         self._judge(inst, ev.old, ev.new, now)

@@ -4,14 +4,12 @@ A part of storage.Chains; only the main loop calls in here."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from drbdha.daemon import stale, stall
+from drbdha.daemon import reach, stale, stall
 from drbdha.daemon.reach import ClientsHeard, LastData
 from drbdha.resources import drbd_guard as guard
-from drbdha.resources import nfs_clients
 from drbdha.vrrp.events import State
 from drbdha.vrrp.machine import HOLD_PRIORITY
 
@@ -79,6 +77,12 @@ class Suspicion:
             self.log.error("drbd.wrote_alone_unsaved", error=self.alone.error)
         self.apply(inst, inst.machine.hold_for_data(holds, now), now)
 
+    def update_hold(self, inst: Instance, res: Resource | None, now: float) -> None:
+        st = self.states[inst.name]
+        holds = guard.holds_for_clients(st.holding, res, reached=st.clients_reached)
+        if holds != st.holding:
+            self.note_holding(inst, holds, now)
+
     @staticmethod
     def _note_peer_gone(st: StorageState, new: Resource | None, now: float) -> None:
         """Since when DRBD's peer is away: only a client heard after that, while Primary,
@@ -116,18 +120,17 @@ class Suspicion:
         other node decides which of the two steps down, and a client that came to us since
         the watch's last look (up to reach.POLL ago) must count: look now. One sock_diag
         dump, only in this rare state (Primary, the peer away, no hold), in a thread as the
-        watch's: pyroute2's socket runs an event loop of its own, which cannot start inside
-        ours (the lab's daemon died of it)."""
+        watch's (reach.look; the lab's daemon died of one made in the loop)."""
         vips = self._unheld(inst)
         if vips is None or inst.storage is None:
             return
         try:
-            age = await asyncio.to_thread(self.last_data, vips, nfs_clients.nfs_ports())
+            at = await reach.look(self.last_data, vips, now)
         except Exception as e:  # a look is advice: never the loop's end
             self.log.warning("drbd.clients_look_failed", instance=inst.name, error=str(e))
             return
-        if age is not None:
-            self.clients_heard(ClientsHeard(inst.storage.drbd_resource, now - age), now)
+        if at is not None:
+            self.clients_heard(ClientsHeard(inst.storage.drbd_resource, at), now)
 
     def clients_heard(self, ev: ClientsHeard, now: float) -> None:
         """A client sent data to our VIP at `ev.at`: after DRBD lost the peer, and while we
@@ -148,9 +151,7 @@ class Suspicion:
             resource=ev.resource,
             after_s=round(ev.at - st.peer_gone_since, 2),
         )
-        holds = guard.holds_for_clients(st.holding, d, reached=True)
-        if holds != st.holding:
-            self.note_holding(inst, holds, now)
+        self.update_hold(inst, d, now)
 
     def behind_a_holder(self, inst: Instance, priority: int, master: Any) -> None:
         """The master we hear holds the role for its copy (clients reached it with us cut
