@@ -56,6 +56,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=no_keepalived))
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, only there with -n
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Two work units under `pytest -n 2` (integration/run-tests): the VM lab's tests on one
+    worker, everything else on the other, each in collection order. The host's tests stay on
+    one worker because namespace tests must not run two at once (they share the CPU budget
+    of their 10 ms adverts); the lab is one cluster, booted once. (xdist's own `loadgroup`
+    does not group on pytest 9.2: pytest-dev/pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 (only with -n)
+
+    class LabBesideHost(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "lab" if nodeid.startswith("integration/lab/") else "host"
+
+    return LabBesideHost(config, log)
+
+
 @pytest.fixture
 def make_lab() -> Iterator[Callable[..., Lab]]:
     """Build labs with the given host names; all are torn down after the test."""
