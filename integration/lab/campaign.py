@@ -45,9 +45,10 @@ if TYPE_CHECKING:
 # 90 s covers the sum with room, and anything slower is a finding.
 BOUND = 90.0
 RECORDS_BEFORE = 20  # each writer's acknowledged records before the first fault strikes
-DISCARDING = (
-    "drbdadm attach {r}; drbdadm disconnect {r} 2>/dev/null; drbdadm connect --discard-my-data {r}"
-)
+# A disk attached while DRBD 8.4 is Connected can stay `Negotiating` for minutes (seed 100
+# fault 154): disconnect, then attach and connect (adjust), and let DRBD's generation UUIDs
+# pick the sync's direction. A copy that diverged meets the split-brain repair below.
+REATTACH = "drbdadm disconnect {r} 2>/dev/null; drbdadm adjust {r}"
 DISCARD = (
     "systemctl stop drbdha; drbdadm secondary {r}; drbdadm disconnect {r}; "
     "drbdadm connect --discard-my-data {r}; systemctl start drbdha"
@@ -226,11 +227,12 @@ class Campaign:
         )
         return any(x.stdout.strip() not in ("", "0") for x in r)
 
-    def repair_drbd(self, timeout: float = 240.0) -> list[str]:  # noqa: PLR0915 (one admin's walk through the cases)
+    def repair_drbd(self, timeout: float = 240.0) -> list[str]:
         """DRBD back to Connected UpToDate/UpToDate as the README's admin does it: a detached
-        disk re-attached (`drbdadm adjust`), a split brain resolved in favour of the node
-        that serves (the other discards its changes), a StandAlone node reconnected; then
-        the latches cleared (`drbdha clear-latch`)."""
+        disk re-attached keeping its data (`drbdadm adjust`: a copy that is the only one with
+        the writes after a fence must not be discarded, seed 100 fault 154), a split brain
+        resolved in favour of the node that serves (the other discards its changes), a
+        StandAlone node reconnected; then the latches cleared (`drbdha clear-latch`)."""
         lab, done, hurried = self.lab, [], False
         reattached: set[str] = set()
         deadline = time.monotonic() + timeout
@@ -250,7 +252,6 @@ class Campaign:
                     lab.parallel(lambda n: lab.exec(n, HURRY, check=False), NODES)
                     hurried = True
                 stuck_since = time.monotonic()
-            server = self.server()
             for node, s in states.items():
                 # 8.4 shows a Diskless StandAlone minor as Unconfigured (no dstate at all).
                 unconfigured = "Unconfigured" in s.get("error", "")
@@ -259,14 +260,8 @@ class Campaign:
                     continue  # once; the resync, or the next look, follows
                 if local in ("Diskless", "Failed"):
                     reattached.add(node)
-                if local in ("Diskless", "Failed") and node != server:
-                    # The README's way: attach, and let the node that serves win (a stale
-                    # copy's release wrote to it; a failed disk is not trusted either).
-                    lab.exec(node, DISCARDING.format(r=RESOURCE), check=False, timeout=60)
-                    done.append(f"{node}: disk re-attached, its changes discarded")
-                elif local in ("Diskless", "Failed"):
-                    lab.exec(node, f"drbdadm adjust {RESOURCE}", check=False, timeout=60)
-                    done.append(f"{node}: disk re-attached (drbdadm adjust)")
+                    lab.exec(node, REATTACH.format(r=RESOURCE), check=False, timeout=60)
+                    done.append(f"{node}: disk re-attached (disconnect, drbdadm adjust)")
             if "StandAlone" in cstates:
                 if self.split_brain():
                     # As an admin would: keep the copy of the node that serves. Nobody

@@ -84,7 +84,9 @@ class DrbdSetup:
 set -e
 modprobe drbd
 cat > /etc/drbd.d/{RESOURCE}.res
-if drbdsetup show {RESOURCE} 2>/dev/null | grep -q disk; then
+# Configured at all (attached or not: a harness error can leave the minor Diskless, where
+# `drbdadm up` fails): adjust attaches and connects what is missing.
+if grep -Eq '^ *[0-9]+: cs:[A-Z]' /proc/drbd && ! grep -q 'cs:Unconfigured' /proc/drbd; then
     drbdadm adjust {RESOURCE}
 else
     if ! drbdadm dump-md {RESOURCE} >/dev/null 2>&1; then
