@@ -46,9 +46,10 @@ if TYPE_CHECKING:
 BOUND = 90.0
 RECORDS_BEFORE = 20  # each writer's acknowledged records before the first fault strikes
 # A disk attached while DRBD 8.4 is Connected can stay `Negotiating` for minutes (seed 100
-# fault 154): disconnect, then attach and connect (adjust), and let DRBD's generation UUIDs
-# pick the sync's direction. A copy that diverged meets the split-brain repair below.
-REATTACH = "drbdadm disconnect {r} 2>/dev/null; drbdadm adjust {r}"
+# fault 154, twice: `drbdadm adjust` connects before it attaches): disconnect, attach, then
+# connect, and let DRBD's generation UUIDs pick the sync's direction. A copy that diverged
+# meets the split-brain repair below.
+REATTACH = "drbdadm disconnect {r} 2>/dev/null; drbdadm attach {r}; drbdadm connect {r}"
 DISCARD = (
     "systemctl stop drbdha; drbdadm secondary {r}; drbdadm disconnect {r}; "
     "drbdadm connect --discard-my-data {r}; systemctl start drbdha"
@@ -261,7 +262,7 @@ class Campaign:
                 if local in ("Diskless", "Failed"):
                     reattached.add(node)
                     lab.exec(node, REATTACH.format(r=RESOURCE), check=False, timeout=60)
-                    done.append(f"{node}: disk re-attached (disconnect, drbdadm adjust)")
+                    done.append(f"{node}: disk re-attached (disconnect, attach, connect)")
             if "StandAlone" in cstates:
                 if self.split_brain():
                     # As an admin would: keep the copy of the node that serves. Nobody
