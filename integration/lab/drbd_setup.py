@@ -85,9 +85,10 @@ set -e
 modprobe drbd
 cat > /etc/drbd.d/{RESOURCE}.res
 # Configured at all (attached or not: a harness error can leave the minor Diskless, where
-# `drbdadm up` fails): adjust attaches and connects what is missing.
-if grep -Eq '^ *[0-9]+: cs:[A-Z]' /proc/drbd && ! grep -q 'cs:Unconfigured' /proc/drbd; then
-    drbdadm adjust {RESOURCE}
+# `drbdadm up` fails): adjust attaches and connects what is missing; a disk stuck in an
+# attach (Negotiating: adjust fails in drbdmeta) is taken down and up again.
+if drbdsetup show {RESOURCE} 2>/dev/null | grep -q "^resource"; then
+    drbdadm adjust {RESOURCE} || {{ drbdadm down {RESOURCE}; drbdadm up {RESOURCE}; }}
 else
     if ! drbdadm dump-md {RESOURCE} >/dev/null 2>&1; then
         yes yes | drbdadm -- --force create-md {RESOURCE} >/dev/null 2>&1
