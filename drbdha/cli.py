@@ -402,7 +402,8 @@ def _fence_peer(args: argparse.Namespace) -> int:
     since the takeover's DRBD step began (fencing/watch.py). Without a daemon to answer
     (stopped, an older one), the handler does the same job itself. No structlog here: DRBD's
     promotion (and a frozen Primary's I/O) waits for this process, and importing it costs
-    more than all of the handler's work on a slow machine."""
+    more than all of the handler's work on a slow machine. For the same reason a handler
+    the daemon answered logs nothing: the daemon logs `fence.peer` (no systemd.journal)."""
     import os  # noqa: PLC0415
     import time  # noqa: PLC0415
 
@@ -448,18 +449,19 @@ def _fence_peer(args: argparse.Namespace) -> int:
             answer, via = handler.fence_peer(config, resource), "handler"
             answer = _distrust_after_crash(answer, config.daemon.control_socket.parent)
     code = answer.exit_code
-    handler.log(
-        "fence.peer",
-        resource=resource,
-        peer=peer,
-        via=via,
-        outcome=answer.outcome,
-        exit_code=code,
-        detail=answer.detail,
-        peer_disk=answer.reply.get("disk"),
-        peer_role=answer.reply.get("role"),
-        took_ms=round((time.monotonic() - started) * 1000, 1),
-    )
+    if via != "daemon":  # the daemon logged `fence.peer` with its answer (serving.py)
+        handler.log(
+            "fence.peer",
+            resource=resource,
+            peer=peer,
+            via=via,
+            outcome=answer.outcome,
+            exit_code=code,
+            detail=answer.detail,
+            peer_disk=answer.reply.get("disk"),
+            peer_role=answer.reply.get("role"),
+            took_ms=round((time.monotonic() - started) * 1000, 1),
+        )
     # The kernel's helper path may start us without fds 0-2 (sys.stdout is then None).
     print(f"drbdha fence-peer {resource}: {answer.outcome} ({answer.detail}), exit {code}")
     return code

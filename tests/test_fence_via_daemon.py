@@ -60,16 +60,18 @@ def test_the_daemons_answer_is_the_exit_code(
 
 
 # The handler's way to a daemon that answers, in a fresh interpreter: which of drbdha's
-# modules it loaded, and which of the standard library's slow ones. Neither the configuration
-# package (schema, validators, loader) nor dataclasses (with inspect) nor OpenSSL's hashlib
-# is among them: under emulation they were a third of the handler's start-up.
+# modules it loaded, and which of the slow ones. Neither the configuration package (schema,
+# validators, loader) nor dataclasses (with inspect) nor OpenSSL's hashlib is among them:
+# under emulation they were a third of the handler's start-up; nor systemd.journal (with
+# uuid and logging): the daemon that answered logs the handler's event.
 LOADED = """
 import sys
 from pathlib import Path
 from drbdha import cli
 cli.CONTROL_SOCKET = Path(sys.argv[1])
 code = cli.main(["-c", sys.argv[2], "fence-peer", "--resource", "r0"])
-heavy = [m for m in ("dataclasses", "inspect", "hashlib", "secrets") if m in sys.modules]
+slow = ("dataclasses", "inspect", "hashlib", "secrets", "systemd.journal", "logging")
+heavy = [m for m in slow if m in sys.modules]
 print(code, " ".join(sorted(m for m in sys.modules if m.startswith("drbdha"))), "|", *heavy)
 """
 
@@ -170,7 +172,8 @@ async def test_the_daemon_answers_at_once_for_a_peer_its_watch_found_silent() ->
     assert got["outcome"] == "unreachable"
     assert took < 1.5  # not a fence_timeout (3 s) of its own
     _, event, fields = daemon.log.events[-1]
-    assert (event, fields["outcome"]) == ("fence.asked_by_handler", "unreachable")
+    assert (event, fields["outcome"], fields["exit_code"]) == ("fence.peer", "unreachable", 5)
+    assert (fields["via"], fields["peer"]) == ("daemon", LOOPBACK)
     assert fields["silent_for_ms"] >= 3000
 
 

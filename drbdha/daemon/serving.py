@@ -270,14 +270,6 @@ class ServingRoom(InstanceRoom):
                     )
                 except Exception as e:  # answered all the same: the handler falls back
                     answer = handler.Answer(wire.FAILED, f"{type(e).__name__}: {e}")
-            self.log.warning(
-                "fence.asked_by_handler",
-                resource=resource,
-                outcome=answer.outcome,
-                detail=answer.detail,
-                silent_for_ms=None if since is None else round((t0 - since) * 1000, 1),
-                took_ms=round((self.clock.monotonic() - t0) * 1000, 1),
-            )
             stalled = self.chains.distrusts_silence(resource, self.clock.monotonic())
             if answer.outcome == wire.UNREACHABLE and stalled is not None:
                 # daemon/stall.py: we were stopped; the peer may have served meanwhile.
@@ -287,6 +279,23 @@ class ServingRoom(InstanceRoom):
                     f"the last {STALL_WINDOW:g} s, or its copy is still suspect since): the "
                     "peer may have served meanwhile",
                 )
+            # The handler's event, logged here with the answer it exits on: the handler logs
+            # nothing when we answered (importing systemd.journal was a good part of its
+            # start-up, which DRBD's promotion or a frozen Primary's I/O waits for).
+            level = handler.LOG_LEVEL.get(answer.outcome, "error")
+            getattr(self.log, level)(
+                "fence.peer",
+                resource=resource,
+                peer=None if peer is None else str(peer.address),
+                via="daemon",
+                outcome=answer.outcome,
+                exit_code=answer.exit_code,
+                detail=answer.detail,
+                peer_disk=answer.reply.get("disk"),
+                peer_role=answer.reply.get("role"),
+                silent_for_ms=None if since is None else round((t0 - since) * 1000, 1),
+                took_ms=round((self.clock.monotonic() - t0) * 1000, 1),
+            )
             if answer.outcome in wire.PEER_SERVES:
                 self.inbox.put(PeerServes(resource, answer.outcome, answer.detail))
             if not event.reply.done():

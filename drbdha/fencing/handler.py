@@ -30,7 +30,7 @@ import json
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from drbdha.fencing import wire
 from drbdha.fencing.secret import SecretError, read_secret
@@ -186,12 +186,22 @@ def _connect(
     return None, refused
 
 
+# The level of the `fence.peer` event (this handler's, or the daemon's when it answered):
+# a dead peer (unreachable) and a Primary peer are expected answers; a failure is not.
+LOG_LEVEL: Final = {
+    wire.OUTDATED: "info",
+    wire.INCONSISTENT: "info",
+    wire.UNREACHABLE: "warning",
+    wire.PRIMARY: "warning",
+    wire.NEWER: "warning",
+}
+SYSLOG_LEVEL: Final = {"info": 6, "warning": 4, "error": 3}
+
+
 def log(event: str, **fields: Any) -> None:
     """One journal entry with every field (as the daemon's structlog events have), or one
     JSON line on stderr without journald."""
-    # A dead peer (unreachable) and a Primary peer are expected answers; a failure is not.
-    expected = {wire.OUTDATED: 6, wire.INCONSISTENT: 6, wire.UNREACHABLE: 4, wire.PRIMARY: 4}
-    level = {**expected, wire.NEWER: 4}.get(fields.get("outcome", ""), 3)
+    level = SYSLOG_LEVEL[LOG_LEVEL.get(fields.get("outcome", ""), "error")]
     try:
         journal = importlib.import_module("systemd.journal")
         text = " ".join(f"{k}={v}" for k, v in fields.items())
