@@ -9,6 +9,10 @@ release), so it is rebuilt only when one of those changes, and each release has 
 
 The image has drbdha's runtime dependencies from Debian (the package's Depends) and not drbdha:
 the lab installs the .deb it builds from the working tree (cluster.py, install_drbdha).
+
+DRBD is Debian's 8.4 (the kernel's module, Debian's drbd-utils) unless DRBDHA_LAB_DRBD=9:
+then the image has the DRBD 9.3.3 module built for its kernel and drbd-utils 9.34 instead
+(build-drbd9, from the vendored sources, cached apart), and a cache entry of its own.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ DPKG_INCLUDES = [
     "/usr/share/doc/drbdha/*",
 ]
 SUITES = ("bookworm", "trixie")  # the releases the lab is tried on (any Debian suite may work)
+DRBD_VERSIONS = ("8.4", "9")
+BUILD_DRBD9 = HERE / "build-drbd9"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,17 +188,61 @@ def host_sources(release: str) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def lab_drbd() -> str:
+    """The DRBD the lab's VMs run: DRBDHA_LAB_DRBD ("8.4", the default, or "9")."""
+    version = os.environ.get("DRBDHA_LAB_DRBD") or "8.4"
+    if version not in DRBD_VERSIONS:
+        raise RuntimeError(f"DRBDHA_LAB_DRBD={version!r}: one of {', '.join(DRBD_VERSIONS)}")
+    return version
+
+
+def vendor_dir() -> Path:
+    """../shared/vendor beside the checkout, or beside the checkout a clone was made from
+    (CI's fresh clone), or DRBDHA_VENDOR: as integration/build-keepalived finds it."""
+    if os.environ.get("DRBDHA_VENDOR"):
+        return Path(os.environ["DRBDHA_VENDOR"])
+    root = HERE.parent.parent
+    beside = root.parent / "shared" / "vendor"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(root), "config", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return Path(origin).parent / "shared" / "vendor" if origin else beside
+
+
+def _drbd_inputs(drbd: str) -> dict:
+    if drbd == "8.4":
+        return {}
+    sums = vendor_dir() / "drbd9" / "SHA256SUMS"
+    return {
+        "drbd": drbd,
+        "drbd9_sources": sums.read_text() if sums.exists() else None,
+        "drbd9_builder": hashlib.sha256(BUILD_DRBD9.read_bytes()).hexdigest(),
+    }
+
+
+def _packages(drbd: str) -> list[str]:
+    # DRBD 9's drbd-utils are built (build-drbd9); Debian's would own the same paths.
+    return PACKAGES if drbd == "8.4" else [p for p in PACKAGES if p != "drbd-utils"]
+
+
 def build_inputs(release: str | None = None) -> dict:
     release = release or lab_release()
+    drbd = lab_drbd()
     guest = {}
     for p in sorted(GUEST_DIR.iterdir()):
         if p.is_file():
             guest[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
     return {
+        **_drbd_inputs(drbd),
         "release": release,
         "arch": os.uname().machine,
         "sources": host_sources(release),
-        "packages": PACKAGES,
+        "packages": _packages(drbd),
         "dpkg_excludes": DPKG_EXCLUDES,
         "dpkg_includes": DPKG_INCLUDES,
         "image_size": IMAGE_SIZE,
@@ -251,21 +301,23 @@ def ensure_image(
         for tool in ("mmdebstrap", "mkfs.ext4"):
             if not shutil.which(tool):
                 raise RuntimeError(f"{tool} not found: apt-get install mmdebstrap e2fsprogs")
+        drbd9 = _build_drbd9(inputs, log) if inputs.get("drbd") == "9" else ""
         work = base / f"{key}.building"
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         work.mkdir()
         t0 = time.monotonic()
-        log(f"building image {key} ({inputs['release']}, {len(PACKAGES)} packages) in {work}")
+        packages = inputs["packages"]
+        log(f"building image {key} ({inputs['release']}, {len(packages)} packages) in {work}")
         rootfs_dir = work / "tree"
         cmd = [
             "mmdebstrap",
             "--variant=minbase",
             "--mode=root",
             "--format=directory",
-            "--include=" + ",".join(PACKAGES),
+            "--include=" + ",".join(packages),
             '--aptopt=APT::Install-Recommends "false"',
-            "--customize-hook=" + f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}"',
+            "--customize-hook=" + f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}" "{drbd9}"',
         ]
         cmd += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
         cmd += [f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES]
@@ -316,22 +368,42 @@ def ensure_image(
         return _image_at(key, final)  # type: ignore[return-value]
 
 
-def _release_of(d: Path) -> str | None:
+def _build_drbd9(inputs: dict, log: Callable[[str], None]) -> str:
+    """The DRBD 9 tree for the image (build-drbd9's tarball, built once per input)."""
+    if not inputs.get("drbd9_sources"):
+        raise RuntimeError(
+            f"DRBDHA_LAB_DRBD=9 needs the vendored DRBD 9 sources: no {vendor_dir()}/drbd9 "
+            "(set DRBDHA_VENDOR to the directory holding drbd9/)"
+        )
+    log("DRBD 9: the module for the image's kernel and drbd-utils (build-drbd9, cached)")
+    r = subprocess.run(
+        [str(BUILD_DRBD9), inputs["release"], *inputs["sources"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"build-drbd9 failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r.stdout.strip().splitlines()[-1]
+
+
+def _kind_of(d: Path) -> tuple[str, str] | None:
     try:
-        return json.loads((d / "manifest.json").read_text()).get("release")
+        manifest = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
+    return manifest.get("release"), manifest.get("drbd", "8.4")
 
 
 def _prune(base: Path, keep: Path) -> None:
-    """Keep the newest KEEP_BUILDS images of `keep`'s release, and only finished ones; the
-    other releases' images stay (a trixie build does not evict the bookworm image CI uses)."""
-    release = _release_of(keep)
+    """Keep the newest KEEP_BUILDS images of `keep`'s release and DRBD, and only finished
+    ones; the others stay (a trixie or a DRBD 9 build does not evict the image CI uses)."""
+    kind = _kind_of(keep)
     builds = sorted(
         (
             p
             for p in base.iterdir()
-            if p.is_dir() and (p / "manifest.json").exists() and _release_of(p) == release
+            if p.is_dir() and (p / "manifest.json").exists() and _kind_of(p) == kind
         ),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
