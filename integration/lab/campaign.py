@@ -230,8 +230,8 @@ class Campaign:
 
     def repair_drbd(self, timeout: float = 240.0) -> list[str]:
         """DRBD back to Connected UpToDate/UpToDate as the README's admin does it: a detached
-        disk re-attached keeping its data (`drbdadm adjust`: a copy that is the only one with
-        the writes after a fence must not be discarded, seed 100 fault 154), a split brain
+        disk re-attached keeping its data (REATTACH: a copy that is the only one with the
+        writes after a fence must not be discarded, seed 100 fault 154), a split brain
         resolved in favour of the node that serves (the other discards its changes), a
         StandAlone node reconnected; then the latches cleared (`drbdha clear-latch`)."""
         lab, done, hurried = self.lab, [], False
