@@ -196,33 +196,17 @@ def lab_drbd() -> str:
     return version
 
 
-def vendor_dir() -> Path:
-    """../shared/vendor beside the checkout, or beside the checkout a clone was made from
-    (CI's fresh clone), or DRBDHA_VENDOR: as integration/build-keepalived finds it."""
-    if os.environ.get("DRBDHA_VENDOR"):
-        return Path(os.environ["DRBDHA_VENDOR"])
-    root = HERE.parent.parent
-    beside = root.parent / "shared" / "vendor"
-    if beside.is_dir():
-        return beside
-    origin = subprocess.run(
-        ["git", "-C", str(root), "config", "remote.origin.url"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return Path(origin).parent / "shared" / "vendor" if origin else beside
-
-
-def _drbd_inputs(drbd: str) -> dict:
+def _drbd_inputs(drbd: str, release: str, sources: list[str]) -> dict:
+    """For DRBD 9: build-drbd9's own key (its release, sources, tarballs and script), so the
+    image changes with what goes into the module; it says what is missing (exit 3)."""
     if drbd == "8.4":
         return {}
-    sums = vendor_dir() / "drbd9" / "SHA256SUMS"
-    return {
-        "drbd": drbd,
-        "drbd9_sources": sums.read_text() if sums.exists() else None,
-        "drbd9_builder": hashlib.sha256(BUILD_DRBD9.read_bytes()).hexdigest(),
-    }
+    r = subprocess.run(
+        [str(BUILD_DRBD9), "--key", release, *sources], capture_output=True, text=True, check=False
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"DRBDHA_LAB_DRBD=9: {r.stderr.strip()}")
+    return {"drbd": drbd, "drbd9_build": r.stdout.strip()}
 
 
 def _packages(drbd: str) -> list[str]:
@@ -233,15 +217,16 @@ def _packages(drbd: str) -> list[str]:
 def build_inputs(release: str | None = None) -> dict:
     release = release or lab_release()
     drbd = lab_drbd()
+    sources = host_sources(release)
     guest = {}
     for p in sorted(GUEST_DIR.iterdir()):
         if p.is_file():
             guest[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
     return {
-        **_drbd_inputs(drbd),
+        **_drbd_inputs(drbd, release, sources),
         "release": release,
         "arch": os.uname().machine,
-        "sources": host_sources(release),
+        "sources": sources,
         "packages": _packages(drbd),
         "dpkg_excludes": DPKG_EXCLUDES,
         "dpkg_includes": DPKG_INCLUDES,
@@ -370,11 +355,6 @@ def ensure_image(
 
 def _build_drbd9(inputs: dict, log: Callable[[str], None]) -> str:
     """The DRBD 9 tree for the image (build-drbd9's tarball, built once per input)."""
-    if not inputs.get("drbd9_sources"):
-        raise RuntimeError(
-            f"DRBDHA_LAB_DRBD=9 needs the vendored DRBD 9 sources: no {vendor_dir()}/drbd9 "
-            "(set DRBDHA_VENDOR to the directory holding drbd9/)"
-        )
     log("DRBD 9: the module for the image's kernel and drbd-utils (build-drbd9, cached)")
     r = subprocess.run(
         [str(BUILD_DRBD9), inputs["release"], *inputs["sources"]],
