@@ -200,6 +200,28 @@ class Metrics:
             ["name", "volume", "conn_name", "peer_node_id"],
             registry=r,
         )
+
+        # drbd-reactor's plain families (booleans as 0/1, and the score). DRBD 8.4 reports
+        # neither may_promote, the score nor quorum: those stay empty there.
+        def resource(family: str, text: str) -> Gauge:
+            return Gauge(f"drbd_resource_{family}", text, ["name"], registry=r)
+
+        def device(family: str, text: str) -> Gauge:
+            return Gauge(f"drbd_device_{family}", text, ["name", "volume", "minor"], registry=r)
+
+        self.drbd_resource_suspended = resource(
+            "suspended", "Boolean: the resource's I/O is suspended"
+        )
+        self.drbd_resource_maypromote = resource("maypromote", "Boolean: DRBD may promote it")
+        self.drbd_resource_promotionscore = resource("promotionscore", "DRBD's promotion score")
+        self.drbd_resource_forceiofailures = resource(
+            "forceiofailures", "Boolean: I/O failures are forced (secondary --force)"
+        )
+        self.drbd_device_client = device("client", "Boolean: an intentionally diskless device")
+        self.drbd_device_unintentionaldiskless = device(
+            "unintentionaldiskless", "Boolean: the device lost its disk"
+        )
+        self.drbd_device_quorum = device("quorum", "Boolean: the device has DRBD quorum")
         self.task_failures = Counter(
             "drbdha_task_failures",
             "Background tasks (chain runner, DRBD watcher, health checks, outdate, probe, "

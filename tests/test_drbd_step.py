@@ -49,6 +49,8 @@ def res(
     peer_role: str = "Secondary",
     peer_disk: str = "UpToDate",
     connection: str = "Connected",
+    *,
+    quorum: bool | None = None,
 ) -> Resource:
     return Resource(
         name="r0",
@@ -57,7 +59,7 @@ def res(
         may_promote=None,
         promotion_score=None,
         force_io_failures=False,
-        devices=(Volume(0, 0, disk, False, None, None),),
+        devices=(Volume(0, 0, disk, False, quorum, None),),
         connections=(
             Connection(
                 0,
@@ -231,6 +233,19 @@ def test_detach_ignored_by_policy_only_alerts() -> None:
     assert v.latch == ()
     assert v.inhibitions == frozenset()
     assert [k for k, _ in v.alerts] == ["disk_lost"]
+
+
+def test_a_primary_that_loses_quorum_resigns_and_takes_over_again_once_back() -> None:
+    lost = res(role="Primary", quorum=False, connection="Connecting", peer_disk="DUnknown")
+    v = assess(
+        res(role="Primary", quorum=True), lost, on_disk_loss="failover", latched=LATCHED_NONE
+    )
+    assert v.inhibitions == {"no_quorum"}
+    assert (v.latch, v.alerts) == ((), ())  # nothing to clear by hand: quorum comes back
+    back = assess(
+        lost, res(role="Primary", quorum=True), on_disk_loss="failover", latched=LATCHED_NONE
+    )
+    assert back.inhibitions == frozenset()
 
 
 def test_latch_holds_after_the_disk_is_back() -> None:

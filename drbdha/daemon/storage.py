@@ -83,7 +83,7 @@ class Chains(Suspicion):
         self.watchers: dict[str, DrbdWatcher] = {}
         self.by_resource: dict[str, Instance] = {}
         self.states: dict[str, StorageState] = {}  # instance name -> what we know of it
-        self._series: dict[str, list[tuple[Any, tuple[str, ...]]]] = {}
+        self._series: dict[str, list[tuple[Any, tuple[str, ...], float]]] = {}
         self.last_data: LastData = tickle.last_data  # reach.py's look, for `last_look`
 
     # ---- building ------------------------------------------------------------------------
@@ -492,25 +492,39 @@ class Chains(Suspicion):
         name = inst.storage.drbd_resource
         m = self.metrics
         # Drop the series of the previous state, so exactly one state reads 1.
-        for family, labels in self._series.pop(name, []):
+        for family, labels, _ in self._series.pop(name, []):
             with contextlib.suppress(KeyError):
                 family.remove(*labels)
         if res is None:
             return
-        series: list[tuple[Any, tuple[str, ...]]] = [(m.drbd_resource_role, (name, res.role))]
-        series += [
-            (m.drbd_device_state, (name, str(d.volume), str(d.minor), d.disk)) for d in res.devices
+        series: list[tuple[Any, tuple[str, ...], float]] = [
+            (m.drbd_resource_role, (name, res.role), 1),
+            (m.drbd_resource_suspended, (name,), res.suspended),
+            (m.drbd_resource_forceiofailures, (name,), res.force_io_failures),
         ]
-        for c in res.connections:
+        if res.may_promote is not None:  # DRBD 9's facts; 8.4 has none of them
+            series.append((m.drbd_resource_maypromote, (name,), res.may_promote))
+        if res.promotion_score is not None:
+            series.append((m.drbd_resource_promotionscore, (name,), res.promotion_score))
+        for d in res.devices:
+            dev = (name, str(d.volume), str(d.minor))
+            series += [
+                (m.drbd_device_state, (*dev, d.disk), 1),
+                (m.drbd_device_client, dev, d.client),
+                (m.drbd_device_unintentionaldiskless, dev, d.disk == "Diskless" and not d.client),
+            ]
+            if d.quorum is not None:
+                series.append((m.drbd_device_quorum, dev, d.quorum))
+        for c in res.connections:  # every peer: DRBD 9 has one connection per node
             peer = str(c.peer_node_id)
-            series.append((m.drbd_connection_state, (name, c.conn_name, peer, c.connection)))
+            series.append((m.drbd_connection_state, (name, c.conn_name, peer, c.connection), 1))
             for v in c.volumes:
                 if v.out_of_sync_kib is not None:
                     m.drbd_peerdevice_outofsync_bytes.labels(
                         name, str(v.volume), c.conn_name, peer
                     ).set(v.out_of_sync_kib * 1024)
-        for family, labels in series:
-            family.labels(*labels).set(1)
+        for family, labels, value in series:
+            family.labels(*labels).set(float(value))
         self._series[name] = series
 
 

@@ -73,9 +73,13 @@ def assess(
         inhibit.add("drbd_unknown")
     elif new.role == "Primary":
         # Serving already: the gates were passed at promotion; a disk lost since is the
-        # latch's business (or ignored by policy). Only a second Primary is a reason to go.
+        # latch's business (or ignored by policy). A second Primary is a reason to go, and
+        # so is a lost quorum (DRBD 9): DRBD fails or holds our writes (on-no-quorum) and
+        # the partition with quorum may promote, so the VIP leaves at once.
         if new.peer_primary:
             inhibit.add("peer_primary")
+        if any(d.quorum is False for d in new.devices):
+            inhibit.add("no_quorum")
     else:
         gate = promotion_refusal(new, split_brain_latched="split-brain" in now_latched)
         if gate is not None and gate != "split_brain":

@@ -1,0 +1,89 @@
+"""DRBD 9 with quorum and a diskless tiebreaker (issue 23): what the daemon's storage room
+does with a three-node resource's facts. A Primary that loses quorum resigns at once (the
+VIP leaves; DRBD fails its writes, on-no-quorum), and takes part again when quorum is back;
+a Secondary without quorum never takes over; every peer's connection is in the metrics
+under drbd-reactor's names.
+
+Real: drbd_guard, the VRRP Machine, Chains, Metrics (a registry of its own). Fakes: those of
+test_holds_for_clients.chains (the inbox and the applier record what they are given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from drbd_facts import peer, res, vol
+from test_holds_for_clients import chains
+
+from drbdha.resources.drbd import DrbdChanged
+from drbdha.vrrp.events import State, Transition
+
+# node1's view: node2 (node-id 1) with a disk over the replication link, and the tiebreaker
+# (node-id 2), diskless, over the service network.
+NODE2, TIEBREAKER = 1, 2
+HEALTHY = (peer(node=NODE2), peer(node=TIEBREAKER, peer_disk="Diskless", peer_client=True))
+ISOLATED = (
+    peer("Connecting", "Unknown", "DUnknown", node=NODE2),
+    peer("Connecting", "Unknown", "DUnknown", node=TIEBREAKER),
+)
+
+
+def primary(*, quorum: bool, connections: tuple[Any, ...]) -> Any:
+    return res(role="Primary", devices=(vol(quorum=quorum),), connections=connections)
+
+
+def sample(t: Any, family: str, **labels: str) -> float | None:
+    value = t.room.metrics.registry.get_sample_value(family, labels)
+    return None if value is None else float(value)
+
+
+def test_a_primary_cut_off_from_both_peers_resigns_and_says_why(tmp_path: Path) -> None:
+    t = chains(tmp_path)
+    serving = primary(quorum=True, connections=HEALTHY)
+    t.room.on_drbd(DrbdChanged("r0", None, serving), 1.0)
+    assert t.inst.machine.state is State.MASTER
+    t.room.on_drbd(DrbdChanged("r0", serving, primary(quorum=False, connections=ISOLATED)), 2.0)
+    assert "no_quorum" in t.inst.machine.inhibitions
+    assert t.inst.machine.state is not State.MASTER
+    assert any(isinstance(e, Transition) and e.old is State.MASTER for e in t.applied)
+    assert (
+        "info",
+        "takeover.inhibited",
+        {"instance": "lab", "reason": "no_quorum"},
+    ) in t.log.events
+    dev = {"name": "r0", "volume": "0", "minor": "1"}
+    assert sample(t, "drbd_device_quorum", **dev) == 0.0
+
+
+def test_quorum_back_clears_the_inhibition(tmp_path: Path) -> None:
+    t = chains(tmp_path)
+    lost = primary(quorum=False, connections=ISOLATED)
+    t.room.on_drbd(DrbdChanged("r0", None, lost), 1.0)
+    assert "no_quorum" in t.inst.machine.inhibitions
+    t.room.on_drbd(DrbdChanged("r0", lost, res(connections=HEALTHY)), 2.0)
+    assert "no_quorum" not in t.inst.machine.inhibitions
+
+
+def test_a_secondary_without_quorum_never_takes_over(tmp_path: Path) -> None:
+    t = chains(tmp_path, as_master=False)
+    alone = res(devices=(vol(quorum=False),), connections=ISOLATED)
+    t.room.on_drbd(DrbdChanged("r0", None, alone), 1.0)
+    assert "no_quorum" in t.inst.machine.inhibitions
+    assert t.inst.machine.state is not State.MASTER
+
+
+def test_every_peer_has_its_series_under_drbd_reactors_names(tmp_path: Path) -> None:
+    t = chains(tmp_path, as_master=False)
+    t.room.on_drbd(DrbdChanged("r0", None, res(connections=HEALTHY)), 1.0)
+    for node_id in (NODE2, TIEBREAKER):
+        labels = {"name": "r0", "conn_name": f"node{node_id + 1}", "peer_node_id": str(node_id)}
+        assert sample(t, "drbd_connection_state", drbd_connection_state="Connected", **labels) == 1
+    dev = {"name": "r0", "volume": "0", "minor": "1"}
+    assert sample(t, "drbd_device_quorum", **dev) == 1.0
+    assert sample(t, "drbd_device_client", **dev) == 0.0
+    assert sample(t, "drbd_resource_maypromote", name="r0") == 1.0
+    assert sample(t, "drbd_resource_promotionscore", name="r0") == 10101.0
+    # The tiebreaker's connection goes: its series goes with the old state, not left at 1.
+    t.room.on_drbd(DrbdChanged("r0", res(connections=HEALTHY), res(connections=HEALTHY[:1])), 2.0)
+    gone = {"name": "r0", "conn_name": "node3", "peer_node_id": "2"}
+    assert sample(t, "drbd_connection_state", drbd_connection_state="Connected", **gone) is None
