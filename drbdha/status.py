@@ -83,7 +83,8 @@ class AlertStatus(TypedDict):
 
 
 class FencingStatus(TypedDict):
-    mode: str  # handler | failing | other_handler | quorum | unfenced | unknown
+    # handler | failing | other_handler | quorum | quorum_and_handler | unfenced | unknown
+    mode: str
     policy: str | None  # DRBD's fencing option (dont-care, resource-only, resource-and-stonith)
     handler: str | None  # DRBD's fence-peer handler
     note: str  # what that means when the replication link fails

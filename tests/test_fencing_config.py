@@ -143,6 +143,12 @@ SUMMARIES = {
     ),
     "other": (opts(fencing=RS, fence_peer_handler=CRM), None, "other_handler", f"fenced by {CRM}"),
     "quorum": (opts(quorum="majority"), None, "quorum", "DRBD quorum keeps a minority"),
+    "both": (
+        opts(quorum="majority", fencing=RS, fence_peer_handler=DRBDHA),
+        1.0,
+        "quorum_and_handler",
+        "the handler outdates the peer",
+    ),
     "default": (opts(), 1.0, "unfenced", "within 11 s"),  # ping-int 10 + 0.5 + an advert
     "dont-care": (opts(fencing="dont-care", fence_peer_handler=DRBDHA), 1.0, "unfenced", "11 s"),
     "no-handler": (opts(fencing="resource-only"), 1.0, "unfenced", "within 11 s"),
@@ -372,3 +378,17 @@ def test_cli_exit_unreachable_is_status_s() -> None:
     from drbdha import status  # noqa: PLC0415
 
     assert cli.EXIT_UNREACHABLE == status.EXIT_UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("on_no_quorum", "warned"), [("suspend-io", True), ("io-error", False), (None, True)]
+)
+def test_quorum_with_held_io_is_warned(on_no_quorum: str | None, warned: bool) -> None:
+    """suspend-io is DRBD's default: a Primary without quorum holds its I/O, which drbdha's
+    release cannot get past."""
+    more = {} if on_no_quorum is None else {"on_no_quorum": on_no_quorum}
+    o = opts(quorum="majority", on_no_data_accessible=on_no_quorum or "suspend-io", **more)
+    found = findings(o, master_down_interval=3.6, advert_interval=1.0, fence_timeout=None)
+    keys = [f.key for f in found]
+    assert ("on-no-quorum" in keys) is warned, keys
+    assert "on-no-data-accessible" not in keys  # the two match in each case

@@ -195,17 +195,24 @@ def unfenced_window(o: DrbdOptions, advert: float, heartbeat: float) -> str:
     )
 
 
+QUORUM_NOTE = "DRBD quorum keeps a minority partition from writing"
+
+
 def fencing_summary(
     o: DrbdOptions, advert: float, fence_timeout: float | None, heartbeat: float = 0.0
 ) -> dict[str, str | None]:
     """How `o` is fenced, for `drbdha status` (status.FencingStatus)."""
     policy, handler = o.get("fencing"), o.fence_peer_handler
     fenced = policy in ("resource-only", "resource-and-stonith") and handler is not None
-    if policy == "dont-care" and o.get("quorum") != "off":
-        mode, note = "quorum", "DRBD quorum keeps a minority partition from writing"
+    quorum = o.get("quorum") not in (None, "off")
+    if policy == "dont-care" and quorum:
+        mode, note = "quorum", QUORUM_NOTE
     elif fenced and handler and DRBDHA_HANDLER.search(handler) and fence_timeout is None:
         mode = "failing"
         note = "drbdha fence-peer without a [peer] section: every call fails (check-config)"
+    elif fenced and handler and DRBDHA_HANDLER.search(handler) and quorum:
+        mode = "quorum_and_handler"
+        note = f"{QUORUM_NOTE}; the handler outdates the peer at a replication link failure too"
     elif fenced and handler and DRBDHA_HANDLER.search(handler):
         mode = "handler"
         note = (
@@ -453,6 +460,19 @@ def _quorum(o: DrbdOptions) -> list[Finding]:
             )
         )
     onq, ond = o.get("on-no-quorum"), o.get("on-no-data-accessible")
+    if onq == "suspend-io":
+        out.append(
+            Finding(
+                "warning",
+                "on-no-quorum",
+                f"quorum {quorum} with on-no-quorum suspend-io (the default): a Primary that "
+                "loses quorum holds its I/O; drbdha resigns, and stopping nfsd and the "
+                "unmount wait on that I/O until their timeouts: the release is stuck and "
+                "on_demote_failure applies",
+                "set on-no-quorum io-error; and on-no-data-accessible io-error; (as "
+                "drbd-reactor's promoter does): writes fail at once and nothing is acknowledged",
+            )
+        )
     if onq != ond:
         out.append(
             Finding(
