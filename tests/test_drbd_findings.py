@@ -150,14 +150,19 @@ CASES: list[Any] = [
     ),
     case(
         {"quorum": "majority"},
-        [("warning", "quorum"), ("warning", "on-no-data-accessible"), ("info", "fencing")],
+        [
+            ("warning", "quorum"),
+            ("warning", "on-no-quorum"),  # DRBD's default, suspend-io
+            ("warning", "on-no-data-accessible"),
+            ("info", "fencing"),
+        ],
         "quorum-two-nodes",
     ),
     case(
         {
             "quorum": "2",
-            "on_no_quorum": "suspend-io",
-            "on_no_data_accessible": "suspend-io",
+            "on_no_quorum": "io-error",
+            "on_no_data_accessible": "io-error",
             "hosts": ("a", "b", "c"),
         },
         [("info", "fencing")],
