@@ -32,6 +32,13 @@ def primary(*, quorum: bool, connections: tuple[Any, ...]) -> Any:
     return res(role="Primary", devices=(vol(quorum=quorum),), connections=connections)
 
 
+def test_the_tiebreakers_connection_is_no_replication_link() -> None:
+    cut = (peer("Connecting", "Unknown", "DUnknown", node=NODE2), HEALTHY[1])
+    assert res(connections=HEALTHY).connected
+    assert not res(connections=cut).connected  # the tiebreaker has no copy
+    assert res(connections=HEALTHY[:1]).connected  # two nodes, as on 8.4
+
+
 def sample(t: Any, family: str, **labels: str) -> float | None:
     value = t.room.metrics.registry.get_sample_value(family, labels)
     return None if value is None else float(value)

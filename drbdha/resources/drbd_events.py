@@ -177,8 +177,14 @@ class Resource:
 
     @property
     def connected(self) -> bool:
-        """Connected to some peer (the replication link is up)."""
-        return any(c.connection == "Connected" for c in self.connections)
+        """Connected to some peer that holds data (the replication link is up). A diskless
+        tiebreaker's connection (DRBD 9, every volume peer-client) does not count: it
+        carries quorum, not a copy."""
+        return any(
+            c.connection == "Connected"
+            and not (c.volumes and all(v.peer_client for v in c.volumes))
+            for c in self.connections
+        )
 
     @property
     def peer_primary(self) -> bool:
