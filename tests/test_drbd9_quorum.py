@@ -15,6 +15,8 @@ from typing import Any
 from drbd_facts import peer, res, vol
 from test_holds_for_clients import chains
 
+from drbdha.chain.runner import Runner
+from drbdha.clock import MonotonicClock
 from drbdha.resources.drbd import DrbdChanged
 from drbdha.vrrp.events import State, Transition
 
@@ -60,6 +62,37 @@ def test_a_primary_cut_off_from_both_peers_resigns_and_says_why(tmp_path: Path) 
     ) in t.log.events
     dev = {"name": "r0", "volume": "0", "minor": "1"}
     assert sample(t, "drbd_device_quorum", **dev) == 0.0
+    # It could not write: its copy has nothing the others lack (no wrote-alone mark, which
+    # would make it refuse to be outdated), and it holds nothing for clients.
+    st = t.room.states["lab"]
+    assert (st.quorum_lost, st.wrote_alone, st.holding) == (True, False, False)
+    assert "drbd.quorum_lost" in t.log.names()
+
+
+def test_the_primary_without_quorum_releases_past_the_nfs_steps_io_errors(
+    tmp_path: Path,
+) -> None:
+    """The lab's first run: `exportfs -r` failed on the filesystem's I/O errors, the
+    release stopped there, and node1 stayed Primary with the filesystem mounted."""
+    t = chains(tmp_path)
+    names = ("drbd", "filesystem", "nfs_state", "nfsd", "exports", "vip")
+    t.inst.runner = Runner("lab", [Named(n) for n in names], lambda _r: None, MonotonicClock())
+    serving = primary(quorum=True, connections=HEALTHY)
+    lost = primary(quorum=False, connections=ISOLATED)
+    t.room.on_drbd(DrbdChanged("r0", None, serving), 1.0)
+    t.room.on_drbd(DrbdChanged("r0", serving, lost), 2.0)
+    given_up = t.inst.runner._abandoned
+    assert given_up == {"nfs_state", "nfsd", "exports"}  # the unmount and demote must work
+    demoted = res(devices=(vol(quorum=False),), connections=ISOLATED)
+    t.room.on_drbd(DrbdChanged("r0", lost, demoted), 3.0)
+    assert t.inst.runner._abandoned == frozenset()  # released: the next start is strict
+
+
+class Named:
+    """A step that is only its name (the runner is not run here)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 def test_quorum_back_clears_the_inhibition(tmp_path: Path) -> None:

@@ -416,6 +416,7 @@ class Chains(Suspicion):
         )
         if st.stale:  # the disk lost is the one we detached (stale.py): latched already
             verdict = guard.Verdict(verdict.inhibitions)
+        self.quorum_watch(inst, new)
         for kind, reason in verdict.latch:
             st.latches[kind] = self.latches.set(inst.name, kind, reason)
             self.log.error("latch.set", instance=inst.name, kind=kind, reason=reason)

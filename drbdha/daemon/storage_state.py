@@ -46,6 +46,10 @@ class StorageState:
     # Found stale (daemon/stale.py): latched, and DRBD's frozen I/O is resumed once the VIP
     # is gone so that the release can finish.
     stale: bool = False
+    # Primary without DRBD 9 quorum: resigning, with the NFS steps' stops let fail (their
+    # writes to the DRBD filesystem fail, on-no-quorum io-error), until quorum is back or
+    # this node is demoted (suspicion.py `quorum_watch`).
+    quorum_lost: bool = False
     # This node was stopped for `stalled_for` seconds; until `stalled_until` (monotonic) a
     # lost link outdates our copy once, and a silent peer is not dead (daemon/stall.py).
     stalled_until: float | None = None

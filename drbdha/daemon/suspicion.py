@@ -216,13 +216,40 @@ class Suspicion:
             action="disk latch set; resigning; disk detached and I/O resumed once the VIP is gone",
         )
         self._judge(inst, st.drbd, st.drbd, now)
-        # With the disk detached the filesystem answers with I/O errors: what the NFS steps
-        # write there on their way down (the export table, nfsd's records) fails, and
-        # nothing of it matters any more. The VIP, the unmount and the demote still must.
-        kept = {"vip", "filesystem", "drbd"}
-        inst.runner.abandon(frozenset(n for n in inst.runner.plan.names if n not in kept))
+        # With the disk detached the filesystem answers with I/O errors.
+        self._release_past_io_errors(inst)
         self.apply(inst, inst.machine.resign(now, hold_off=0.0), now)
         self.resume_if_stale(inst.name)
+
+    @staticmethod
+    def _release_past_io_errors(inst: Instance) -> None:
+        """The storage is given up on purpose and its filesystem answers with I/O errors:
+        what the NFS steps write there on their way down (the export table, nfsd's
+        records) fails, and nothing of it matters any more. The VIP, the unmount and the
+        demote still must (a busy mount fails the unmount: never swallowed)."""
+        kept = {"vip", "filesystem", "drbd"}
+        inst.runner.abandon(frozenset(n for n in inst.runner.plan.names if n not in kept))
+
+    def quorum_watch(self, inst: Instance, new: Resource | None) -> None:
+        """Before the verdict's inhibitions (drbd_guard: no_quorum resigns a Primary). A
+        Primary that lost DRBD 9 quorum cannot write (on-no-quorum io-error fails its I/O,
+        suspend-io holds it): its release goes on past the NFS steps' failed stops. Until
+        quorum is back, or the demote is done."""
+        st = self.states[inst.name]
+        lost = new is not None and new.role == "Primary" and new.lost_quorum
+        if lost == st.quorum_lost:
+            return
+        st.quorum_lost = lost
+        if new is not None and lost:
+            self.log.error(
+                "drbd.quorum_lost",
+                instance=inst.name,
+                resource=new.name,
+                action="resigning; the release goes on past the NFS steps' I/O errors",
+            )
+            self._release_past_io_errors(inst)
+        elif not st.stale:  # the stale copy's release keeps its own
+            inst.runner.abandon(frozenset())
 
     def resume_if_stale(self, name: str) -> None:
         """Once the stale Primary's VIP is gone (called again when the VIP step stops)."""

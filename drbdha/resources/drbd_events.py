@@ -187,6 +187,12 @@ class Resource:
         )
 
     @property
+    def lost_quorum(self) -> bool:
+        """DRBD 9 with quorum: some device has lost it (DRBD fails or holds its writes,
+        on-no-quorum). Never on 8.4, which has no quorum."""
+        return any(d.quorum is False for d in self.devices)
+
+    @property
     def peer_primary(self) -> bool:
         return any(c.connection == "Connected" and c.role == "Primary" for c in self.connections)
 

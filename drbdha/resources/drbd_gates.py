@@ -52,7 +52,7 @@ def promotion_refusal(
         return "no_uptodate_disk"
     if any(d.client for d in res.devices):
         return "diskless_client"
-    if any(d.quorum is False for d in res.devices):  # None: DRBD 8.4 has no quorum
+    if res.lost_quorum:
         return "no_quorum"
     # drbdsetup computes may_promote as "no Primary anywhere and ..." (DU
     # user/v9/drbdsetup_events2.c compute_promotion_info, have_primary), so it reads "no" on

@@ -78,7 +78,7 @@ def assess(
         # the partition with quorum may promote, so the VIP leaves at once.
         if new.peer_primary:
             inhibit.add("peer_primary")
-        if any(d.quorum is False for d in new.devices):
+        if new.lost_quorum:
             inhibit.add("no_quorum")
     else:
         gate = promotion_refusal(new, split_brain_latched="split-brain" in now_latched)
@@ -92,13 +92,14 @@ def wrote_alone(before: bool, new: Resource | None, *, stale: bool) -> bool:
     write with no peer connected (the handler fenced the peer or found it dead; not while
     the I/O is frozen), and it stays so when we become Secondary, until the copies are
     connected and both UpToDate again (a resync made them equal). Never for a copy known to
-    be `stale` (latched: its I/O was resumed only to release it)."""
+    be `stale` (latched: its I/O was resumed only to release it), and not while DRBD 9
+    keeps a Primary without quorum from writing."""
     if stale:
         return False
     if new is None:
         return before
     if new.role == "Primary" and not new.connected and not new.suspended:
-        return True
+        return before or not new.lost_quorum
     if new.local_uptodate and new.connected_uptodate_peer:
         return False
     return before
@@ -117,7 +118,7 @@ def holds_for_clients(before: bool, new: Resource | None, *, reached: bool) -> b
     keeps it (alone.py's store)."""
     if new is None:
         return before
-    if new.role != "Primary":
+    if new.role != "Primary" or new.lost_quorum:  # DRBD 9: no write of ours is acknowledged
         return False
     if new.connected:
         return before and not (new.local_uptodate and new.connected_uptodate_peer)
