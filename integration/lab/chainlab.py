@@ -102,7 +102,10 @@ def roles(lab: Lab, node: str, timeout: float = 20) -> str | None:
     """DRBD's roles of r0 on `node`, "Primary/Secondary" (local/peer), None when r0 is down;
     /proc/drbd (DRBD 8.4) read through the guest agent's file calls, no process in the VM
     (`drbdadm role` would parse the DRBD configuration in a one-CPU emulated guest, and the
-    Sampler asks twice a second)."""
+    Sampler asks twice a second). DRBD 9's /proc/drbd has no devices: `drbdsetup status`
+    there (drbd_setup._status_9)."""
+    if lab.drbd != "8.4":
+        return lab._status_9(node)["role"]
     try:
         text = lab.agent(node).read_file("/proc/drbd", timeout).decode(errors="replace")
     except AgentError as e:

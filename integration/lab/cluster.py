@@ -112,6 +112,10 @@ class Lab(Vms, Checkpoints, Packages, DrbdSetup, Faults):
             or os.environ.get("DRBDHA_LAB_SUITE")
             or (running[0] if running else image_mod.host_release())
         )
+        # The DRBD the VMs run (image.lab_drbd reads DRBDHA_LAB_DRBD): as for the release,
+        # the running lab's unless told otherwise.
+        self.drbd = os.environ.get("DRBDHA_LAB_DRBD") or (running[1] if running[1:] else "8.4")
+        os.environ["DRBDHA_LAB_DRBD"] = self.drbd
         self.t0 = time.monotonic()
 
     def log(self, msg: str) -> None:

@@ -104,6 +104,7 @@ class _Session:
 
 
 _SESSION = _Session()
+DRBD9_ONLY = "runs on a DRBD 9 lab: DRBDHA_LAB_DRBD=9 (docs/lab.md, DRBD 9)"
 
 
 def _is_lab_item(item: pytest.Item) -> bool:
@@ -119,6 +120,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The lab's tests last (a stable sort keeps their order), so the background boot has the
     # unit and namespace tests' time to finish in.
     items.sort(key=_is_lab_item)
+    # One DRBD per lab (its image): the drbd9 tests (three nodes, quorum) on a DRBD 9 lab,
+    # the others on 8.4's two nodes.
+    nine = Lab().drbd != "8.4"
+    for item in filter(_is_lab_item, items):
+        if nine and not item.get_closest_marker("drbd9"):
+            item.add_marker(pytest.mark.skip(reason="an 8.4 lab test; this lab runs DRBD 9"))
+        elif not nine and item.get_closest_marker("drbd9"):
+            item.add_marker(pytest.mark.skip(reason=DRBD9_ONLY))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

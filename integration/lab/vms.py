@@ -83,8 +83,8 @@ class Vms:
         return image_mod.ensure_image(force=force, log=self.log, release=self.suite)
 
     def _image(self) -> list[str]:
-        """[key, release] of the image the VMs' root overlays in the work directory are
-        over, [] before the first boot."""
+        """[key, release, drbd] of the image the VMs' root overlays in the work directory
+        are over, [] before the first boot."""
         try:
             return (self.work / "image").read_text().split()
         except OSError:
@@ -151,7 +151,7 @@ class Vms:
         if overlay.exists() and self._image_key() not in (None, img.key):
             raise LabError(f"{vm}'s disk is over image {self._image_key()}, not {img.key}")
         if not overlay.exists():
-            (self.work / "image").write_text(f"{img.key} {self.suite}\n")
+            (self.work / "image").write_text(f"{img.key} {self.suite} {self.drbd}\n")
             _sh(
                 [
                     "qemu-img",
