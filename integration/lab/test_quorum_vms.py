@@ -10,6 +10,8 @@ majority: node2 takes over, the client writes on. At the heal node1 comes back a
 Secondary behind node2's copy and resyncs from it: no split brain, nothing to resolve by
 hand, every acknowledged record on the node that serves.
 
+The ordinary failover too: the Primary powered off, node2 and the tiebreaker take over.
+
 Runs on a DRBD 9 lab only:
 `DRBDHA_LAB_DRBD=9 integration/run-tests integration/lab/test_quorum_vms.py`.
 """
@@ -160,3 +162,32 @@ def test_behind_the_tiebreaker_alone_the_stale_copy_is_never_promoted(
     server = next((n for n in NODES if nfs.serving(n)), server)
     assert lost_on(lab, server, w) == 0
     print(f"{w.acks.acknowledged} records, all on {server}")
+
+
+def test_power_off_of_the_primary_node2_and_the_tiebreaker_take_over(
+    nfs: Storage, lab: Lab
+) -> None:
+    """The ordinary failover on three nodes: the Primary powered off, node2 and the
+    tiebreaker are two of three, node2 takes over as on two nodes; node1 comes back as a
+    Secondary behind node2 and resyncs; every record on the node that serves."""
+    (w,) = mount_and_write(lab, "4.2").values()
+    lab.kill("node1")
+    wait_until("node2 serving", lambda: nfs.serving("node2"), 120, 1.0)
+    assert quorum(lab, "node2") is True
+    w.wait_for(w.acks.acknowledged + 20, timeout=90)
+    nfs.power_on("node1")
+    wait_until(
+        lambda: f"the copies resynced: {lab._proc_drbd('node2')}",
+        lambda: lab._proc_drbd("node2")["dstate"] == "UpToDate/UpToDate",
+        240,
+        2.0,
+    )
+    server = wait_until(
+        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
+    )
+    w.wait_for(w.acks.acknowledged + 10, timeout=180)
+    w.stop()
+    server = next((n for n in NODES if nfs.serving(n)), server)
+    assert lost_on(lab, server, w) == 0
+    longest = w.acks.longest_write()
+    print(f"{w.acks.acknowledged} records, all on {server}; longest write {longest:.1f} s")
