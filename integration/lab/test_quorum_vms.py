@@ -12,8 +12,8 @@ hand, every acknowledged record on the node that serves.
 
 The ordinary failover too: the Primary powered off, node2 and the tiebreaker take over.
 
-Runs on a DRBD 9 lab only:
-`DRBDHA_LAB_DRBD=9 integration/run-tests integration/lab/test_quorum_vms.py`.
+Runs on a DRBD 9 lab only (skipped on 8.4):
+`integration/lab/lab down; DRBDHA_LAB_DRBD=9 .venv/bin/pytest integration/lab/test_quorum_vms.py`.
 """
 
 from __future__ import annotations
