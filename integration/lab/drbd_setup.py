@@ -38,6 +38,15 @@ CREATE_MD = {
 CSTATE_84 = {"Connecting": "WFConnection"}
 
 
+def _sections(net: str, disk: str, handlers: str) -> str:
+    """r0's net, disk and handlers sections, those with options."""
+    return "".join(
+        f"    {name} {{ {body} }}\n"
+        for name, body in (("net", net), ("disk", disk), ("handlers", handlers))
+        if body
+    )
+
+
 class DrbdSetup:
     """DRBD r0 on the two nodes: its configuration, brought up and Connected
     UpToDate/UpToDate, reset from scratch, and its state. A part of cluster.Lab."""
@@ -59,11 +68,7 @@ class DrbdSetup:
             f"    on {n} {{\n        address {VMS[n].addrs['repl']}:{DRBD_PORT};\n    }}"
             for n in NODES
         )
-        sections = "".join(
-            f"    {name} {{ {body} }}\n"
-            for name, body in (("net", net), ("disk", disk), ("handlers", handlers))
-            if body
-        )
+        sections = _sections(net, disk, handlers)
         return (
             f"# Written by the drbdha lab (`lab up`).\nresource {RESOURCE} {{\n"
             f"    device /dev/drbd0;\n    disk {DISK_DEV};\n    meta-disk internal;\n"
@@ -86,11 +91,7 @@ class DrbdSetup:
             f"        host {b} address {self._drbd_addr(b, net_)};\n    }}\n"
             for net_, a, b in pairs
         )
-        sections = "".join(
-            f"    {name} {{ {body} }}\n"
-            for name, body in (("net", net), ("disk", disk), ("handlers", handlers))
-            if body
-        )
+        sections = _sections(net, disk, handlers)
         return (
             f"# Written by the drbdha lab (`lab up`, DRBD 9).\nresource {RESOURCE} {{\n"
             f"    device /dev/drbd0;\n    meta-disk internal;\n    options {{ {QUORUM} }}\n"

@@ -23,6 +23,7 @@ does the service at the heal.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -48,11 +49,11 @@ DISCARD_MY_DATA = (
 )
 
 
-@pytest.fixture
-def nfs(lab: Lab) -> Iterator[Storage]:
-    # Not sampled for two Primaries: the cut-off node is one while the cut lasts (README,
-    # "Two nodes"); what the test checks is where the clients' writes went.
-    with nfs_cluster(lab, sample=False) as s:
+@contextlib.contextmanager
+def node1_serving(lab: Lab, *, fenced: bool = True) -> Iterator[Storage]:
+    """nfs_cluster, not sampled for two Primaries, with node1 serving; afterwards node1's
+    links healed and r0 made again if its copies did not meet."""
+    with nfs_cluster(lab, fenced=fenced, sample=False) as s:
         s.start("node1", "node2")
         s.wait_serving("node1", timeout=120)
         try:
@@ -63,6 +64,14 @@ def nfs(lab: Lab) -> Iterator[Storage]:
             if any(lab._proc_drbd(n)["cstate"] != "Connected" for n in NODES if lab.running(n)):
                 s.stop()
                 lab.drbd_reset()
+
+
+@pytest.fixture
+def nfs(lab: Lab) -> Iterator[Storage]:
+    # Not sampled for two Primaries: the cut-off node is one while the cut lasts (README,
+    # "Two nodes"); what the test checks is where the clients' writes went.
+    with node1_serving(lab) as s:
+        yield s
 
 
 def transitions(lab: Lab, node: str, since: str) -> list[tuple[str, str]]:
@@ -79,8 +88,29 @@ def story(lab: Lab, node: str, since: float) -> str:
         f"{e.get('EVENT')}({e.get('REASON') or e.get('NEW') or ''})"
         for e in events(lab, node, f"{since:.0f}")
     ]
-    drbd = lab.exec(node, "drbdadm role r0; drbdadm cstate r0; drbdadm dstate r0", check=False)
-    return f"{' '.join(said[-60:])}; DRBD now: {' '.join(drbd.stdout.split())}"
+    return f"{' '.join(said[-60:])}; DRBD now: {lab._proc_drbd(node)}"
+
+
+def wait_resynced(lab: Lab, node: str = "node1") -> None:
+    wait_until(
+        lambda: f"the copies resynced: {lab._proc_drbd(node)}",
+        lambda: lab._proc_drbd(node)["dstate"] == "UpToDate/UpToDate",
+        240,
+        2.0,
+    )
+
+
+def all_on_the_server(nfs: Storage, lab: Lab, w: Writer) -> None:
+    """A node serves, the client writes on; then every record it had acknowledged is on
+    the node that serves."""
+    server = wait_until(
+        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
+    )
+    w.wait_for(w.acks.acknowledged + 10, timeout=180)
+    w.stop()
+    server = next((n for n in NODES if nfs.serving(n)), server)
+    assert lost_on(lab, server, w) == 0
+    print(f"{w.acks.acknowledged} records, all on {server}")
 
 
 def keep_the_copy_of(kept: str, nfs: Storage, lab: Lab, w: Writer) -> None:
@@ -91,23 +121,11 @@ def keep_the_copy_of(kept: str, nfs: Storage, lab: Lab, w: Writer) -> None:
     if {"StandAlone", "WFConnection"} & {lab._proc_drbd(n)["cstate"] for n in NODES}:
         lab.exec(other, DISCARD_MY_DATA, timeout=180)
         lab.exec(kept, "drbdadm connect r0", check=False)
-    wait_until(
-        "the copies resynced",
-        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
+    wait_resynced(lab)
     for node in NODES:
         if (nfs.doc(node) or {}).get("latches"):
             lab.exec(node, "drbdha clear-latch", timeout=90)
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    print(f"{w.acks.acknowledged} records, all on {server}")
+    all_on_the_server(nfs, lab, w)
 
 
 def test_the_master_cut_off_on_both_networks_yields_at_the_heal(nfs: Storage, lab: Lab) -> None:

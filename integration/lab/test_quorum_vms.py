@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cluster import NODES
-from nfslab import events, lost_on, mount_and_write, nfs_cluster
+from nfslab import events, mount_and_write
 from polling import wait_until
-from test_isolation_vms import story
+from test_isolation_vms import all_on_the_server, node1_serving, story, wait_resynced
 from test_safety_vms import node_time
 
 if TYPE_CHECKING:
@@ -40,17 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.drbd9]
 def nfs(lab: Lab) -> Iterator[Storage]:
     # Not sampled for two Primaries: the cut-off node stays Primary, without quorum and
     # unable to write, until drbdha has demoted it; what counts is who can write.
-    with nfs_cluster(lab, fenced=False, sample=False) as s:
-        s.start("node1", "node2")
-        s.wait_serving("node1", timeout=120)
-        try:
-            yield s
-        finally:
-            for net in ("service", "replication"):
-                lab.uncut("node1", net)
-            if any(lab._proc_drbd(n)["cstate"] != "Connected" for n in NODES if lab.running(n)):
-                s.stop()
-                lab.drbd_reset()
+    with node1_serving(lab, fenced=False) as s:
+        yield s
 
 
 def quorum(lab: Lab, node: str) -> bool | None:
@@ -84,21 +75,9 @@ def test_the_master_cut_off_on_both_networks_loses_quorum_and_resyncs_at_the_hea
     # so DRBD resyncs it from node2 instead of finding a split brain.
     lab.uncut("node1", "service")
     lab.uncut("node1", "replication")
-    wait_until(
-        lambda: f"the copies resynced: {lab._proc_drbd('node1')}",
-        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
+    wait_resynced(lab)
     assert not [e for n in NODES for e in events(lab, n, f"{since:.0f}", "latch.set")]
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    print(f"{w.acks.acknowledged} records, all on {server}")
+    all_on_the_server(nfs, lab, w)
 
 
 # Finding 11 (docs/reliability.md): with DRBD 9's metadata for one peer (max-peers 1),
@@ -148,20 +127,8 @@ def test_behind_the_tiebreaker_alone_the_stale_copy_is_never_promoted(
     # node2 back and the replication link healed: node1 resyncs from node2.
     nfs.power_on("node2")
     lab.uncut("node1", "replication")
-    wait_until(
-        lambda: f"the copies resynced: {lab._proc_drbd('node1')}",
-        lambda: lab._proc_drbd("node1")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    print(f"{w.acks.acknowledged} records, all on {server}")
+    wait_resynced(lab)
+    all_on_the_server(nfs, lab, w)
 
 
 def test_power_off_of_the_primary_node2_and_the_tiebreaker_take_over(
@@ -176,18 +143,6 @@ def test_power_off_of_the_primary_node2_and_the_tiebreaker_take_over(
     assert quorum(lab, "node2") is True
     w.wait_for(w.acks.acknowledged + 20, timeout=90)
     nfs.power_on("node1")
-    wait_until(
-        lambda: f"the copies resynced: {lab._proc_drbd('node2')}",
-        lambda: lab._proc_drbd("node2")["dstate"] == "UpToDate/UpToDate",
-        240,
-        2.0,
-    )
-    server = wait_until(
-        "a node serving", lambda: next((n for n in NODES if nfs.serving(n)), None), 240, 2.0
-    )
-    w.wait_for(w.acks.acknowledged + 10, timeout=180)
-    w.stop()
-    server = next((n for n in NODES if nfs.serving(n)), server)
-    assert lost_on(lab, server, w) == 0
-    longest = w.acks.longest_write()
-    print(f"{w.acks.acknowledged} records, all on {server}; longest write {longest:.1f} s")
+    wait_resynced(lab, "node2")
+    all_on_the_server(nfs, lab, w)
+    print(f"longest write {w.acks.longest_write():.1f} s")
