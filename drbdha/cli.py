@@ -144,7 +144,8 @@ def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
     section (if it has one), errors first, each with its advice; return the number of errors.
     `quiet`: the findings only, on stderr (the daemon's start).
 
-    `drbdadm dump` needs no root and no kernel module, so this stays unprivileged.
+    `drbdadm dump` needs no root and no kernel module, so this stays unprivileged; only
+    max-peers is read from the disk, and without root it says it was not checked.
     DRBDHA_DRBDADM_CONFIG=FILE makes drbdadm read FILE instead of /etc/drbd.conf: for the
     tests, and for checking a DRBD configuration before installing it.
     """
@@ -155,17 +156,16 @@ def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
 
     import os  # noqa: PLC0415  (only check-config with storage needs drbdadm)
 
-    from drbdha.resources import drbd_advice, drbd_config, nfs_advice  # noqa: PLC0415
+    from drbdha.resources import drbd_advice, drbd_config, drbd_metadata, nfs_advice  # noqa: PLC0415
     from drbdha.vrrp.timers import master_down_interval  # noqa: PLC0415
 
     out = sys.stderr if quiet else sys.stdout
     if not quiet:
         print(f"storage.{storage.name}: DRBD resource {storage.drbd_resource} (for {inst.name})")
     env = os.environ.get("DRBDHA_DRBDADM_CONFIG")
+    config_file = Path(env) if env else None
     try:
-        opts = drbd_config.read_effective(
-            storage.drbd_resource, config_file=Path(env) if env else None
-        )
+        opts = drbd_config.read_effective(storage.drbd_resource, config_file=config_file)
     except drbd_config.DrbdConfigError as e:
         print(f"  ERROR storage.{storage.name}.drbd_resource: {e}", file=out)
         return 1
@@ -179,6 +179,7 @@ def _check_storage(config: Config, index: int, quiet: bool = False) -> int:
         fence_timeout=config.peer.fence_timeout if config.peer else None,
         heartbeat=storage.replication_heartbeat,
     )
+    found += drbd_metadata.findings(storage.drbd_resource, config_file=config_file)
     found += _check_peer(config, opts)
     found += nfs_advice.findings(storage)
     if quiet:  # at the daemon's start: what needs the admin's eye, not the notes

@@ -314,22 +314,25 @@ def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _message(r: subprocess.CompletedProcess[str]) -> str:
+def message(r: subprocess.CompletedProcess[str]) -> str:
+    """What a failed drbdadm said, without the noise; its command and exit code if nothing."""
     lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines()]
     said = " ".join(ln for ln in lines if not _NOISE.match(ln))
     return f"drbdadm: {said}" if said else f"{' '.join(r.args)}: exit {r.returncode}"
 
 
-def _dump(argv: list[str], run: Run) -> str:
+def drbdadm(
+    args: Sequence[str], *, config_file: Path | None = None, run: Run | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`drbdadm [-c config_file] ARGS`, whatever its exit code. Raises DrbdConfigError when
+    drbdadm is not installed or does not finish in DRBDADM_TIMEOUT."""
+    argv = ["drbdadm", *(["-c", str(config_file)] if config_file else []), *args]
     try:
-        r = run(argv)
+        return (run or _run)(argv)
     except FileNotFoundError:
         raise DrbdConfigError("drbdadm not found: install drbd-utils") from None
     except subprocess.TimeoutExpired:
         raise DrbdConfigError(f"{' '.join(argv)} did not finish in {DRBDADM_TIMEOUT:g} s") from None
-    if r.returncode != 0:
-        raise DrbdConfigError(_message(r))
-    return r.stdout
 
 
 def read_effective(
@@ -338,5 +341,7 @@ def read_effective(
     """Ask drbdadm for `resource`'s effective configuration (from `config_file` instead of
     /etc/drbd.conf when given). Raises DrbdConfigError in drbdadm's own words, e.g.
     "drbdadm: 'r0' not defined in your config (for this host)."""
-    config = ["-c", str(config_file)] if config_file else []
-    return parse_dump(_dump(["drbdadm", *config, "-d", "dump", resource], run), resource)
+    r = drbdadm(["-d", "dump", resource], config_file=config_file, run=run)
+    if r.returncode != 0:
+        raise DrbdConfigError(message(r))
+    return parse_dump(r.stdout, resource)
