@@ -106,8 +106,9 @@ DRBD_VERSIONS = ("8.4", "9")
 BUILD_DRBD9 = HERE / "build-drbd9"
 BUILD_DRBD_REACTOR = HERE / "build-drbd-reactor"
 # What the DRBD 9 image has beyond PACKAGES (less Debian's drbd-utils, see _packages): the OCF
-# agents drbd-reactor's promoter runs in LINBIT's HA NFS guide, for the benchmarks.
-DRBD9_PACKAGES = ["resource-agents"]
+# agents drbd-reactor's promoter runs in LINBIT's HA NFS guide, for the benchmarks, and
+# iptables, which their portblock agent drives (resource-agents does not depend on it).
+DRBD9_PACKAGES = ["resource-agents", "iptables"]
 
 
 @dataclasses.dataclass(frozen=True)
