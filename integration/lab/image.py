@@ -12,7 +12,11 @@ the lab installs the .deb it builds from the working tree (cluster.py, install_d
 
 DRBD is Debian's 8.4 (the kernel's module, Debian's drbd-utils) unless DRBDHA_LAB_DRBD=9:
 then the image has the DRBD 9.3.3 module built for its kernel and drbd-utils 9.34 instead
-(build-drbd9, from the vendored sources, cached apart), and a cache entry of its own.
+(build-drbd9, from the vendored sources, cached apart), and a cache entry of its own. The DRBD 9
+image also has what the benchmarks run beside drbdha there: LINBIT's drbd-reactor 1.2.0 (its
+promoter; build-drbd-reactor, cached apart; drbd-reactor.service installed, not enabled) and
+Debian's resource-agents (the OCF agents the promoter starts: IPaddr2, portblock, exportfs,
+Filesystem, nfsserver).
 """
 
 from __future__ import annotations
@@ -100,6 +104,11 @@ DPKG_INCLUDES = [
 SUITES = ("bookworm", "trixie")  # the releases the lab is tried on (any Debian suite may work)
 DRBD_VERSIONS = ("8.4", "9")
 BUILD_DRBD9 = HERE / "build-drbd9"
+BUILD_DRBD_REACTOR = HERE / "build-drbd-reactor"
+# What the DRBD 9 image has beyond PACKAGES (less Debian's drbd-utils, see _packages): the OCF
+# agents drbd-reactor's promoter runs in LINBIT's HA NFS guide, for the benchmarks, and
+# iptables, which their portblock agent drives (resource-agents does not depend on it).
+DRBD9_PACKAGES = ["resource-agents", "iptables"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,22 +205,33 @@ def lab_drbd() -> str:
     return version
 
 
-def _drbd_inputs(drbd: str, release: str, sources: list[str]) -> dict:
-    """For DRBD 9: build-drbd9's own key (its release, sources, tarballs and script), so the
-    image changes with what goes into the module; it says what is missing (exit 3)."""
-    if drbd == "8.4":
-        return {}
+def _build_key(builder: Path, release: str, sources: list[str]) -> str:
     r = subprocess.run(
-        [str(BUILD_DRBD9), "--key", release, *sources], capture_output=True, text=True, check=False
+        [str(builder), "--key", release, *sources], capture_output=True, text=True, check=False
     )
     if r.returncode != 0:
         raise RuntimeError(f"DRBDHA_LAB_DRBD=9: {r.stderr.strip()}")
-    return {"drbd": drbd, "drbd9_build": r.stdout.strip()}
+    return r.stdout.strip()
+
+
+def _drbd_inputs(drbd: str, release: str, sources: list[str]) -> dict:
+    """For DRBD 9: build-drbd9's and build-drbd-reactor's own keys (their release, sources,
+    tarballs and script), so the image changes with what goes into the module and into
+    drbd-reactor; they say what is missing (exit 3)."""
+    if drbd == "8.4":
+        return {}
+    return {
+        "drbd": drbd,
+        "drbd9_build": _build_key(BUILD_DRBD9, release, sources),
+        "drbd_reactor_build": _build_key(BUILD_DRBD_REACTOR, release, sources),
+    }
 
 
 def _packages(drbd: str) -> list[str]:
     # DRBD 9's drbd-utils are built (build-drbd9); Debian's would own the same paths.
-    return PACKAGES if drbd == "8.4" else [p for p in PACKAGES if p != "drbd-utils"]
+    if drbd == "8.4":
+        return PACKAGES
+    return [p for p in PACKAGES if p != "drbd-utils"] + DRBD9_PACKAGES
 
 
 def build_inputs(release: str | None = None) -> dict:
@@ -286,7 +306,7 @@ def ensure_image(
         for tool in ("mmdebstrap", "mkfs.ext4"):
             if not shutil.which(tool):
                 raise RuntimeError(f"{tool} not found: apt-get install mmdebstrap e2fsprogs")
-        drbd9 = _build_drbd9(inputs, log) if inputs.get("drbd") == "9" else ""
+        drbd9, reactor = _build_drbd9(inputs, log) if inputs.get("drbd") == "9" else ("", "")
         work = base / f"{key}.building"
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
@@ -295,6 +315,7 @@ def ensure_image(
         packages = inputs["packages"]
         log(f"building image {key} ({inputs['release']}, {len(packages)} packages) in {work}")
         rootfs_dir = work / "tree"
+        hook = f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}" "{drbd9}" "{reactor}"'
         cmd = [
             "mmdebstrap",
             "--variant=minbase",
@@ -302,7 +323,7 @@ def ensure_image(
             "--format=directory",
             "--include=" + ",".join(packages),
             '--aptopt=APT::Install-Recommends "false"',
-            "--customize-hook=" + f'"{GUEST_DIR}/customize" "$1" "{GUEST_DIR}" "{drbd9}"',
+            "--customize-hook=" + hook,
         ]
         cmd += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
         cmd += [f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES]
@@ -353,17 +374,25 @@ def ensure_image(
         return _image_at(key, final)  # type: ignore[return-value]
 
 
-def _build_drbd9(inputs: dict, log: Callable[[str], None]) -> str:
-    """The DRBD 9 tree for the image (build-drbd9's tarball, built once per input)."""
+def _build_drbd9(inputs: dict, log: Callable[[str], None]) -> tuple[str, str]:
+    """The DRBD 9 trees for the image: build-drbd9's tarball and build-drbd-reactor's, each
+    built once per input."""
     log("DRBD 9: the module for the image's kernel and drbd-utils (build-drbd9, cached)")
+    drbd9 = _run_builder(BUILD_DRBD9, inputs)
+    log("DRBD 9: drbd-reactor (build-drbd-reactor, cached)")
+    return drbd9, _run_builder(BUILD_DRBD_REACTOR, inputs)
+
+
+def _run_builder(builder: Path, inputs: dict) -> str:
+    """Runs a build-* script for the image's release and sources; its tarball's path."""
     r = subprocess.run(
-        [str(BUILD_DRBD9), inputs["release"], *inputs["sources"]],
+        [str(builder), inputs["release"], *inputs["sources"]],
         capture_output=True,
         text=True,
         check=False,
     )
     if r.returncode != 0:
-        raise RuntimeError(f"build-drbd9 failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        raise RuntimeError(f"{builder.name} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return r.stdout.strip().splitlines()[-1]
 
 
