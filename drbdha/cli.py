@@ -396,6 +396,15 @@ def _distrust_after_crash(answer: Any, run_dir: Path) -> Any:
     return handler.Answer(wire.FAILED, detail)
 
 
+def _against_quorum(answer: Any, resource: str, started: float) -> Any:
+    """A silent peer on a resource with DRBD quorum is dead only if this node has quorum
+    (fencing/quorum.py); otherwise the answer is "failed"."""
+    from drbdha.fencing import handler, quorum, wire  # noqa: PLC0415
+
+    why = quorum.settle(answer.outcome == wire.UNREACHABLE, resource, started)
+    return answer if why is None else handler.Answer(wire.FAILED, why)
+
+
 def _fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's (fencing/handler.py); everything that goes wrong is 1, which
     DRBD treats as "fencing failed": the safe side. The running daemon is asked first: it
@@ -449,7 +458,8 @@ def _fence_peer(args: argparse.Namespace) -> int:
         if answer is None:
             answer, via = handler.fence_peer(config, resource), "handler"
             answer = _distrust_after_crash(answer, config.daemon.control_socket.parent)
-    code = answer.exit_code
+    answer = _against_quorum(answer, resource, started)
+    code: int = answer.exit_code
     if via != "daemon":  # the daemon logged `fence.peer` with its answer (serving.py)
         handler.log(
             "fence.peer",

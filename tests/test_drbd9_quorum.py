@@ -9,15 +9,21 @@ test_holds_for_clients.chains (the inbox and the applier record what they are gi
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drbd_facts import peer, res, vol
+from drbd_dumps import needs_drbdadm, write_conf
+from drbd_facts import drbd84, peer, res, vol
 from test_holds_for_clients import chains
 
 from drbdha.chain.runner import Runner
 from drbdha.clock import MonotonicClock
+from drbdha.resources import drbd, proc
 from drbdha.resources.drbd import DrbdChanged
+from drbdha.resources.drbd_advice import fencing_summary, findings
+from drbdha.resources.drbd_config import read_effective
 from drbdha.vrrp.events import State, Transition
 
 # node1's view: node2 (node-id 1) with a disk over the replication link, and the tiebreaker
@@ -127,3 +133,53 @@ def test_every_peer_has_its_series_under_drbd_reactors_names(tmp_path: Path) -> 
     t.room.on_drbd(DrbdChanged("r0", res(connections=HEALTHY), res(connections=HEALTHY[:1])), 2.0)
     gone = {"name": "r0", "conn_name": "node3", "peer_node_id": "2"}
     assert sample(t, "drbd_connection_state", drbd_connection_state="Connected", **gone) is None
+
+
+def readme_three_nodes() -> str:
+    """The README's three-node resource, as written there, for this host as node1."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("### Three nodes", 1)[1]
+    block = section.split("```\n", 2)[1]
+    return block.replace("node1", "@HOST@")
+
+
+@needs_drbdadm
+def test_the_readmes_three_node_resource_is_quorum_with_no_window_left(tmp_path: Path) -> None:
+    # Quorum, no fence-peer handler, the README's timers and drbdha's default heartbeat
+    # (0.1 s): the Secondary is outdated within 0.7 s of a replication cut, before the
+    # Primary's DRBD writes alone (timeout 0.9 s).
+    opts = read_effective("r0", config_file=write_conf(tmp_path, readme_three_nodes()))
+    found = findings(opts, master_down_interval=0.4, advert_interval=0.1, heartbeat=0.1)
+    assert [f.level for f in found if f.level != "info"] == [], found
+    summary = fencing_summary(opts, 0.1, None, 0.1)
+    assert summary["mode"] == "quorum", summary
+    assert "no acknowledged write is at risk" in (summary["note"] or "")
+
+
+def test_an_outdate_drops_the_data_link_only_and_keeps_the_tiebreakers() -> None:
+    # `drbdadm disconnect --force r0` would drop the tiebreaker's connection too, and this
+    # node's quorum with it; on 8.4 (one connection) the resource is the link.
+    assert drbd.data_link("r0", res(connections=HEALTHY)) == "r0:node2"
+    assert drbd.data_link("r0", drbd84()) == "r0"
+    assert drbd.data_link("r0", None) == "r0"
+
+
+def test_the_outdate_and_the_reconnect_name_that_link() -> None:
+    asyncio.run(outdate_and_reconnect())
+
+
+async def outdate_and_reconnect() -> None:
+    ran: list[list[str]] = []
+
+    async def run(cmd: Sequence[str]) -> proc.Result:
+        # A fake drbdadm: every command succeeds; dstate answers Outdated.
+        ran.append(list(cmd))
+        out = "Outdated\n" if cmd[1] == "dstate" else ""
+        return proc.Result(tuple(cmd), 0, out, "")
+
+    done = await drbd.outdate("r0", lambda: res(connections=HEALTHY), run)
+    assert (done.outcome, done.reconnect, done.link) == ("outdated", True, "r0:node2")
+    assert ran[0] == ["drbdadm", "disconnect", "--force", "r0:node2"]
+    assert ran[1] == ["drbdadm", "outdate", "r0"]
+    await drbd.reconnect(done.link, run)
+    assert ran[-1] == ["drbdadm", "connect", "r0:node2"]

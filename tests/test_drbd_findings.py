@@ -61,7 +61,7 @@ CASES: list[Any] = [
             "on_no_data_accessible": "io-error",
             "hosts": ("a", "b", "tiebreaker"),
         },
-        [],
+        [("warning", "fencing")],  # the replication-cut window quorum alone leaves
         "dont-care-with-quorum",
     ),
     case(
@@ -250,7 +250,9 @@ def test_findings_name_the_connection_or_volume_they_hold_for() -> None:
     assert messages["warning", "disk-timeout"].startswith("volume 1: disk-timeout 100")
     timeouts = [f.message for f in found if f.key == "timeout"]
     assert [m.split(":")[0] for m in timeouts] == ["connection vm/nfs-b", "connection-mesh"]
-    assert ("warning", "fencing") not in messages  # quorum majority with a tiebreaker
+    # Quorum majority with a tiebreaker but no fence-peer handler: the replication-cut
+    # window (drbd_advice.quorum_window) is warned, for the connection-mesh variant.
+    assert messages["warning", "fencing"].startswith("connection-mesh: dont-care with quorum")
 
 
 def test_findings_shared_by_every_variant_carry_no_scope() -> None:

@@ -162,6 +162,35 @@ def test_fencing_summary(o: DrbdOptions, fence_timeout: float | None, mode: str,
     assert note in (s["note"] or "")
 
 
+@pytest.mark.parametrize(
+    ("timers", "heartbeat", "level", "says"),
+    [
+        # DRBD's defaults: the Primary writes alone after timeout 6 s; the heartbeat (0.1 s)
+        # outdates the Secondary within 0.7 s: nothing at risk.
+        ({}, 0.1, "info", "no acknowledged write is at risk"),
+        # Without the heartbeat, the Secondary is outdated at its DRBD's ping-int +
+        # ping-timeout (1.5 s) plus an advert; the README's timeout 0.9 s: 0.7 s at risk.
+        ({"ping_int": "1", "ping_timeout": "5", "timeout": "9"}, 0.0, "warning", "0.7 s between"),
+    ],
+)
+def test_quorum_alone_names_the_replication_cut_window(
+    timers: dict[str, str], heartbeat: float, level: str, says: str
+) -> None:
+    # Seen in the DRBD 9 lab: the Primary powered off 1 s after its replication link was cut,
+    # the tiebreaker up, drbdha's heartbeat rule not applied with quorum: node2 was promoted
+    # without the Primary's last acknowledged write.
+    o = opts(quorum="majority", fencing="dont-care", **timers)
+    note = fencing_summary(o, 0.1, None, heartbeat)["note"] or ""
+    assert note.startswith("DRBD quorum keeps a minority partition from writing; without a")
+    assert says in note
+    (finding,) = [
+        f
+        for f in findings(o, master_down_interval=0.4, advert_interval=0.1, heartbeat=heartbeat)
+        if f.key == "fencing"
+    ]
+    assert (finding.level, says in finding.message) == (level, True)
+
+
 def test_summary_drbdhas_handler_without_peer_is_not_handler_mode() -> None:
     s = fencing_summary(opts(fencing="resource-and-stonith", fence_peer_handler=DRBDHA), 1.0, None)
     assert s["mode"] != "handler"

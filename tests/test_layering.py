@@ -59,7 +59,12 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "resources": ("drbdha.resources",),
     "net": ("drbdha.net",),
     # What runs in DRBD's fence-peer helper process (`drbdha fence-peer`): synchronous.
-    "fence_handler": ("drbdha.fencing.handler", "drbdha.fencing.wire", "drbdha.fencing.secret"),
+    "fence_handler": (
+        "drbdha.fencing.handler",
+        "drbdha.fencing.wire",
+        "drbdha.fencing.secret",
+        "drbdha.fencing.quorum",
+    ),
     "fencing": ("drbdha.fencing",),
     # The middle: the wiring.
     "daemon": ("drbdha.daemon",),
@@ -103,6 +108,7 @@ LAZY_ARROWS: dict[str, frozenset[str]] = {
     "drbdha.cli:_check_peer": frozenset({"resources", "fence_handler"}),  # and the secret
     "drbdha.cli:_fence_peer": frozenset({"fence_handler"}),  # `drbdha fence-peer`
     "drbdha.cli:_distrust_after_crash": frozenset({"fence_handler"}),  # and its fallback
+    "drbdha.cli:_against_quorum": frozenset({"fence_handler"}),  # and DRBD 9's quorum
 }
 
 # Modules only these rooms may import (besides the module's own room).

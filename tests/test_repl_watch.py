@@ -213,7 +213,17 @@ def test_a_tick_while_the_drbd_side_is_not_ready_does_not_use_up_the_proof(
     assert put == [OutdateSelf("lab", "r0", drop_link=True)]
 
 
-@pytest.mark.parametrize("mode", ["handler", "other_handler", "quorum", "unknown"])
+def test_with_quorum_alone_the_secondary_outdates_itself_as_unfenced(tmp_path: Path) -> None:
+    # Both disk nodes keep quorum through the tiebreaker after a replication cut; DRBD
+    # outdates the Secondary only once its own DRBD notices (seen in the DRBD 9 lab: the
+    # Primary powered off 1 s after the cut, node2 promoted without its last write).
+    chains, put, _, inst = armed(tmp_path)
+    chains.state(inst).fencing = {"mode": "quorum"}
+    chains.repl_tick(inst, 1.71)
+    assert put == [OutdateSelf("lab", "r0", drop_link=True)]
+
+
+@pytest.mark.parametrize("mode", ["handler", "other_handler", "quorum_and_handler", "unknown"])
 def test_a_fenced_resource_leaves_the_job_to_its_fencing(tmp_path: Path, mode: str) -> None:
     # With drbdha's fence-peer handler the Primary's I/O is held and the handler asks us to
     # outdate: doing it here too raced that request (seen in the lab: the handler's first

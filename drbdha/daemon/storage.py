@@ -333,14 +333,16 @@ class Chains(Suspicion):
 
     def repl_tick(self, inst: Instance, now: float) -> None:
         """After reading the heartbeats: outdate our copy once the replication path to a
-        live Primary has been gone long enough (resources/repl_watch.py). Only unfenced: a
-        fence-peer handler (or DRBD 9 quorum) does this job with the Primary's I/O held,
+        live Primary has been gone long enough (resources/repl_watch.py). Unfenced, or with
+        DRBD 9 quorum alone; a fence-peer handler does this job with the Primary's I/O held,
         and doing it beside the handler races the outdate it asks of us."""
         st = self.states[inst.name]
         res, watch = st.drbd, st.repl
         if watch is None or res is None or inst.machine.state is State.MASTER:
             return
-        if (st.fencing or {}).get("mode") != "unfenced":
+        # With quorum alone the same window is open (drbd_advice.quorum_window): both disk
+        # nodes keep quorum through the tiebreaker after a replication cut.
+        if (st.fencing or {}).get("mode") not in ("unfenced", "quorum"):
             return
         good = res.worst_disk in ("UpToDate", "Consistent")
         primary_peer = res.peer_primary or st.link_lost_at is not None
@@ -379,7 +381,7 @@ class Chains(Suspicion):
                 r = await drbd.outdate(
                     ev.resource, self.watchers[ev.resource].facts, drop_link=ev.drop_link
                 )
-                if r.reconnect and not (c := await drbd.reconnect(ev.resource)).ok:
+                if r.reconnect and not (c := await drbd.reconnect(r.link or ev.resource)).ok:
                     # The link was dropped to outdate; without it this copy never resyncs.
                     self.log.error("drbd.reconnect_failed", resource=ev.resource, error=c.summary())
         except TimeoutError:

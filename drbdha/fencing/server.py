@@ -176,7 +176,7 @@ class PeerServer:
             # was dropped for it must come back all the same.
             lost = {"reply_lost": str(e) or type(e).__name__}
         if result.reconnect:
-            await self._reconnect(resource)
+            await self._reconnect(result.link or resource)
         return {
             "resource": resource,
             "outcome": result.outcome,

@@ -358,6 +358,7 @@ class Outdated:
     disk: str | None
     detail: str
     reconnect: bool = False
+    link: str = ""  # what was dropped, for `drbdadm connect`: the resource, or RES:PEER
 
 
 async def outdate(
@@ -379,40 +380,54 @@ async def outdate(
     connected = res is not None and res.connected
     if connected and not drop_link:
         return Outdated("failed", res.worst_disk if res else None, "connected again: left as is")
-    result = await _outdate_once(resource, run, drop=connected)
+    link = data_link(resource, res)
+    result = await _outdate_once(resource, run, drop=connected, link=link)
     if result.detail == STILL_UPTODATE and not connected and drop_link:
         # The facts were behind (or there were none): it was still connected.
-        result = await _outdate_once(resource, run, drop=True)
+        result = await _outdate_once(resource, run, drop=True, link=link)
     return result
 
 
-async def reconnect(resource: str, run: Run = proc.run) -> proc.Result:
-    """After a link dropped to outdate: DRBD keeps trying to connect from here, and
-    resyncs the copy once the replication path is back."""
-    return await run(["drbdadm", "connect", resource])
+def data_link(resource: str, res: Resource | None) -> str:
+    """What drbdadm drops to outdate: the resource, or on DRBD 9 beside a diskless
+    tiebreaker only the connection to the peer with data (`r0:node1`): dropping the whole
+    resource would drop the tiebreaker's connection too, and with it this node's quorum."""
+    if res is None:
+        return resource
+    data = [c for c in res.connections if not (c.volumes and all(v.peer_client for v in c.volumes))]
+    if len(data) == 1 and len(res.connections) > 1 and data[0].conn_name:
+        return f"{resource}:{data[0].conn_name}"
+    return resource
 
 
-async def _outdate_once(resource: str, run: Run, *, drop: bool) -> Outdated:
+async def reconnect(link: str, run: Run = proc.run) -> proc.Result:
+    """After a link dropped to outdate (Outdated.link): DRBD keeps trying to connect from
+    here, and resyncs the copy once the replication path is back."""
+    return await run(["drbdadm", "connect", link])
+
+
+async def _outdate_once(resource: str, run: Run, *, drop: bool, link: str = "") -> Outdated:
     # --force: drop it at once. A graceful disconnect waits for the peer over the very link
     # that failed (8.4: "did not terminate within 5 seconds", exit 20, retried for 16 s).
-    if drop and not (d := await run(["drbdadm", "disconnect", "--force", resource])).ok:
-        return Outdated("failed", None, d.summary(), reconnect=True)
+    link = link or resource
+    if drop and not (d := await run(["drbdadm", "disconnect", "--force", link])).ok:
+        return Outdated("failed", None, d.summary(), reconnect=True, link=link)
     r = await run(["drbdadm", "outdate", resource])
     if r.returncode == 17:
-        return Outdated("primary", None, r.summary(), reconnect=drop)
+        return Outdated("primary", None, r.summary(), reconnect=drop, link=link)
     disk = await _disk(resource, run)
     if r.returncode == 5:  # SS_LOWER_THAN_OUTDATED: already Inconsistent or worse
-        return Outdated("inconsistent", disk, r.summary(), reconnect=drop)
+        return Outdated("inconsistent", disk, r.summary(), reconnect=drop, link=link)
     if not r.ok:
-        return Outdated("failed", disk, r.summary(), reconnect=drop)
+        return Outdated("failed", disk, r.summary(), reconnect=drop, link=link)
     if disk in ("Outdated", NOT_UP):  # not up: drbdadm outdated the metadata (drbdmeta)
-        return Outdated("outdated", disk, "outdated", reconnect=drop)
+        return Outdated("outdated", disk, "outdated", reconnect=drop, link=link)
     if disk is None:
-        return Outdated("failed", None, "drbdadm dstate failed: the outcome is unknown", drop)
+        return Outdated("failed", None, "drbdadm dstate failed: the outcome is unknown", drop, link)
     if disk in BELOW_OUTDATED:
-        return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop)
+        return Outdated("inconsistent", disk, f"disk is {disk}", reconnect=drop, link=link)
     still = STILL_UPTODATE if disk == "UpToDate" else f"disk is still {disk}"
-    return Outdated("failed", disk, still, reconnect=drop)
+    return Outdated("failed", disk, still, reconnect=drop, link=link)
 
 
 async def _disk(resource: str, run: Run) -> str | None:

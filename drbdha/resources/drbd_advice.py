@@ -198,21 +198,37 @@ def unfenced_window(o: DrbdOptions, advert: float, heartbeat: float) -> str:
 QUORUM_NOTE = "DRBD quorum keeps a minority partition from writing"
 
 
+def quorum_window(o: DrbdOptions, advert: float, heartbeat: float) -> tuple[str, bool]:
+    """What quorum alone leaves open, in the words check-config and status use, and whether
+    a write is at risk. After a replication link failure both disk nodes keep quorum
+    through the tiebreaker. The Primary's DRBD writes alone from `timeout` (a write in
+    flight) or ping-int + ping-timeout; DRBD outdates the Secondary only when its own DRBD
+    notices the loss (ping-int + ping-timeout: nothing in flight) and its lost-peer exchange
+    through the tiebreaker finds the Primary (drbd_state.c, twopc_after_lost_peer). If the
+    Primary dies in between, the exchange finds no Primary and the Secondary's copy, which
+    lacks those writes, is UpToDate again (seen in the lab). drbdha's replication heartbeat
+    closes that window as it does unfenced (resources/repl_watch.py)."""
+    text = unfenced_window(o, advert, heartbeat).removeprefix("unfenced: ")
+    return f"without a fence-peer handler, {text}", "no acknowledged write" not in text
+
+
 def fencing_summary(
     o: DrbdOptions, advert: float, fence_timeout: float | None, heartbeat: float = 0.0
 ) -> dict[str, str | None]:
-    """How `o` is fenced, for `drbdha status` (status.FencingStatus)."""
+    """How `o` is fenced, for `drbdha status` (status.FencingStatus): as its connection to
+    the peer with a disk is (with a tiebreaker, fencing may be set on that one alone)."""
+    o = next((v for _, _, v in o.variants if not v.to_diskless), o)
     policy, handler = o.get("fencing"), o.fence_peer_handler
     fenced = policy in ("resource-only", "resource-and-stonith") and handler is not None
     quorum = o.get("quorum") not in (None, "off")
     if policy == "dont-care" and quorum:
-        mode, note = "quorum", QUORUM_NOTE
+        mode, note = "quorum", f"{QUORUM_NOTE}; {quorum_window(o, advert, heartbeat)[0]}"
     elif fenced and handler and DRBDHA_HANDLER.search(handler) and fence_timeout is None:
         mode = "failing"
         note = "drbdha fence-peer without a [peer] section: every call fails (check-config)"
     elif fenced and handler and DRBDHA_HANDLER.search(handler) and quorum:
         mode = "quorum_and_handler"
-        note = f"{QUORUM_NOTE}; the handler outdates the peer at a replication link failure too"
+        note = f"{QUORUM_NOTE}; the handler outdates the peer at a replication link failure"
     elif fenced and handler and DRBDHA_HANDLER.search(handler):
         mode = "handler"
         note = (
@@ -230,11 +246,23 @@ def fencing_summary(
 def _fencing(
     o: DrbdOptions, advert: float, fence_timeout: float | None, heartbeat: float
 ) -> list[Finding]:
+    if o.to_diskless:
+        return []  # DRBD never fences a diskless peer (a tiebreaker): nothing to advise
     policy = o.get("fencing")
     handler = o.fence_peer_handler
     if policy == "dont-care":
         if o.get("quorum") != "off":
-            return []  # DRBD 9 quorum keeps a minority partition from writing
+            text, at_risk = quorum_window(o, advert, heartbeat)
+            return [
+                Finding(
+                    "warning" if at_risk else "info",
+                    "fencing",
+                    f"dont-care with quorum: {text}",
+                    "keep replication_heartbeat on and DRBD's timeout above its reaction"
+                    if at_risk
+                    else "",
+                )
+            ]
         never = "; the fence-peer handler is never called" if handler else ""
         return [
             Finding(

@@ -119,6 +119,9 @@ class DrbdOptions:
     """Names of the `on HOST` (and `floating`) sections."""
     addresses: tuple[str, ...] = ()
     """The replication addresses of those sections, without port ("10.0.0.1", "fe80::1")."""
+    to_diskless: bool = False
+    """A variant for a connection to a host whose `on` section has `disk none` (a DRBD 9
+    tiebreaker): DRBD never fences a diskless peer."""
     variants: tuple[tuple[str, str, DrbdOptions], ...] = ()
     """(connection, volume, options) for every connection x volume, when some connection or
     volume sets its own values ("connection vm/peer", "volume 0"); empty when none do."""
@@ -225,18 +228,25 @@ def _volume_scopes(res: Sequence[_Stmt]) -> list[tuple[str, dict[str, str]]]:
     return scopes
 
 
-def _connection_scopes(res: Sequence[_Stmt]) -> list[tuple[str, dict[str, str]]]:
-    scopes: list[tuple[str, dict[str, str]]] = []
+def _connection_scopes(res: Sequence[_Stmt]) -> list[tuple[str, dict[str, str], bool]]:
+    """(label, options, whether a host of it is diskless) of each connection section."""
+    diskless = {
+        s.args[0]
+        for s in res
+        if s.name == "on" and s.args and s.block
+        if any(st.name == "disk" and st.args == ("none",) for st in s.block)
+    }
+    scopes: list[tuple[str, dict[str, str], bool]] = []
     for s in res:
         if s.block is None or s.name not in ("connection", "connection-mesh"):
             continue
+        hosts = [h.args[0] for h in s.block if h.name == "host" and h.args]
         if s.name == "connection-mesh":
             label = "connection-mesh"
         else:
-            hosts = [h.args[0] for h in s.block if h.name == "host" and h.args]
             label = f"connection {s.args[0] if s.args else '/'.join(hosts)}"
-        scopes.append((label, _options(s.block)))
-    return scopes or [("", {})]
+        scopes.append((label, _options(s.block), bool(diskless & set(hosts))))
+    return scopes or [("", {}, False)]
 
 
 def _build(
@@ -278,8 +288,14 @@ def parse_dump(text: str, resource: str) -> DrbdOptions:
     addresses = _addresses(res)
     opts = _build(resource, base, hosts, addresses)
     variants = tuple(
-        (conn_label, vol_label, _build(resource, {**base, **vol, **conn}, hosts, addresses))
-        for conn_label, conn in _connection_scopes(res)
+        (
+            conn_label,
+            vol_label,
+            dataclasses.replace(
+                _build(resource, {**base, **vol, **conn}, hosts, addresses), to_diskless=diskless
+            ),
+        )
+        for conn_label, conn, diskless in _connection_scopes(res)
         for vol_label, vol in _volume_scopes(res)
     )
     if all(v == opts for _, _, v in variants):

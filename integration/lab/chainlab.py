@@ -176,8 +176,9 @@ class Sampler(threading.Thread):
 
 
 class Storage:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, drbd: dict[str, str] | None = None) -> None:
         self.lab = lab
+        self.drbd = drbd or {}  # r0's sections (drbd_up's), for a node powered on again
 
     def configure(self, **kw: Any) -> None:
         """drbdha.toml on both nodes, and the peer channel's secret made with the README's
@@ -199,11 +200,14 @@ class Storage:
 
     def power_on(self, node: str, **drbd: str) -> None:
         """`node`, powered off by a test, on again as a reboot leaves it: its configuration
-        (r0 with `drbd`'s sections, drbdha.toml, the peer key), DRBD up, drbdha started,
+        (r0 with `drbd`'s sections, by default those the cluster was made with; drbdha.toml,
+        the peer key), DRBD up, drbdha started,
         nfs-server disabled as the README says. (It resumes from the checkpoint `up` made,
         whose files are older.)"""
         self.lab.start(node, checkpoint=BOOTED)
-        self.lab.put(node, f"/etc/drbd.d/{RESOURCE}.res", self.lab.drbd_config(**drbd))
+        self.lab.put(
+            node, f"/etc/drbd.d/{RESOURCE}.res", self.lab.drbd_config(**(drbd or self.drbd))
+        )
         self.configure_again(node)
         self.lab.exec(
             node,
@@ -288,7 +292,7 @@ def fresh_cluster(lab: Lab, sample: bool = True, **drbd: str) -> Iterator[Storag
     drbdha stopped, no VIP left behind, never two Primaries, the config and state removed,
     and a node the block powered off on again (from the checkpoint `up` made: DRBD down
     there until the next drbd_up)."""
-    s = Storage(lab)
+    s = Storage(lab, drbd)
     s.stop()
     for node in NODES:
         if not lab.running(node):  # powered off by an earlier test: as it was after `up`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from qga import AgentError
@@ -85,10 +86,18 @@ class DrbdSetup:
             f"        address {self._drbd_addr(vm, 'repl' if VMS[vm].disk else 'svc')};\n    }}\n"
             for i, vm in enumerate(self.drbd_vms())
         )
+        # DRBD 9 takes `fencing` in net (chainlab.FENCING writes it in disk, as on 8.4), and
+        # here only on the connection between the disks: the tiebreaker, diskless, cannot be
+        # outdated, so with fencing on its connections a Primary refuses to let it go down
+        # ("Refusing to be Primary while peer is not outdated").
+        fencing = " ".join(re.findall(r"fencing [\w-]+;", disk))
+        disk = re.sub(r"\s*fencing [\w-]+;", "", disk).strip()
         pairs = [("repl", *NODES)] + [("svc", n, TIEBREAKER) for n in NODES]
         connections = "".join(
             f"    connection {{\n        host {a} address {self._drbd_addr(a, net_)};\n"
-            f"        host {b} address {self._drbd_addr(b, net_)};\n    }}\n"
+            f"        host {b} address {self._drbd_addr(b, net_)};\n"
+            + (f"        net {{ {fencing} }}\n" if fencing and net_ == "repl" else "")
+            + "    }\n"
             for net_, a, b in pairs
         )
         sections = _sections(net, disk, handlers)
@@ -207,7 +216,7 @@ fi
         fresh = all("fresh" in r.stdout for n, r in zip(vms, results, strict=True) if VMS[n].disk)
         hurry = HURRY if self.drbd == "8.4" else HURRY_9
         deadline = time.monotonic() + timeout
-        cleared = False
+        cleared = reconnected = False
         hurried = False
         while True:
             states = self.parallel(self._proc_drbd, NODES)
@@ -219,6 +228,9 @@ fi
                 and self._tiebreaker_connected()
             ):
                 break
+            if not reconnected and self._reconnect_standalone():
+                reconnected = True
+                continue
             if not hurried and any(s["cstate"] in RESYNCING for s in states):
                 # A crashed Primary's activity log covers the whole (small) disk: DRBD's
                 # default resync controller copies it at ~6 MB/s in these emulated VMs. At an
@@ -258,6 +270,28 @@ fi
             return True
         peers = self._status_9(TIEBREAKER).get("peers") or {}
         return all(peers.get(n) == "Connected" for n in NODES)
+
+    def _reconnect_standalone(self) -> bool:
+        """On DRBD 9, connect again each connection left StandAlone (a tiebreaker that
+        declined a node with an old copy stays so after the resync, which `drbdadm adjust`
+        does not undo), at both ends, as the README tells an admin to. Whether it did."""
+        if self.drbd == "8.4":
+            return False
+        standalone = [
+            (vm, peer)
+            for vm in self.drbd_vms()
+            for peer, cstate in (self._status_9(vm).get("peers") or {}).items()
+            if cstate == "StandAlone"
+        ]
+        if any(TIEBREAKER in pair for pair in standalone):
+            # A tiebreaker that still exposes an older data generation declines the node
+            # again ("Current UUID of peer does not match my exposed UUID"): it holds no
+            # data, so DRBD is restarted there and takes the nodes' generation.
+            self.exec(TIEBREAKER, f"drbdadm down {RESOURCE}; drbdadm up {RESOURCE}", timeout=60)
+        for vm, peer in standalone:
+            if vm != TIEBREAKER:
+                self.exec(vm, f"drbdadm connect {RESOURCE}:{peer}", check=False, timeout=60)
+        return bool(standalone)
 
     def drbd_reset(self) -> None:
         """Start DRBD from scratch: down, wipe the backing disks, new metadata, skip the sync."""
