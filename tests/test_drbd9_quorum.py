@@ -180,6 +180,18 @@ async def outdate_and_reconnect() -> None:
     done = await drbd.outdate("r0", lambda: res(connections=HEALTHY), run)
     assert (done.outcome, done.reconnect, done.link) == ("outdated", True, "r0:node2")
     assert ran[0] == ["drbdadm", "disconnect", "--force", "r0:node2"]
-    assert ran[1] == ["drbdadm", "outdate", "r0"]
+    assert ran[1] == ["drbdsetup", "outdate", "1"]  # vol 0 is minor 1 in drbd_facts
     await drbd.reconnect(done.link, run)
     assert ran[-1] == ["drbdadm", "connect", "r0:node2"]
+
+
+def test_on_drbd_9_the_outdate_names_each_minor_to_drbdsetup() -> None:
+    # drbd-utils 9.34's `drbdadm outdate r0` runs `drbdsetup outdate r0 0`, which drbdsetup
+    # refuses, then drbdmeta on the attached disk (exit 20): in the lab it never outdated.
+    two = res(connections=HEALTHY, devices=(vol(0), vol(1)))
+    assert drbd.outdate_commands("r0", two) == [
+        ["drbdsetup", "outdate", "1"],
+        ["drbdsetup", "outdate", "2"],
+    ]
+    assert drbd.outdate_commands("r0", drbd84()) == [["drbdadm", "outdate", "r0"]]
+    assert drbd.outdate_commands("r0", None) == [["drbdadm", "outdate", "r0"]]

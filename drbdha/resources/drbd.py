@@ -381,10 +381,10 @@ async def outdate(
     if connected and not drop_link:
         return Outdated("failed", res.worst_disk if res else None, "connected again: left as is")
     link = data_link(resource, res)
-    result = await _outdate_once(resource, run, drop=connected, link=link)
+    result = await _outdate_once(resource, run, drop=connected, link=link, res=res)
     if result.detail == STILL_UPTODATE and not connected and drop_link:
         # The facts were behind (or there were none): it was still connected.
-        result = await _outdate_once(resource, run, drop=True, link=link)
+        result = await _outdate_once(resource, run, drop=True, link=link, res=res)
     return result
 
 
@@ -400,19 +400,37 @@ def data_link(resource: str, res: Resource | None) -> str:
     return resource
 
 
+def outdate_commands(resource: str, res: Resource | None) -> list[list[str]]:
+    """`drbdadm outdate RES` on 8.4 (or without facts); on DRBD 9 `drbdsetup outdate MINOR`
+    for each volume. drbd-utils 9.34's drbdadm passes drbdsetup `outdate r0 0`, which
+    drbdsetup refuses ("Cannot determine minor device number of device 'r0'"), and then
+    runs drbdmeta on the attached disk (exit 20): it never outdates a running DRBD 9
+    resource (seen in the lab; drbdsetup answers 17 and 5 as drbdadm does)."""
+    devices = res.devices if res else ()
+    minors = [d.minor for d in devices if d.minor is not None]
+    if not minors or all(d.quorum is None for d in devices):  # 8.4 has no quorum field
+        return [["drbdadm", "outdate", resource]]
+    return [["drbdsetup", "outdate", str(m)] for m in minors]
+
+
 async def reconnect(link: str, run: Run = proc.run) -> proc.Result:
     """After a link dropped to outdate (Outdated.link): DRBD keeps trying to connect from
     here, and resyncs the copy once the replication path is back."""
     return await run(["drbdadm", "connect", link])
 
 
-async def _outdate_once(resource: str, run: Run, *, drop: bool, link: str = "") -> Outdated:
+async def _outdate_once(
+    resource: str, run: Run, *, drop: bool, link: str = "", res: Resource | None = None
+) -> Outdated:
     # --force: drop it at once. A graceful disconnect waits for the peer over the very link
     # that failed (8.4: "did not terminate within 5 seconds", exit 20, retried for 16 s).
     link = link or resource
     if drop and not (d := await run(["drbdadm", "disconnect", "--force", link])).ok:
         return Outdated("failed", None, d.summary(), reconnect=True, link=link)
-    r = await run(["drbdadm", "outdate", resource])
+    for cmd in outdate_commands(resource, res):
+        r = await run(cmd)
+        if not r.ok:
+            break
     if r.returncode == 17:
         return Outdated("primary", None, r.summary(), reconnect=drop, link=link)
     disk = await _disk(resource, run)

@@ -60,7 +60,8 @@ def node1_serving(lab: Lab, *, fenced: bool = True) -> Iterator[Storage]:
             yield s
         finally:
             for net in ("service", "replication"):
-                lab.uncut("node1", net)
+                if lab.running("node1"):  # powered off by the test: fresh_cluster starts it
+                    lab.uncut("node1", net)
             if any(lab._proc_drbd(n)["cstate"] != "Connected" for n in NODES if lab.running(n)):
                 s.stop()
                 lab.drbd_reset()
