@@ -76,9 +76,12 @@ def measure(
     fault: Callable[[], None],
     give_up: float,
     phases: Callable[[float, str], list[Phase]],
+    server: Callable[[], str | None] | None = None,
 ) -> dict[str, Any]:
     """Mount and write, then `fault()`, then wait for 50 more records per mount; the
-    figures. `phases(fault_at, since)`: the takeover's phases on the host clock."""
+    figures. `phases(fault_at, since)`: the takeover's phases on the host clock. `server()`:
+    the node whose disk the lost records are counted on, asked once the writes stopped
+    (None: not counted); node2 without it."""
     since = {n: lab.exec(n, "date +%s").stdout.strip() for n in NODES}
     writers = mount_and_write(lab, *VERSIONS)
     capture = ClientCapture()
@@ -92,9 +95,11 @@ def measure(
             w.wait_for(w.acks.acknowledged + 50, timeout=give_up)
         except TimeoutError:
             resumed = False
+    waited_until = time.time()
     for w in writers.values():
         w.stop()
     capture.stop()
+    checked_on = server() if server else "node2"
     client = lab.clock_offset("client")
     mounts = {}
     for version, w in writers.items():
@@ -102,7 +107,7 @@ def measure(
         after = [d for d in done if d > fault_at]
         mounts[f"NFSv{version}"] = {
             "acknowledged": w.acks.acknowledged,
-            "lost": lost_or_none(lab, w),
+            "lost": lost_or_none(lab, w, checked_on),
             "errors": w.acks.errors,
             "stall_s": round(w.acks.longest_write(), 3),
             "first_write_after_fault_s": round(after[0] - fault_at, 3) if after else None,
@@ -120,15 +125,20 @@ def measure(
         "resets": capture.resets,
         "split_brain": split,
         "fault_at": fault_at,
+        "waited_until": waited_until,
+        "checked_on": checked_on,
         "phases": [vars(p) for p in phases(fault_at, since["node2"])],
     }
 
 
-def lost_or_none(lab: Lab, w: Any) -> int | None:
-    """Acknowledged records missing on node2, or None where node2 never mounted the
-    filesystem (a takeover that failed: the classic switch-over whose release is refused)."""
+def lost_or_none(lab: Lab, w: Any, node: str | None = "node2") -> int | None:
+    """Acknowledged records missing on `node`, or None where it never mounted the
+    filesystem (a takeover that failed: the classic switch-over whose release is refused)
+    or no node was named."""
+    if node is None:
+        return None
     try:
-        return lost_on(lab, "node2", w)
+        return lost_on(lab, node, w)
     except CommandFailed:
         return None
 
