@@ -120,6 +120,17 @@ def render_snippet(template: str | None = None) -> str:
     return text
 
 
+def without_portblock(snippet: str) -> str:
+    """The snippet without its two portblock entries. Debian bookworm's resource-agents
+    4.12 portblock looks for its rule in `iptables -n -L` as "tcp", which iptables 1.8.9
+    lists as "6": the unblock finds nothing to remove and NFS's port stays blocked (seen in
+    the lab: clients' mounts timed out behind the block's DROP rule). So the promoter runs
+    here without the block/unblock pair, and without its TCP tickle."""
+    return "".join(
+        line for line in snippet.splitlines(keepends=True) if "ocf:heartbeat:portblock" not in line
+    )
+
+
 def ocf_units(snippet: str) -> dict[str, tuple[str, dict[str, str]]]:
     """{unit: (agent, parameters)} for each ocf: entry of r0's start list, in order, each
     named as drbd-reactor names it: ocf.rs@NAME_r0.service (src/systemd.rs; the names used
@@ -515,7 +526,7 @@ class ReactorStack:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.snippet = render_snippet()
+        self.snippet = without_portblock(render_snippet())
         self.res = with_promoter_options(lab.drbd_config(net=TUNED))
 
     @contextlib.contextmanager

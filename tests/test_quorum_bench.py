@@ -438,3 +438,13 @@ def test_unknown_faults_and_stacks_are_usage_errors() -> None:
     assert args.faults.split(",") == list(qb.FAULTS)
     assert args.stacks.split(",") == ["drbdha", "reactor"]
     assert (args.runs, args.hold) == (5, 30.0)
+
+
+def test_the_bench_runs_the_promoter_without_bookworms_broken_portblock() -> None:
+    units = qb.ocf_units(qb.without_portblock(qb.render_snippet()))
+    assert [agent for agent, _ in units.values()] == [
+        "Filesystem",
+        "nfsserver",
+        "exportfs",
+        "IPaddr2",
+    ]

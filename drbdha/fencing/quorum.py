@@ -9,9 +9,11 @@ on: a split brain at the heal (seen in the lab: the Primary cut off on both netw
 handler answered 5, DRBD showed it quorate again and both ends went StandAlone).
 
 So with quorum the silence is read against this node's own quorum:
-- this node lacks quorum: "failed" (exit 1). DRBD keeps the peer's disk state, the node
-  stays without quorum, its I/O fails (on-no-quorum io-error) and nothing it held is
-  written; at the heal it resyncs from the side that served.
+- this node lacks quorum: "failed" (exit 1). DRBD keeps the peer's disk state and holds
+  this node's I/O; the node stays without quorum and writes nothing. In the lab its
+  release then stopped at a busy unmount (FAULT) until the heal, where DRBD found the
+  peer's data newer and outdated it: no split brain, but no clean release either, which
+  is why the README's three-node setup has no handler.
 - a Secondary with quorum (a promotion): the answer stands. The peer, outside our majority,
   has no quorum and cannot write.
 - a Primary with quorum: the answer stands only once DRBD has had time to notice the loss
