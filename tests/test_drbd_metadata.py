@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from drbd_dumps import DATA, SBIN, SOURCES, needs_drbdadm, write_conf
+from test_check_config import TOML
 
 from drbdha import cli
 from drbdha.resources import drbd_config
@@ -393,22 +394,11 @@ resource r0 {
   connection-mesh { hosts @HOST@ nfs-b tiebreaker; }
 }
 """  # noqa: E501  (a config file as an operator writes it)
-TOML = """\
-[[vrrp_instance]]
-name = "nfs"
-interface = "eth0"
-vrid = 51
-virtual_ipaddress = ["192.0.2.100/24"]
-storage = "nfs"
-
-[storage.nfs]
-drbd_resource = "r0"
-"""
 
 
 def check_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: str) -> int:
     toml = tmp_path / "drbdha.toml"
-    toml.write_text(TOML)
+    toml.write_text(TOML.format(resource="r0"))
     conf = write_conf(tmp_path, DRBD_CONF.replace("@DISK@", disk))
     monkeypatch.setenv("DRBDHA_DRBDADM_CONFIG", str(conf))
     return cli.main(["-c", str(toml), "check-config"])
